@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# ops/setup.sh — install everything ithn-dist needs on a fresh Debian machine.
+# Idempotent and quick when already done (each stage checks before it acts).
+#   * Debian packages: Open MPI, libclang (bindgen for rsmpi), pkg-config, a headless JRE (METEOR),
+#     SLURM + munge (the local cluster used by the launcher tests).
+#   * A project-local virtualenv .venv (git-ignored) with torch==2.13.0 (libtorch for tch),
+#     torchvision, pycocoevalcap (METEOR 1.5 jar), Pillow, pyarrow, safetensors — created with uv,
+#     whose cache lives outside the clone so a fresh clone re-links it in seconds.
+#   * .cargo/config.toml is committed: LIBTORCH_USE_PYTORCH + an rpath, so plain cargo works.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+APT_PKGS=(openmpi-bin libopenmpi-dev libclang-dev clang pkg-config default-jre-headless slurm-wlm munge)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The virtualenv lives in a cache outside the clone, keyed by the requirements' hash, and the
+# project-local .venv is a link to it: a fresh clone (CI) gets a ready venv in a second, and a
+# stable libtorch path keeps cargo's build cache valid across clones.
+PY_REQ="$ROOT/ops/requirements.txt"
+ITHN_HOME="${ITHN_HOME:-$HOME/.cache/ithn-dist}"
+VENV="$ITHN_HOME/venv-$(sha256sum "$PY_REQ" | cut -c1-12)"
+STAMP="$VENV/.ithn-setup-done"
+mkdir -p "$ITHN_HOME"
+if [ ! -f "$STAMP" ]; then
+  if ! command -v uv >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/uv" ]; then
+    log "installing uv (pip --user)"
+    python3 -m pip install -q --user uv
+  fi
+  UV="$(command -v uv || echo "$HOME/.local/bin/uv")"
+  export UV_CACHE_DIR="${UV_CACHE_DIR:-$HOME/.cache/ithn-dist/uv}"
+  export UV_LINK_MODE=hardlink
+  [ -x "$VENV/bin/python" ] || "$UV" venv -q --python python3 "$VENV"
+  log "installing Python requirements into $VENV (torch==2.13.0 is large the first time)"
+  "$UV" pip install -q --python "$VENV/bin/python" -r "$PY_REQ"
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  ln -sfn "$site/torch" "$VENV/libtorch"
+  # cudarc's dynamic loader looks for libnccl.so; the wheel ships libnccl.so.2.
+  if [ -d "$site/nvidia/nccl/lib" ] && [ ! -e "$site/nvidia/nccl/lib/libnccl.so" ]; then
+    ln -s libnccl.so.2 "$site/nvidia/nccl/lib/libnccl.so"
+  fi
+  touch "$STAMP"
+fi
+if [ "$(readlink .venv 2>/dev/null)" != "$VENV" ]; then
+  [ -L .venv ] || [ ! -e .venv ] || { log ".venv exists and is not a link; moving it aside to .venv.old"; mv .venv .venv.old; }
+  ln -sfn "$VENV" .venv
+fi
+log "ready: .venv -> $VENV"

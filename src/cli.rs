@@ -1,0 +1,102 @@
+//! Command-line interface. Each subcommand's arguments live beside the code that runs it;
+//! this file only dispatches. Exit codes (for SLURM scripts): 0 success, 1 error, 2 usage.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::dist::World;
+
+#[derive(Parser, Debug)]
+#[command(name = "ithn-dist", version, about = "Train and run R2GenCMN radiology report generators with ITHN, across many ranks", long_about = None)]
+pub struct Cli {
+    /// Write JSON-lines logs, one file per rank, into this directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Inspect configurations.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Check a launch: every rank reports rank/size/device and a tensor all-reduce is verified.
+    World(WorldArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print the resolved configuration (file + overrides, validated) as TOML.
+    Show(ConfigArgs),
+}
+
+/// A configuration file plus `--set` overrides; shared by every command that takes a config.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// TOML configuration file (see configs/).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override one key, e.g. `--set train.epochs=5` (repeatable; values are TOML, type-checked).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(&self.config, &self.set)?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct WorldArgs {
+    /// Elements in the test all-reduce.
+    #[arg(long, default_value_t = 1024)]
+    pub elements: i64,
+    /// Print one JSON object per rank instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses arguments, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Config(ConfigCmd::Show(args)) => {
+            print!("{}", args.load()?.to_toml());
+            Ok(0)
+        }
+        Command::World(args) => {
+            let world = World::init()?;
+            crate::logging::init(world.rank, cli.log_dir.as_deref())?;
+            let report = crate::dist::smoke::run(&world, args.elements);
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "rank {}/{} local {}/{} mpi={} cuda_devices={} all_reduce={} (max error {})",
+                    report.rank,
+                    report.size,
+                    report.local_rank,
+                    report.local_size,
+                    report.mpi,
+                    report.cuda_devices,
+                    if report.all_reduce_ok { "ok" } else { "WRONG" },
+                    report.all_reduce_max_error
+                );
+            }
+            Ok(if report.all_reduce_ok { 0 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Typed run configuration: TOML tables → structs (unknown keys rejected) → `validate()`.
+//!
+//! A run is described by one immutable [`Config`]. It is read from a TOML file, then
+//! `--set section.key=value` overrides are applied to the TOML tree *before* deserialising,
+//! so every override is type-checked against the same schema as the file. Errors always name
+//! the file and the dotted key. Batch sizes are **global** (SPEC §5): a run means the same
+//! thing on 1 or 64 ranks.
+
+mod schema;
+
+pub use schema::*;
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong while reading or checking a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {message}")]
+    Schema {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: invalid value for `{key}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error("--set {spec:?}: {reason}")]
+    Override { spec: String, reason: String },
+}
+
+impl Config {
+    /// Reads `path`, applies `overrides` (`section.key=value`), deserialises and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path, overrides)
+    }
+
+    /// Like [`Config::load`] on an in-memory document; `origin` is only used in messages.
+    pub fn from_toml_str(
+        text: &str,
+        origin: &Path,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut tree: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        for spec in overrides {
+            apply_override(&mut tree, spec)?;
+        }
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Schema {
+                path: origin.to_path_buf(),
+                key,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        cfg.validate().map_err(|(key, reason)| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            key,
+            reason,
+        })?;
+        Ok(cfg)
+    }
+
+    /// The resolved configuration as TOML (what `config show` prints and runs record).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a validated Config always serialises")
+    }
+}
+
+/// Applies one `section.key=value` override to the raw TOML tree. The value is parsed as a
+/// TOML value (`5`, `1e-4`, `true`, `[3,4,23,3]`, `"x"`); anything that is not valid TOML is
+/// taken as a bare string, so `--set data.prepared=/scratch/iu` works without quotes.
+pub fn apply_override(tree: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
+    let err = |reason: &str| ConfigError::Override {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| err("expected section.key=value"))?;
+    let key = key.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(err("empty key segment"));
+    }
+    let value = parse_value(raw.trim());
+    let (last, parents) = parts.split_last().expect("split yields at least one part");
+    let mut table = tree;
+    for p in parents {
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| err(&format!("`{p}` is not a table")))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,537 @@
+//! The configuration schema. Field names follow the original hyper-parameter names of
+//! R2GenCMN / ITHN where one exists (`d_model`, `cmm_size`, `topk`, `lr_ve`, `lr_ed`, ...).
+//! Defaults are the published IU X-Ray run (SPEC §2–3); `configs/*.toml` spell them out.
+
+use serde::{Deserialize, Serialize};
+
+/// One complete, validated run configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Dataset, prepared shards and the text/image pipeline.
+    pub data: DataConfig,
+    /// R2GenCMN + ITHN model dimensions.
+    pub model: ModelConfig,
+    /// The ITHN objective: loss weights, λ schedule, how hard negatives are formed.
+    pub ithn: IthnConfig,
+    /// Optimiser, schedule, epochs, batch (global), early stopping.
+    pub train: TrainConfig,
+    /// Decoding and validation.
+    pub eval: EvalConfig,
+    /// Checkpoint cadence and retention.
+    pub checkpoint: CheckpointConfig,
+    /// Collective backend and gradient bucketing.
+    pub dist: DistConfig,
+    /// Logging cadence.
+    pub log: LogConfig,
+}
+
+/// Which dataset (selects the text cleaner and published defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Dataset {
+    #[default]
+    IuXray,
+    MimicCxr,
+}
+
+impl Dataset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dataset::IuXray => "iu_xray",
+            Dataset::MimicCxr => "mimic_cxr",
+        }
+    }
+}
+
+impl std::str::FromStr for Dataset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "iu_xray" => Ok(Dataset::IuXray),
+            "mimic_cxr" => Ok(Dataset::MimicCxr),
+            other => Err(format!("unknown dataset {other:?} (expected iu_xray or mimic_cxr)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `iu_xray` or `mimic_cxr`: chooses the report cleaner.
+    pub dataset: Dataset,
+    /// Directory written by `ithn-dist prepare` (manifest.json, vocab.json, shards).
+    pub prepared: String,
+    /// Token ids per report incl. BOS/EOS, longer reports are cut (SPEC §1).
+    pub max_seq_length: usize,
+    /// Minimum train-split count for a token to enter the vocabulary.
+    pub threshold: usize,
+    /// Image views per sample fed to the model: 2 = R2GenCMN IU (frontal+lateral), 1 = ITHN reference.
+    pub views: usize,
+    /// Shorter side after the train-time resize (before the random crop).
+    pub resize: usize,
+    /// Side of the square crop fed to the network.
+    pub image_size: usize,
+    /// Decode/augment threads per rank.
+    pub num_workers: usize,
+    /// Batches decoded ahead of the training step.
+    pub prefetch: usize,
+    /// Bound on decoded row-group cache per rank, in MiB.
+    pub cache_mb: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: Dataset::IuXray,
+            prepared: "runs/prepared/iu_xray".into(),
+            max_seq_length: 60,
+            threshold: 3,
+            views: 1,
+            resize: 256,
+            image_size: 224,
+            num_workers: 2,
+            prefetch: 2,
+            cache_mb: 256,
+        }
+    }
+}
+
+/// Floating point precision of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+/// How ResNet BatchNorm layers behave in training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchNormMode {
+    /// Batch statistics of each rank's local batch (the reference on one GPU; DDP's default).
+    #[default]
+    Local,
+    /// Running statistics only, never updated: exact global-batch equivalence across ranks.
+    Frozen,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Transformer width.
+    pub d_model: usize,
+    /// Feed-forward inner width.
+    pub d_ff: usize,
+    /// Attention heads (must divide d_model).
+    pub num_heads: usize,
+    /// Encoder layers = decoder layers.
+    pub num_layers: usize,
+    /// Dropout inside the transformer.
+    pub dropout: f64,
+    /// Dropout after att_embed.
+    pub drop_prob_lm: f64,
+    /// Rows of the cross-modal memory matrix.
+    pub cmm_size: usize,
+    /// Width of the memory matrix (must equal d_model).
+    pub cmm_dim: usize,
+    /// Memory slots kept per query (≤ cmm_size).
+    pub topk: usize,
+    /// Channels of the visual feature map (2048 for bottleneck ResNets).
+    pub d_vf: usize,
+    /// Width of the ITHN image/text projections.
+    pub proj_dim: usize,
+    /// Bottleneck blocks per ResNet stage: [3,4,23,3] = ResNet-101.
+    pub visual_layers: Vec<usize>,
+    /// ResNet width_per_group (64 = torchvision's ResNet-101).
+    pub visual_width_per_group: usize,
+    /// Optional safetensors file of torchvision ResNet weights (ops/export_resnet101.py).
+    pub visual_weights: Option<String>,
+    /// BatchNorm behaviour in training: `local` or `frozen`.
+    pub batchnorm: BatchNormMode,
+    /// `fp32` (default) or `bf16` autocast on GPU.
+    pub precision: Precision,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            d_model: 512,
+            d_ff: 512,
+            num_heads: 8,
+            num_layers: 3,
+            dropout: 0.1,
+            drop_prob_lm: 0.5,
+            cmm_size: 2048,
+            cmm_dim: 512,
+            topk: 32,
+            d_vf: 2048,
+            proj_dim: 512,
+            visual_layers: vec![3, 4, 23, 3],
+            visual_width_per_group: 64,
+            visual_weights: None,
+            batchnorm: BatchNormMode::Local,
+            precision: Precision::Fp32,
+        }
+    }
+}
+
+/// How the hard negatives h are formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Negatives {
+    /// The official closed form p = u⁻ + ((z−u⁻)(u−u⁻)ᵀ)·normalize(u−u⁻), h = λu⁻ + (1−λ)p.
+    #[default]
+    Projection,
+    /// The paper's min-max: K projected gradient-ascent steps on L_cp with features detached.
+    Ascent,
+}
+
+/// Which batch the maximisation step sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Gather {
+    /// Features all-gathered: S, p, h over the global batch (the equivalence invariant).
+    #[default]
+    Global,
+    /// Each rank alone on its local batch (the reference on one GPU), for ablation.
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IthnConfig {
+    /// λ = exp(−alpha·epoch), epochs counted from 1.
+    pub alpha: f64,
+    /// Weight of the language-model loss.
+    pub w_lm: f64,
+    /// Weight of the contrastive alignment loss L_cp.
+    pub w_cp: f64,
+    /// Weight of the image cosine loss L_cs.
+    pub w_cs: f64,
+    /// `projection` (official closed form) or `ascent` (paper-faithful min-max).
+    pub negatives: Negatives,
+    /// `global` (all-gathered) or `local` (per rank).
+    pub gather: Gather,
+    /// Gradient-ascent steps K in `ascent` mode.
+    pub ascent_steps: usize,
+    /// Step size of each ascent step.
+    pub ascent_lr: f64,
+    /// Radius around u⁻ at λ = 0; the allowed radius is (1 − λ)·ascent_radius.
+    pub ascent_radius: f64,
+}
+
+impl Default for IthnConfig {
+    fn default() -> Self {
+        IthnConfig {
+            alpha: 0.01,
+            w_lm: 0.7,
+            w_cp: 0.1,
+            w_cs: 0.2,
+            negatives: Negatives::Projection,
+            gather: Gather::Global,
+            ascent_steps: 3,
+            ascent_lr: 0.1,
+            ascent_radius: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Seed of everything random (init, order, dropout, crops).
+    pub seed: u64,
+    /// Number of epochs.
+    pub epochs: usize,
+    /// GLOBAL batch size (split evenly over ranks).
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step (gradients communicated on the last one only).
+    pub accumulation_steps: usize,
+    /// Learning rate of the visual extractor.
+    pub lr_ve: f64,
+    /// Learning rate of everything else.
+    pub lr_ed: f64,
+    /// L2 weight decay added to the gradient (torch.optim.Adam semantics).
+    pub weight_decay: f64,
+    /// Adam betas.
+    pub adam_betas: [f64; 2],
+    /// Adam epsilon.
+    pub adam_eps: f64,
+    /// AMSGrad variant.
+    pub amsgrad: bool,
+    /// StepLR period in epochs.
+    pub lr_step_size: usize,
+    /// StepLR factor.
+    pub lr_gamma: f64,
+    /// Stop after this many epochs without a better validation score (0 = never).
+    pub early_stop: usize,
+    /// Validation metric that selects the best model.
+    pub monitor_metric: String,
+    /// Drop the last incomplete global batch of an epoch (true) or train on it (false).
+    pub drop_last: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 7580,
+            epochs: 100,
+            batch_size: 16,
+            accumulation_steps: 1,
+            lr_ve: 1e-4,
+            lr_ed: 5e-4,
+            weight_decay: 5e-5,
+            adam_betas: [0.9, 0.98],
+            adam_eps: 1e-9,
+            amsgrad: true,
+            lr_step_size: 10,
+            lr_gamma: 0.8,
+            early_stop: 25,
+            monitor_metric: "BLEU_4".into(),
+            drop_last: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Beam width (1 = greedy with trigram blocking).
+    pub beam_size: usize,
+    /// Maximum generated length in tokens (incl. BOS).
+    pub max_seq_length: usize,
+    /// Greedy decoding blocks repeated trigrams (reference default).
+    pub block_trigrams: bool,
+    /// GLOBAL evaluation batch size.
+    pub batch_size: usize,
+    /// Validate every N epochs.
+    pub every_epochs: usize,
+    /// Run METEOR (needs Java and the jar from pycocoevalcap).
+    pub meteor: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            beam_size: 3,
+            max_seq_length: 60,
+            block_trigrams: true,
+            batch_size: 16,
+            every_epochs: 1,
+            meteor: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Save every N optimizer steps (0 = off).
+    pub every_steps: usize,
+    /// Save every M minutes of wall time (0 = off).
+    pub every_minutes: f64,
+    /// Save at the end of every epoch.
+    pub every_epoch: bool,
+    /// Number of most recent checkpoints kept (the best is always kept too).
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            every_steps: 0,
+            every_minutes: 30.0,
+            every_epoch: true,
+            keep_last: 3,
+        }
+    }
+}
+
+/// Which collective implementation carries tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// NCCL for CUDA tensors, MPI for CPU tensors.
+    #[default]
+    Auto,
+    Mpi,
+    Nccl,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistConfig {
+    /// `auto`, `mpi` or `nccl`.
+    pub backend: Backend,
+    /// Gradient bucket size in MiB.
+    pub bucket_mb: f64,
+    /// Compare a parameter checksum across ranks every N steps (0 = never).
+    pub checksum_every: usize,
+    /// Seconds a collective may take before the watchdog aborts the job.
+    pub timeout_s: f64,
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        DistConfig {
+            backend: Backend::Auto,
+            bucket_mb: 25.0,
+            checksum_every: 100,
+            timeout_s: 600.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Log a training line every N optimizer steps.
+    pub every_steps: usize,
+    /// Show a progress bar on rank 0 when the terminal is interactive.
+    pub progress: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            every_steps: 10,
+            progress: true,
+        }
+    }
+}
+
+type Invalid = (String, String);
+
+fn check(ok: bool, key: &str, reason: impl Into<String>) -> Result<(), Invalid> {
+    if ok {
+        Ok(())
+    } else {
+        Err((key.to_string(), reason.into()))
+    }
+}
+
+fn positive(v: f64, key: &str) -> Result<(), Invalid> {
+    check(v.is_finite() && v > 0.0, key, format!("must be > 0, got {v}"))
+}
+
+fn non_negative(v: f64, key: &str) -> Result<(), Invalid> {
+    check(v.is_finite() && v >= 0.0, key, format!("must be ≥ 0, got {v}"))
+}
+
+fn probability(v: f64, key: &str) -> Result<(), Invalid> {
+    check((0.0..1.0).contains(&v), key, format!("must be in [0, 1), got {v}"))
+}
+
+impl Config {
+    /// Checks every cross-field rule; the error is (dotted key, reason).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let d = &self.data;
+        check(d.max_seq_length >= 2, "data.max_seq_length", "must be ≥ 2 (BOS + EOS)")?;
+        check(d.threshold >= 1, "data.threshold", "must be ≥ 1")?;
+        check(d.views == 1 || d.views == 2, "data.views", format!("must be 1 or 2, got {}", d.views))?;
+        check(d.image_size >= 32, "data.image_size", "must be ≥ 32")?;
+        check(
+            d.resize >= d.image_size,
+            "data.resize",
+            format!("must be ≥ data.image_size ({}), got {}", d.image_size, d.resize),
+        )?;
+        check(d.num_workers >= 1, "data.num_workers", "must be ≥ 1")?;
+
+        let m = &self.model;
+        check(m.d_model > 0, "model.d_model", "must be > 0")?;
+        check(m.num_heads > 0, "model.num_heads", "must be > 0")?;
+        check(
+            m.d_model % m.num_heads == 0,
+            "model.d_model",
+            format!("d_model ({}) must be divisible by num_heads ({})", m.d_model, m.num_heads),
+        )?;
+        check(m.d_ff > 0, "model.d_ff", "must be > 0")?;
+        check(m.num_layers > 0, "model.num_layers", "must be > 0")?;
+        probability(m.dropout, "model.dropout")?;
+        probability(m.drop_prob_lm, "model.drop_prob_lm")?;
+        check(m.cmm_size > 0, "model.cmm_size", "must be > 0")?;
+        check(
+            m.cmm_dim == m.d_model,
+            "model.cmm_dim",
+            format!("cmm_dim ({}) must equal d_model ({})", m.cmm_dim, m.d_model),
+        )?;
+        check(
+            m.topk >= 1 && m.topk <= m.cmm_size,
+            "model.topk",
+            format!("topk ({}) must be in 1..=cmm_size ({})", m.topk, m.cmm_size),
+        )?;
+        check(m.d_vf == 2048, "model.d_vf", "bottleneck ResNets give 2048 channels")?;
+        check(m.proj_dim > 0, "model.proj_dim", "must be > 0")?;
+        check(
+            m.visual_layers.len() == 4 && m.visual_layers.iter().all(|&n| n >= 1),
+            "model.visual_layers",
+            format!("must be four block counts ≥ 1, got {:?}", m.visual_layers),
+        )?;
+        check(
+            m.visual_width_per_group >= 4 && m.visual_width_per_group % 4 == 0,
+            "model.visual_width_per_group",
+            "must be a positive multiple of 4",
+        )?;
+
+        let i = &self.ithn;
+        non_negative(i.alpha, "ithn.alpha")?;
+        non_negative(i.w_lm, "ithn.w_lm")?;
+        non_negative(i.w_cp, "ithn.w_cp")?;
+        non_negative(i.w_cs, "ithn.w_cs")?;
+        check(
+            i.negatives != Negatives::Ascent || i.ascent_steps >= 1,
+            "ithn.ascent_steps",
+            "must be ≥ 1 when ithn.negatives = \"ascent\"",
+        )?;
+        non_negative(i.ascent_lr, "ithn.ascent_lr")?;
+        non_negative(i.ascent_radius, "ithn.ascent_radius")?;
+
+        let t = &self.train;
+        check(t.epochs >= 1, "train.epochs", "must be ≥ 1")?;
+        check(t.batch_size >= 1, "train.batch_size", "must be ≥ 1")?;
+        check(t.accumulation_steps >= 1, "train.accumulation_steps", "must be ≥ 1")?;
+        check(
+            t.batch_size % t.accumulation_steps == 0,
+            "train.accumulation_steps",
+            format!(
+                "must divide train.batch_size ({}), got {}",
+                t.batch_size, t.accumulation_steps
+            ),
+        )?;
+        positive(t.lr_ve, "train.lr_ve")?;
+        positive(t.lr_ed, "train.lr_ed")?;
+        non_negative(t.weight_decay, "train.weight_decay")?;
+        for (k, b) in t.adam_betas.iter().enumerate() {
+            probability(*b, &format!("train.adam_betas[{k}]"))?;
+        }
+        positive(t.adam_eps, "train.adam_eps")?;
+        check(t.lr_step_size >= 1, "train.lr_step_size", "must be ≥ 1")?;
+        positive(t.lr_gamma, "train.lr_gamma")?;
+        const METRICS: [&str; 7] = ["BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr"];
+        check(
+            METRICS.contains(&t.monitor_metric.as_str()),
+            "train.monitor_metric",
+            format!("must be one of {METRICS:?}, got {:?}", t.monitor_metric),
+        )?;
+
+        let e = &self.eval;
+        check(e.beam_size >= 1, "eval.beam_size", "must be ≥ 1")?;
+        check(e.max_seq_length >= 2, "eval.max_seq_length", "must be ≥ 2")?;
+        check(e.batch_size >= 1, "eval.batch_size", "must be ≥ 1")?;
+        check(e.every_epochs >= 1, "eval.every_epochs", "must be ≥ 1")?;
+
+        non_negative(self.checkpoint.every_minutes, "checkpoint.every_minutes")?;
+        check(self.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be ≥ 1")?;
+        positive(self.dist.bucket_mb, "dist.bucket_mb")?;
+        positive(self.dist.timeout_s, "dist.timeout_s")?;
+        check(self.log.every_steps >= 1, "log.every_steps", "must be ≥ 1")?;
+        Ok(())
+    }
+
+    /// λ of SPEC §3 for a 1-based epoch: exp(−alpha·epoch).
+    pub fn lambda(&self, epoch: usize) -> f64 {
+        (-self.ithn.alpha * epoch as f64).exp()
+    }
+}

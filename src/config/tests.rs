@@ -1,0 +1,84 @@
+use super::*;
+use std::path::Path;
+
+const F: &str = "configs/test.toml";
+
+fn load(text: &str, sets: &[&str]) -> Result<Config, ConfigError> {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    Config::from_toml_str(text, Path::new(F), &sets)
+}
+
+fn message(r: Result<Config, ConfigError>) -> String {
+    r.expect_err("config must be rejected").to_string()
+}
+
+#[test]
+fn defaults_are_the_published_iu_run() {
+    let c = load("", &[]).unwrap();
+    assert_eq!(c.model.d_model, 512);
+    assert_eq!(c.model.visual_layers, vec![3, 4, 23, 3]);
+    assert_eq!(c.train.batch_size, 16);
+    assert_eq!(c.train.seed, 7580);
+    assert!((c.lambda(1) - (-0.01f64).exp()).abs() < 1e-15);
+}
+
+#[test]
+fn unknown_key_is_named_with_file() {
+    let m = message(load("[train]\nepochz = 3\n", &[]));
+    assert!(m.contains("epochz"), "{m}");
+    assert!(m.contains(F), "{m}");
+    let m = message(load("[trian]\n", &[]));
+    assert!(m.contains("trian"), "{m}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let m = message(load("[train]\nepochs = \"many\"\n", &[]));
+    assert!(m.contains("train.epochs"), "{m}");
+    let m = message(load("", &["model.d_model=abc"]));
+    assert!(m.contains("model.d_model"), "{m}");
+}
+
+#[test]
+fn invalid_values_are_named() {
+    let cases: &[(&str, &str)] = &[
+        ("model.num_heads=7", "model.d_model"),
+        ("model.cmm_dim=256", "model.cmm_dim"),
+        ("model.topk=4096", "model.topk"),
+        ("train.lr_ve=-1e-4", "train.lr_ve"),
+        ("train.lr_ed=0", "train.lr_ed"),
+        ("data.views=3", "data.views"),
+        ("train.monitor_metric=\"BLEU_5\"", "train.monitor_metric"),
+        ("model.dropout=1.5", "model.dropout"),
+    ];
+    for (set, key) in cases {
+        let m = message(load("", &[set]));
+        assert!(m.contains(key), "{set}: {m}");
+        assert!(m.contains(F), "{set}: {m}");
+    }
+}
+
+#[test]
+fn overrides_are_typed_and_applied() {
+    let c = load("[train]\nepochs = 100\n", &["train.epochs=5", "data.prepared=/scratch/iu", "ithn.negatives=ascent"]).unwrap();
+    assert_eq!(c.train.epochs, 5);
+    assert_eq!(c.data.prepared, "/scratch/iu");
+    assert_eq!(c.ithn.negatives, Negatives::Ascent);
+    let m = message(load("", &["train.epochs"]));
+    assert!(m.contains("train.epochs"), "{m}");
+}
+
+#[test]
+fn resolved_toml_round_trips() {
+    let c = load("", &["train.epochs=7"]).unwrap();
+    let again = load(&c.to_toml(), &[]).unwrap();
+    assert_eq!(c, again);
+}
+
+#[test]
+fn shipped_configs_load() {
+    for f in ["configs/iu_xray.toml", "configs/mimic_cxr.toml", "configs/tiny.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+        Config::load(&path, &[]).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+}

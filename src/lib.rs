@@ -1,0 +1,9 @@
+//! ithn-dist: R2GenCMN radiology report generation trained with ITHN (increasingly hard
+//! negatives) across many ranks. The modules follow the data's way through the system:
+//! `config` → `data` → `model` → `dist` → `train` → `checkpoint` → `eval`; `cli` ties them to
+//! the `ithn-dist` binary.
+
+pub mod cli;
+pub mod config;
+pub mod dist;
+pub mod logging;

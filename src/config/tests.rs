@@ -82,3 +82,20 @@ fn shipped_configs_load() {
         Config::load(&path, &[]).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
 }
+
+#[test]
+fn readme_documents_every_key() {
+    // The configuration reference in README.md must list every key of the schema.
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let tree: toml::Table = Config::default().to_toml().parse().unwrap();
+    let mut missing = vec![];
+    for (section, table) in &tree {
+        for key in table.as_table().unwrap().keys() {
+            let k = format!("`{section}.{key}`");
+            if !readme.contains(&k) {
+                missing.push(k);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "README.md lacks {missing:?}");
+}

@@ -24,6 +24,14 @@ pub enum Command {
     Config(ConfigCmd),
     /// Check a launch: every rank reports rank/size/device and a tensor all-reduce is verified.
     World(WorldArgs),
+    /// Preemption drill: a tiny deterministic training that exercises checkpoints, resume,
+    /// signals and the watchdog on any world (checks a cluster's launch setup in seconds).
+    Drill(crate::checkpoint::drill::DrillArgs),
+    /// Report text: build a vocabulary, clean and encode reports (SPEC §1).
+    #[command(subcommand)]
+    Text(crate::data::text_cli::TextCmd),
+    /// Render labelled-SYNTHETIC phantom radiographs that follow each study's report.
+    Synth(crate::synth::SynthArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,6 +84,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(ConfigCmd::Show(args)) => {
             print!("{}", args.load()?.to_toml());
             Ok(0)
+        }
+        Command::Text(cmd) => crate::data::text_cli::run(cmd),
+        Command::Synth(args) => crate::synth::run_cli(args),
+        Command::Drill(args) => {
+            let world = World::init()?;
+            crate::logging::init(world.rank, cli.log_dir.as_deref())?;
+            crate::checkpoint::drill::run(&world, &args)
         }
         Command::World(args) => {
             let world = World::init()?;

@@ -1,0 +1,224 @@
+//! Report decoding with the reference sampler's exact semantics (SPEC §4, fixture README §4):
+//! greedy with the reference trigram blocking, and beam search (double log-softmax after the
+//! first step, −1000 for finished beams that keep expanding, no length penalty, no trigram
+//! blocking). Both are batched over images and use the decoder's incremental key/value cache;
+//! both run without gradients in eval mode.
+
+use std::collections::HashMap;
+
+use tch::{Kind, Tensor};
+
+use super::r2gencmn::R2GenCmn;
+use super::transformer::DecoderCache;
+
+/// Penalty per earlier occurrence of a trigram in greedy decoding: the reference's
+/// `mask · −0.693 · 2.0` (ln ½ rounded, times alpha 2).
+const TRIGRAM_PENALTY: f64 = -0.693;
+const TRIGRAM_ALPHA: f64 = 2.0;
+
+/// Decoded sequences of a batch.
+#[derive(Debug)]
+pub struct Decoded {
+    /// `[B, L]` token ids, 0-padded (L = max length).
+    pub seq: Tensor,
+    /// `[B, L, V+1]` the log-prob row each token was chosen from, 0-padded.
+    pub logprobs: Tensor,
+    /// Per image: the beam score (summed log-probs) or, for greedy, the sum of chosen log-probs.
+    pub scores: Vec<f64>,
+}
+
+impl Decoded {
+    /// Token ids of row `i` up to (excluding) the first 0.
+    pub fn tokens(&self, i: usize) -> Vec<i64> {
+        let row: Vec<i64> = Vec::<i64>::try_from(self.seq.get(i as i64)).unwrap_or_default();
+        row.into_iter().take_while(|&t| t != 0).collect()
+    }
+}
+
+/// Greedy decoding of up to `max_len` tokens for patch features `att_feats` `[B, S, 2048]`.
+pub fn greedy(
+    model: &R2GenCmn,
+    att_feats: &Tensor,
+    max_len: usize,
+    block_trigrams: bool,
+) -> Decoded {
+    let _g = tch::no_grad_guard();
+    model.with_precision(|| greedy_inner(model, att_feats, max_len as i64, block_trigrams))
+}
+
+fn greedy_inner(model: &R2GenCmn, att_feats: &Tensor, max_len: i64, block: bool) -> Decoded {
+    let dev = att_feats.device();
+    let b = att_feats.size()[0];
+    let v1 = model.logit_dim();
+    let mut cache = model.start_decoding(att_feats);
+    let mut history = Tensor::zeros([b, 1], (Kind::Int64, dev));
+    let mut seq = vec![vec![0i64; max_len as usize]; b as usize];
+    let seq_lp = Tensor::zeros([b, max_len, v1], (Kind::Float, dev));
+    let mut trigrams: Vec<HashMap<(i64, i64), Vec<i64>>> = vec![HashMap::new(); b as usize];
+    let mut unfinished = Tensor::ones([b], (Kind::Bool, dev));
+    let mut scores = vec![0f64; b as usize];
+    for t in 0..=max_len {
+        let mut lp = model.decode_step(&history, &mut cache).to_kind(Kind::Float);
+        if block && t >= 3 {
+            lp = lp
+                + trigram_mask(&seq, &mut trigrams, t as usize, v1).to_device(dev)
+                    * TRIGRAM_PENALTY
+                    * TRIGRAM_ALPHA;
+        }
+        if t == max_len {
+            break;
+        }
+        let mut it = lp.argmax(1, false);
+        if t > 0 {
+            it = it.where_self(&unfinished, &Tensor::zeros_like(&it));
+            lp = lp * unfinished.unsqueeze(1).to_kind(Kind::Float);
+        }
+        unfinished = unfinished.logical_and(&it.ne(0));
+        let _ = seq_lp.select(1, t).copy_(&lp);
+        let chosen = Vec::<f32>::try_from(lp.gather(1, &it.unsqueeze(1), false).squeeze_dim(1))
+            .unwrap_or_default();
+        let ids = Vec::<i64>::try_from(&it).unwrap_or_default();
+        for (i, (&id, &c)) in ids.iter().zip(&chosen).enumerate() {
+            seq[i][t as usize] = id;
+            scores[i] += c as f64;
+        }
+        if !bool::try_from(unfinished.any()).unwrap_or(false) {
+            break;
+        }
+        history = Tensor::cat(&[history, it.unsqueeze(1)], 1);
+    }
+    let flat: Vec<i64> = seq.concat();
+    Decoded {
+        seq: Tensor::from_slice(&flat)
+            .reshape([b, max_len])
+            .to_device(dev),
+        logprobs: seq_lp,
+        scores,
+    }
+}
+
+/// Records the trigram ending at step t−1 and returns the count mask `[B, V+1]` of blocked
+/// continuations of the last two tokens (the reference's bookkeeping, on the host).
+fn trigram_mask(
+    seq: &[Vec<i64>],
+    trigrams: &mut [HashMap<(i64, i64), Vec<i64>>],
+    t: usize,
+    v1: i64,
+) -> Tensor {
+    let mut mask = vec![0f32; seq.len() * v1 as usize];
+    for (i, s) in seq.iter().enumerate() {
+        trigrams[i]
+            .entry((s[t - 3], s[t - 2]))
+            .or_default()
+            .push(s[t - 1]);
+        if let Some(next) = trigrams[i].get(&(s[t - 2], s[t - 1])) {
+            for &c in next {
+                mask[i * v1 as usize + c as usize] += 1.0;
+            }
+        }
+    }
+    Tensor::from_slice(&mask).reshape([seq.len() as i64, v1])
+}
+
+/// A finished beam.
+#[derive(Debug)]
+struct Done {
+    seq: Vec<i64>,
+    rows: Tensor,
+    p: f64,
+}
+
+/// Beam search with `beam` beams per image, up to `max_len` tokens.
+pub fn beam_search(model: &R2GenCmn, att_feats: &Tensor, max_len: usize, beam: usize) -> Decoded {
+    let _g = tch::no_grad_guard();
+    model.with_precision(|| beam_inner(model, att_feats, max_len as i64, beam as i64))
+}
+
+fn beam_inner(model: &R2GenCmn, att_feats: &Tensor, max_len: i64, k: i64) -> Decoded {
+    let dev = att_feats.device();
+    let b = att_feats.size()[0];
+    let v1 = model.logit_dim();
+    let mut cache: DecoderCache = model.start_decoding(att_feats);
+    // First step: one (single log-softmax) row per image; only "beam 0" exists.
+    let mut lp = model
+        .decode_step(&Tensor::zeros([b, 1], (Kind::Int64, dev)), &mut cache)
+        .to_kind(Kind::Float);
+    let mut parents = 1i64;
+    let mut sums = Tensor::zeros([b, 1], (Kind::Float, dev));
+    let mut seqs = Tensor::zeros([b, 0], (Kind::Int64, dev));
+    let mut rows = Tensor::zeros([b, 0, v1], (Kind::Float, dev));
+    let mut done: Vec<Vec<Done>> = (0..b).map(|_| Vec::new()).collect();
+    let offsets = (Tensor::arange(b, (Kind::Int64, dev)) * 1).unsqueeze(1);
+    for t in 0..max_len {
+        let lp3 = lp.view([b, parents, v1]);
+        let cand = (sums.unsqueeze(-1) + &lp3).view([b, parents * v1]);
+        let (_, order) = cand.sort(-1, true);
+        let ix = order.narrow(1, 0, k);
+        let beam_ix = ix.divide_scalar_mode(v1, "floor");
+        let word = ix.remainder(v1);
+        let state_ix = (&beam_ix + &offsets * parents).view([-1]);
+        seqs = Tensor::cat(&[seqs.index_select(0, &state_ix), word.view([-1, 1])], 1);
+        let chosen_rows = lp3
+            .gather(1, &beam_ix.unsqueeze(-1).expand([b, k, v1], true), false)
+            .view([b * k, 1, v1]);
+        rows = Tensor::cat(&[rows.index_select(0, &state_ix), chosen_rows], 1);
+        sums = sums.gather(1, &beam_ix, false) + lp3.view([b, parents * v1]).gather(1, &ix, false);
+        cache.select(&state_ix);
+        parents = k;
+        let words = Vec::<i64>::try_from(word.view([-1])).unwrap_or_default();
+        let sums_host = Vec::<f32>::try_from(sums.view([-1])).unwrap_or_default();
+        let mut ended = vec![false; (b * k) as usize];
+        for (j, end) in ended.iter_mut().enumerate() {
+            if words[j] == 0 || t == max_len - 1 {
+                *end = true;
+                done[j / k as usize].push(Done {
+                    seq: Vec::<i64>::try_from(seqs.get(j as i64)).unwrap_or_default(),
+                    rows: rows.get(j as i64),
+                    p: sums_host[j] as f64,
+                });
+            }
+        }
+        if t == max_len - 1 {
+            break;
+        }
+        let ended = Tensor::from_slice(&ended).to_device(dev).view([b, k]);
+        sums = sums.where_self(&ended.logical_not(), &(&sums - 1000.0));
+        let history = Tensor::cat(
+            &[
+                Tensor::zeros([b * k, 1], (Kind::Int64, dev)),
+                seqs.shallow_clone(),
+            ],
+            1,
+        );
+        // The reference applies log_softmax a second time to the step's log-probs.
+        lp = model
+            .decode_step(&history, &mut cache)
+            .to_kind(Kind::Float)
+            .log_softmax(-1, Kind::Float);
+    }
+    collect_best(done, max_len, v1, dev)
+}
+
+/// Per image: the done beam with the highest p (stable sort, as Python's `sorted`), padded.
+fn collect_best(done: Vec<Vec<Done>>, max_len: i64, v1: i64, dev: tch::Device) -> Decoded {
+    let b = done.len() as i64;
+    let seq = Tensor::zeros([b, max_len], (Kind::Int64, dev));
+    let logprobs = Tensor::zeros([b, max_len, v1], (Kind::Float, dev));
+    let mut scores = Vec::new();
+    for (i, mut beams) in done.into_iter().enumerate() {
+        beams.sort_by(|a, c| c.p.partial_cmp(&a.p).unwrap_or(std::cmp::Ordering::Equal));
+        let best = &beams[0];
+        let n = best.seq.len() as i64;
+        let _ = seq
+            .get(i as i64)
+            .narrow(0, 0, n)
+            .copy_(&Tensor::from_slice(&best.seq).to_device(dev));
+        let _ = logprobs.get(i as i64).narrow(0, 0, n).copy_(&best.rows);
+        scores.push(best.p);
+    }
+    Decoded {
+        seq,
+        logprobs,
+        scores,
+    }
+}

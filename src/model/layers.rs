@@ -1,0 +1,198 @@
+//! Small building blocks shared by the model: Linear with the reference initialisations, the
+//! reference LayerNorm (unbiased std, eps added to the std) and the one dropout helper.
+//!
+//! Dropout is the only randomness in the model's forward. [`Dropout`] draws masks either from
+//! torch's global generator (no seeds) or, for distributed exactness, from per-sample seeds:
+//! each sample's mask is a pure function of (sample seed, call index), generated on the CPU
+//! by a counter-based hash and moved to the device, so it is the same on any rank, device and
+//! batch composition.
+
+use std::cell::Cell;
+
+use tch::{Device, Kind, Tensor};
+
+use super::weights::Scope;
+
+/// How a Linear layer's weight is initialised (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearInit {
+    /// PyTorch's default: U(±1/√fan_in) for weight and bias.
+    Default,
+    /// Xavier-uniform weight (transformer modules); the bias keeps PyTorch's default.
+    Xavier,
+}
+
+/// `U(lo, hi)` on the CPU from torch's global generator.
+pub fn uniform(dims: &[i64], bound: f64) -> Tensor {
+    Tensor::empty(dims, (Kind::Float, Device::Cpu)).uniform_(-bound, bound)
+}
+
+/// Xavier-uniform for a 2-D `[out, in]` weight.
+pub fn xavier(dims: &[i64]) -> Tensor {
+    let (fan_out, fan_in) = (dims[0] as f64, dims[1] as f64);
+    uniform(dims, (6.0 / (fan_in + fan_out)).sqrt())
+}
+
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(s: &Scope, input: i64, output: i64, bias: bool, init: LinearInit) -> Linear {
+        let bound = 1.0 / (input as f64).sqrt();
+        let w = match init {
+            LinearInit::Default => uniform(&[output, input], bound),
+            LinearInit::Xavier => xavier(&[output, input]),
+        };
+        let weight = s.param("weight", w);
+        let bias = bias.then(|| s.param("bias", uniform(&[output], bound)));
+        Linear { weight, bias }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// The reference LayerNorm: `a·(x − mean)/(std + eps) + b` with the unbiased std.
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub a: Tensor,
+    pub b: Tensor,
+}
+
+impl LayerNorm {
+    pub const EPS: f64 = 1e-6;
+
+    pub fn new(s: &Scope, dim: i64) -> LayerNorm {
+        LayerNorm {
+            a: s.param("a_2", Tensor::ones([dim], (Kind::Float, Device::Cpu))),
+            b: s.param("b_2", Tensor::zeros([dim], (Kind::Float, Device::Cpu))),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let mean = x.mean_dim(-1, true, None);
+        let std = x.std_dim(-1, true, true);
+        &self.a * (x - mean) / (std + Self::EPS) + &self.b
+    }
+}
+
+/// Dropout context of one forward pass: training flag, optional per-sample seeds, and a call
+/// counter so every dropout site of the pass draws an independent mask.
+#[derive(Debug)]
+pub struct Dropout<'a> {
+    train: bool,
+    seeds: Option<&'a [u64]>,
+    calls: Cell<u64>,
+}
+
+impl<'a> Dropout<'a> {
+    /// `seeds`, when given, holds one seed per sample (the leading dim of every tensor that is
+    /// dropped out in this pass).
+    pub fn new(train: bool, seeds: Option<&'a [u64]>) -> Dropout<'a> {
+        Dropout {
+            train,
+            seeds,
+            calls: Cell::new(0),
+        }
+    }
+
+    /// Evaluation: dropout is the identity.
+    pub fn eval() -> Dropout<'static> {
+        Dropout::new(false, None)
+    }
+
+    pub fn train(&self) -> bool {
+        self.train
+    }
+
+    /// Inverted dropout with probability `p` (identity in eval mode or for p = 0).
+    pub fn apply(&self, x: &Tensor, p: f64) -> Tensor {
+        if !self.train || p <= 0.0 {
+            return x.shallow_clone();
+        }
+        let call = self.calls.get();
+        self.calls.set(call + 1);
+        match self.seeds {
+            None => x.dropout(p, true),
+            Some(seeds) => x * seeded_mask(seeds, call, &x.size(), p, x.kind(), x.device()),
+        }
+    }
+}
+
+/// SplitMix64 finaliser: a good 64-bit mixer, cheap enough for mask generation.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Keep-mask scaled by 1/(1−p); sample `i` (leading dim) uses only `seeds[i]` and `call`.
+pub fn seeded_mask(
+    seeds: &[u64],
+    call: u64,
+    shape: &[i64],
+    p: f64,
+    kind: Kind,
+    device: Device,
+) -> Tensor {
+    assert_eq!(
+        shape.first().copied(),
+        Some(seeds.len() as i64),
+        "dropout seeds: one per sample (leading dim)"
+    );
+    let per: usize = shape[1..].iter().product::<i64>() as usize;
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let mut data = Vec::with_capacity(per * seeds.len());
+    for &seed in seeds {
+        let base = mix(seed ^ mix(call.wrapping_add(0x5EED)));
+        for j in 0..per as u64 {
+            let u = (mix(base.wrapping_add(j)) >> 11) as f64 / (1u64 << 53) as f64;
+            data.push(if u >= p { scale } else { 0.0 });
+        }
+    }
+    Tensor::from_slice(&data)
+        .reshape(shape)
+        .to_device(device)
+        .to_kind(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_dropout_is_per_sample() {
+        // Sample 1 of a batch [a, b] gets the same mask as sample 0 of a batch [b].
+        let x = Tensor::ones([2, 50], (Kind::Float, Device::Cpu));
+        let d = Dropout::new(true, Some(&[11, 22]));
+        let y = d.apply(&x, 0.5);
+        let x1 = Tensor::ones([1, 50], (Kind::Float, Device::Cpu));
+        let d1 = Dropout::new(true, Some(&[22]));
+        let y1 = d1.apply(&x1, 0.5);
+        assert!(y.get(1).equal(&y1.get(0)));
+        assert!(!y.get(0).equal(&y.get(1)));
+        // Kept entries are scaled by 1/(1-p), and roughly half are kept.
+        let kept = y.ne(0.0).sum(Kind::Float).double_value(&[]);
+        assert!((20.0..80.0).contains(&kept), "kept {kept}");
+        assert_eq!(y.max().double_value(&[]), 2.0);
+        // A second call in the same pass draws a different mask.
+        assert!(!d.apply(&x, 0.5).equal(&y));
+    }
+
+    #[test]
+    fn layer_norm_uses_unbiased_std_plus_eps() {
+        let reg = std::cell::RefCell::new(super::super::weights::Registry::default());
+        let ln = LayerNorm::new(&Scope::root(&reg, Device::Cpu), 4);
+        let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).reshape([1, 4]);
+        let y = ln.forward(&x);
+        // mean 2.5, unbiased std sqrt(5/3)
+        let std = (5.0f64 / 3.0).sqrt();
+        let expect = (1.0 - 2.5) / (std + 1e-6);
+        assert!((y.double_value(&[0, 0]) - expect).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,377 @@
+//! The R2GenCMN + ITHN model (`BaseCMNModelITHN` of the reference): visual extractor,
+//! att_embed, cross-modal memory, encoder/decoder, output layer, ITHN projections and
+//! temperatures, registered in reference state_dict order under reference names.
+//!
+//! The forward is split into the pieces the distributed trainer composes itself:
+//! [`R2GenCmn::visual`] → [`R2GenCmn::forward_teacher`] → [`crate::model::ithn`] functions.
+//! Decoding uses [`R2GenCmn::encode`] once and [`R2GenCmn::decode_step`] per token.
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+use super::layers::{Dropout, Linear, LinearInit};
+use super::memory::{init_memory, Memory};
+use super::transformer::{
+    add_position, positional_table, Decoder, DecoderCache, Dims, Encoder, PE_LEN,
+};
+use super::visual::{features, ResNet};
+use super::weights::{ModelCheckpoint, ModelError, Registry, Scope};
+use crate::config::{Config, ModelConfig, Precision};
+
+/// Initial value of the ITHN temperatures: ln(1/0.07).
+pub fn initial_temperature() -> f64 {
+    (1.0f64 / 0.07).ln()
+}
+
+#[derive(Debug)]
+pub struct R2GenCmn {
+    registry: Registry,
+    pub temp_1: Tensor,
+    pub temp_3: Tensor,
+    visual: ResNet,
+    memory_matrix: Tensor,
+    att_embed: Linear,
+    cmn: Memory,
+    encoder: Encoder,
+    decoder: Decoder,
+    src_pe: Tensor,
+    lut: Tensor,
+    tgt_pe: Tensor,
+    logit: Linear,
+    img_projection: Linear,
+    text_projection: Linear,
+    d_model: i64,
+    dropout: f64,
+    drop_prob_lm: f64,
+    logit_dim: i64,
+    views: usize,
+    precision: Precision,
+    device: Device,
+}
+
+/// Checks the configuration against what the architecture can build.
+pub fn validate(cfg: &ModelConfig, views: usize, logit_dim: usize) -> Result<(), ModelError> {
+    let bad = |m: String| Err(ModelError::Config(m));
+    if cfg.num_heads == 0 || cfg.d_model % cfg.num_heads != 0 {
+        return bad(format!(
+            "model.num_heads {} must divide model.d_model {}",
+            cfg.num_heads, cfg.d_model
+        ));
+    }
+    if cfg.cmm_dim != cfg.d_model {
+        return bad(format!(
+            "model.cmm_dim {} must equal model.d_model {}",
+            cfg.cmm_dim, cfg.d_model
+        ));
+    }
+    if cfg.topk == 0 || cfg.topk > cfg.cmm_size {
+        return bad(format!(
+            "model.topk {} must be in 1..=model.cmm_size {}",
+            cfg.topk, cfg.cmm_size
+        ));
+    }
+    if cfg.visual_layers.len() != 4 || cfg.visual_layers.contains(&0) {
+        return bad(format!(
+            "model.visual_layers {:?} must be 4 positive block counts",
+            cfg.visual_layers
+        ));
+    }
+    if cfg.visual_width_per_group == 0 || (64 * cfg.visual_width_per_group) % 64 != 0 {
+        return bad("model.visual_width_per_group must be positive".into());
+    }
+    if cfg.d_vf != 2048 {
+        return bad(format!(
+            "model.d_vf {} must be 2048 (bottleneck ResNet output)",
+            cfg.d_vf
+        ));
+    }
+    if !(1..=2).contains(&views) {
+        return bad(format!("data.views {views} must be 1 or 2"));
+    }
+    if logit_dim < 2 {
+        return bad(format!("vocabulary size {logit_dim} too small"));
+    }
+    Ok(())
+}
+
+impl R2GenCmn {
+    /// A freshly initialised model (SPEC §2 init), deterministic in `seed`, for a vocabulary of
+    /// `logit_dim` = V+1 classes and `views` images per sample.
+    pub fn new(
+        cfg: &ModelConfig,
+        views: usize,
+        logit_dim: usize,
+        device: Device,
+        seed: u64,
+    ) -> Result<R2GenCmn, ModelError> {
+        validate(cfg, views, logit_dim)?;
+        tch::manual_seed(seed as i64);
+        let reg = RefCell::new(Registry::default());
+        let root = Scope::root(&reg, device);
+        let d = cfg.d_model as i64;
+        let temp = || Tensor::from(initial_temperature() as f32);
+        let temp_1 = root.param("temp_1", temp());
+        let temp_3 = root.param("temp_3", temp());
+        let visual = ResNet::new(
+            &root.sub("visual_extractor").sub("model").group(0),
+            &cfg.visual_layers,
+            cfg.visual_width_per_group,
+            cfg.batchnorm,
+        );
+        let ed = root.sub("encoder_decoder");
+        let memory_matrix = ed.param(
+            "memory_matrix",
+            init_memory(cfg.cmm_size as i64, cfg.cmm_dim as i64),
+        );
+        let att_embed = Linear::new(
+            &ed.sub("att_embed").sub(0),
+            cfg.d_vf as i64,
+            d,
+            true,
+            LinearInit::Default,
+        );
+        let heads = cfg.num_heads as i64;
+        let cmn = Memory::new(&ed.sub("cmn"), d, heads, cfg.topk as i64);
+        let dims = Dims {
+            d_model: d,
+            d_ff: cfg.d_ff as i64,
+            heads,
+            layers: cfg.num_layers as i64,
+            dropout: cfg.dropout,
+        };
+        let m = ed.sub("model");
+        let encoder = Encoder::new(&m.sub("encoder"), dims);
+        let decoder = Decoder::new(&m.sub("decoder"), dims);
+        let src_pe = m
+            .sub("src_embed")
+            .sub(0)
+            .buffer("pe", positional_table(PE_LEN, d));
+        let lut = m
+            .sub("tgt_embed")
+            .sub(0)
+            .sub("lut")
+            .param("weight", super::layers::xavier(&[logit_dim as i64, d]));
+        let tgt_pe = m
+            .sub("tgt_embed")
+            .sub(1)
+            .buffer("pe", positional_table(PE_LEN, d));
+        cmn.register_alias(&m.sub("cmn"));
+        let logit = Linear::new(
+            &ed.sub("logit"),
+            d,
+            logit_dim as i64,
+            true,
+            LinearInit::Default,
+        );
+        let pooled = (cfg.d_vf * views) as i64;
+        let proj = cfg.proj_dim as i64;
+        let img_projection = Linear::new(
+            &root.sub("img_projection").sub("linear1"),
+            pooled,
+            proj,
+            false,
+            LinearInit::Default,
+        );
+        let text_projection = Linear::new(
+            &root.sub("text_projection").sub("linear1"),
+            d,
+            proj,
+            false,
+            LinearInit::Default,
+        );
+        Ok(R2GenCmn {
+            registry: reg.into_inner(),
+            temp_1,
+            temp_3,
+            visual,
+            memory_matrix,
+            att_embed,
+            cmn,
+            encoder,
+            decoder,
+            src_pe,
+            lut,
+            tgt_pe,
+            logit,
+            img_projection,
+            text_projection,
+            d_model: d,
+            dropout: cfg.dropout,
+            drop_prob_lm: cfg.drop_prob_lm,
+            logit_dim: logit_dim as i64,
+            views,
+            precision: cfg.precision,
+            device,
+        })
+    }
+
+    /// Builds the model a full [`Config`] describes (views from `data.views`, seed from `train.seed`).
+    pub fn from_config(
+        config: &Config,
+        logit_dim: usize,
+        device: Device,
+    ) -> Result<R2GenCmn, ModelError> {
+        R2GenCmn::new(
+            &config.model,
+            config.data.views,
+            logit_dim,
+            device,
+            config.train.seed,
+        )
+    }
+
+    /// Loads a model checkpoint directory (model.safetensors + config.toml + vocab.json).
+    pub fn from_checkpoint(ckpt: &ModelCheckpoint, device: Device) -> Result<R2GenCmn, ModelError> {
+        let model = R2GenCmn::from_config(&ckpt.config, ckpt.vocab.logit_dim, device)?;
+        model.load_safetensors(&ckpt.weights_path())?;
+        Ok(model)
+    }
+
+    /// Loads reference weights (strict; see [`Registry::load_map`]).
+    pub fn load_safetensors(&self, path: &Path) -> Result<(), ModelError> {
+        self.registry.load_safetensors(path)
+    }
+
+    /// Trainable parameters `(reference name, tensor, optimizer group)` in reference
+    /// `named_parameters()` order; group 0 = visual extractor (lr_ve), 1 = the rest (lr_ed).
+    pub fn parameters(&self) -> Vec<(String, Tensor, usize)> {
+        self.registry.parameters()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn logit_dim(&self) -> i64 {
+        self.logit_dim
+    }
+
+    pub fn views(&self) -> usize {
+        self.views
+    }
+
+    /// Runs `f` under bf16 autocast when `model.precision = "bf16"` on a CUDA device.
+    pub fn with_precision<T>(&self, f: impl FnOnce() -> T) -> T {
+        let on = self.precision == Precision::Bf16 && self.device.is_cuda();
+        if on {
+            tch::autocast(true, f)
+        } else {
+            f()
+        }
+    }
+
+    /// Visual features of `[B, views, 3, H, W]` (or `[B, 3, H, W]` for one view):
+    /// patch features `[B, h·w·views, 2048]` (views concatenated along the sequence) and pooled
+    /// features `[B, 2048·views]` (views concatenated along channels). Each view runs through
+    /// the ResNet separately, as in the reference (BatchNorm batch statistics per view).
+    pub fn visual(&self, images: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let images = if images.dim() == 4 {
+            images.unsqueeze(1)
+        } else {
+            images.shallow_clone()
+        };
+        let views = images.size()[1];
+        let (atts, fcs): (Vec<Tensor>, Vec<Tensor>) = (0..views)
+            .map(|v| features(&self.visual.forward(&images.select(1, v), train)))
+            .unzip();
+        (Tensor::cat(&atts, 1), Tensor::cat(&fcs, 1))
+    }
+
+    /// Encoder side: att_embed (Linear, ReLU, dropout) → + memory response → + position → encoder.
+    pub fn encode(&self, att_feats: &Tensor, drop: &Dropout) -> Tensor {
+        let x = drop.apply(&self.att_embed.forward(att_feats).relu(), self.drop_prob_lm);
+        let x = &x + self.cmn.respond(&x, &self.memory_matrix, drop);
+        let x = drop.apply(&add_position(&self.src_pe, &x, 0), self.dropout);
+        self.encoder.forward(&x, drop)
+    }
+
+    /// Text side: embedding·√d → + position → dropout → + memory response. `[B, T]` → `[B, T, d]`.
+    fn embed_text(&self, ids: &Tensor, drop: &Dropout) -> Tensor {
+        let e = Tensor::embedding(&self.lut, ids, -1, false, false) * (self.d_model as f64).sqrt();
+        let e = drop.apply(&add_position(&self.tgt_pe, &e, 0), self.dropout);
+        &e + self.cmn.respond(&e, &self.memory_matrix, drop)
+    }
+
+    /// Log-softmax of the output layer.
+    pub fn logprobs(&self, states: &Tensor) -> Tensor {
+        self.logit.forward(states).log_softmax(-1, Kind::Float)
+    }
+
+    /// Teacher-forced decoder: input tokens `ids[:, :-1]`. Returns the log-probs
+    /// `[B, T−1, V+1]` and the final-normed decoder states `[B, T−1, d_model]`.
+    /// `seeds` (one per sample) make every dropout mask a function of the sample alone.
+    pub fn forward_teacher(
+        &self,
+        att_feats: &Tensor,
+        ids: &Tensor,
+        train: bool,
+        seeds: Option<&[u64]>,
+    ) -> (Tensor, Tensor) {
+        let drop = Dropout::new(train, seeds);
+        let memory = self.encode(att_feats, &drop);
+        let t = ids.size()[1] - 1;
+        let input = ids.narrow(1, 0, t);
+        let states = self.decoder.forward(
+            &self.embed_text(&input, &drop),
+            &memory,
+            &target_mask(&input),
+            &drop,
+        );
+        (self.logprobs(&states), states)
+    }
+
+    /// Starts incremental decoding for `att_feats` (eval mode): the encoder runs once.
+    pub fn start_decoding(&self, att_feats: &Tensor) -> DecoderCache {
+        let memory = self.encode(att_feats, &Dropout::eval());
+        self.decoder.start(&memory)
+    }
+
+    /// One cached decoding step. `history` `[N, t+1]` holds every token fed so far (BOS first);
+    /// as in the reference, the whole history is embedded again (embedding, position, memory
+    /// response) but only the newest position runs through the decoder layers.
+    /// Returns log-probs `[N, V+1]` of the next token.
+    pub fn decode_step(&self, history: &Tensor, cache: &mut DecoderCache) -> Tensor {
+        let drop = Dropout::eval();
+        let t = history.size()[1];
+        let e = self.embed_text(history, &drop).narrow(1, t - 1, 1);
+        let state = self.decoder.step(&e, cache);
+        self.logprobs(&state).squeeze_dim(1)
+    }
+
+    /// z: `img_projection(fc)` divided by its L2 norm (no epsilon, as the reference).
+    pub fn img_embed(&self, fc_feats: &Tensor) -> Tensor {
+        super::ithn::l2_rows(&self.img_projection.forward(fc_feats))
+    }
+
+    /// u: `text_projection(mean over ALL T−1 steps of states)` divided by its L2 norm.
+    pub fn text_embed(&self, states: &Tensor) -> Tensor {
+        let mean = states.mean_dim(1, false, None);
+        super::ithn::l2_rows(&self.text_projection.forward(&mean))
+    }
+
+    /// Zeroes every parameter gradient (before a fresh backward).
+    pub fn zero_grad(&self) {
+        for (_, p, _) in self.parameters() {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+    }
+}
+
+/// Decoder self-attention mask `[B, T, T]`: key is (token > 0) with position 0 forced true,
+/// AND causal (key index ≤ query index).
+pub fn target_mask(input: &Tensor) -> Tensor {
+    let (_, t) = input.size2().expect("token ids are [B, T]");
+    let keys = input.gt(0);
+    let _ = keys.narrow(1, 0, 1).fill_(1);
+    let causal = Tensor::ones([t, t], (Kind::Bool, input.device())).tril(0);
+    keys.unsqueeze(1).logical_and(&causal.unsqueeze(0))
+}

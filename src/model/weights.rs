@@ -1,0 +1,456 @@
+//! Parameter registry, reference state_dict import/export and the on-disk "model checkpoint".
+//!
+//! Why a registry of our own rather than `nn::VarStore`: the reference state_dict has an order
+//! that matters (optimizer order, bucket layout), int64 buffers (`num_batches_tracked`), tied
+//! keys (`encoder_decoder.model.cmn.*` = `encoder_decoder.cmn.*`) and two optimizer groups.
+//! `VarStore` keeps names in a `HashMap` and has no notion of aliases, so every module registers
+//! its tensors here, in reference `state_dict()` order, and everything else derives from that.
+//!
+//! Guarantees: [`Registry::state_dict`] yields exactly the reference keys in reference order
+//! (aliases resolved to their source tensor); [`Registry::load_state_dict`] is strict (missing,
+//! unexpected, mis-shaped or inconsistent tied keys are errors naming the file and key);
+//! files are written atomically (temp file in the same directory, fsync, rename).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::config::Config;
+
+/// Errors of the model domain; each names the file and key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read safetensors: {source}")]
+    Read {
+        path: PathBuf,
+        source: tch::TchError,
+    },
+    #[error("{path}: missing key {key:?}")]
+    MissingKey { path: PathBuf, key: String },
+    #[error("{path}: unexpected key {key:?} (not in the model's state_dict)")]
+    UnexpectedKey { path: PathBuf, key: String },
+    #[error("{path}: key {key:?} has shape {found:?}, the model expects {expected:?}")]
+    Shape {
+        path: PathBuf,
+        key: String,
+        expected: Vec<i64>,
+        found: Vec<i64>,
+    },
+    #[error("{path}: tied key {key:?} differs from {source_key:?}")]
+    Tied {
+        path: PathBuf,
+        key: String,
+        source_key: String,
+    },
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+    #[error("model configuration: {0}")]
+    Config(String),
+    #[error("torch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// What a registered tensor is in the reference module tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A trainable parameter in optimizer group `group` (0 = visual extractor, 1 = the rest).
+    Param { group: usize },
+    /// A buffer (BatchNorm statistics, positional encodings): saved, never trained.
+    Buffer,
+    /// A second state_dict key for the tensor registered under `of` (a module registered twice).
+    Alias { of: String },
+}
+
+/// One state_dict entry.
+#[derive(Debug)]
+pub struct Entry {
+    pub name: String,
+    pub tensor: Tensor,
+    pub role: Role,
+}
+
+/// All tensors of a model, in reference state_dict order.
+#[derive(Debug, Default)]
+pub struct Registry {
+    entries: Vec<Entry>,
+}
+
+/// A naming scope (like `nn::Path`): `root.sub("encoder").sub(0)` names `encoder.0.<leaf>`.
+pub struct Scope<'a> {
+    reg: &'a RefCell<Registry>,
+    prefix: String,
+    group: usize,
+    device: Device,
+}
+
+impl<'a> Scope<'a> {
+    pub fn root(reg: &'a RefCell<Registry>, device: Device) -> Self {
+        Scope {
+            reg,
+            prefix: String::new(),
+            group: 1,
+            device,
+        }
+    }
+
+    pub fn sub(&self, name: impl Display) -> Scope<'a> {
+        Scope {
+            reg: self.reg,
+            prefix: self.name(&name.to_string()),
+            group: self.group,
+            device: self.device,
+        }
+    }
+
+    /// Same scope, parameters registered below it go to optimizer group `group`.
+    pub fn group(mut self, group: usize) -> Scope<'a> {
+        self.group = group;
+        self
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    fn name(&self, leaf: &str) -> String {
+        if self.prefix.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{}.{leaf}", self.prefix)
+        }
+    }
+
+    /// Registers a trainable parameter; `init` is created on the CPU (so initialisation from a
+    /// seed does not depend on the device) and moved to the scope's device.
+    pub fn param(&self, leaf: &str, init: Tensor) -> Tensor {
+        let t = init.to_device(self.device).detach().set_requires_grad(true);
+        self.push(leaf, &t, Role::Param { group: self.group });
+        t
+    }
+
+    pub fn buffer(&self, leaf: &str, init: Tensor) -> Tensor {
+        let t = init.to_device(self.device).detach();
+        self.push(leaf, &t, Role::Buffer);
+        t
+    }
+
+    /// Registers `leaf` as a second name of the already registered full name `of`.
+    pub fn alias(&self, leaf: &str, of: &str) {
+        let reg = self.reg.borrow();
+        let src = reg
+            .entries
+            .iter()
+            .find(|e| e.name == of)
+            .map(|e| e.tensor.shallow_clone());
+        drop(reg);
+        if let Some(t) = src {
+            self.push(leaf, &t, Role::Alias { of: of.to_string() });
+        }
+    }
+
+    fn push(&self, leaf: &str, t: &Tensor, role: Role) {
+        self.reg.borrow_mut().entries.push(Entry {
+            name: self.name(leaf),
+            tensor: t.shallow_clone(),
+            role,
+        });
+    }
+
+    pub fn full_name(&self, leaf: &str) -> String {
+        self.name(leaf)
+    }
+}
+
+impl Registry {
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Trainable parameters in reference `named_parameters()` order with their optimizer group.
+    pub fn parameters(&self) -> Vec<(String, Tensor, usize)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e.role {
+                Role::Param { group } => Some((e.name.clone(), e.tensor.shallow_clone(), group)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The full reference state_dict: every key (aliases included) in reference order.
+    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+        self.entries
+            .iter()
+            .map(|e| (e.name.clone(), e.tensor.shallow_clone()))
+            .collect()
+    }
+
+    /// Copies a state_dict (name → tensor) into the registered tensors, strictly.
+    /// Tied keys may be absent; when present they must equal their source.
+    pub fn load_map(
+        &self,
+        path: &Path,
+        mut map: HashMap<String, Tensor>,
+    ) -> Result<(), ModelError> {
+        let _guard = tch::no_grad_guard();
+        for e in &self.entries {
+            let found = map.remove(&e.name);
+            if let Role::Alias { of } = &e.role {
+                if let Some(t) = found {
+                    let t = t.to_device(e.tensor.device()).to_kind(e.tensor.kind());
+                    if t.size() != e.tensor.size() || !t.equal(&e.tensor) {
+                        return Err(ModelError::Tied {
+                            path: path.into(),
+                            key: e.name.clone(),
+                            source_key: of.clone(),
+                        });
+                    }
+                }
+                continue;
+            }
+            let t = found.ok_or_else(|| ModelError::MissingKey {
+                path: path.into(),
+                key: e.name.clone(),
+            })?;
+            if t.size() != e.tensor.size() {
+                return Err(ModelError::Shape {
+                    path: path.into(),
+                    key: e.name.clone(),
+                    expected: e.tensor.size(),
+                    found: t.size(),
+                });
+            }
+            let mut dst = e.tensor.shallow_clone();
+            dst.f_copy_(&t.to_kind(e.tensor.kind()))?;
+        }
+        if let Some(key) = map.into_keys().min() {
+            return Err(ModelError::UnexpectedKey {
+                path: path.into(),
+                key,
+            });
+        }
+        Ok(())
+    }
+
+    /// Loads a reference state_dict from a safetensors file (strict, see [`Self::load_map`]).
+    pub fn load_safetensors(&self, path: &Path) -> Result<(), ModelError> {
+        let map = read_safetensors(path)?;
+        self.load_map(path, map)
+    }
+
+    /// Writes the full state_dict (reference names, reference order) atomically.
+    pub fn save_safetensors(&self, path: &Path) -> Result<(), ModelError> {
+        write_safetensors_atomic(path, &self.state_dict())
+    }
+}
+
+/// Reads every tensor of a safetensors file onto the CPU.
+pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, ModelError> {
+    if !path.is_file() {
+        return Err(ModelError::Io {
+            path: path.into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    let list = Tensor::read_safetensors(path).map_err(|source| ModelError::Read {
+        path: path.into(),
+        source,
+    })?;
+    Ok(list.into_iter().collect())
+}
+
+/// Writes named tensors as safetensors: temp file in the same directory, fsync, rename.
+pub fn write_safetensors_atomic(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+) -> Result<(), ModelError> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
+        .collect();
+    write_atomic(path, |tmp| {
+        Tensor::write_safetensors(&cpu, tmp).map_err(ModelError::from)
+    })
+}
+
+/// Runs `write` on a temporary path beside `path`, then fsyncs and renames it into place.
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    let io = |source| ModelError::Io {
+        path: path.into(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    // Make the rename itself durable.
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Writes bytes atomically (see [`write_atomic`]).
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    write_atomic(path, |tmp| {
+        let mut f = std::fs::File::create(tmp).map_err(|source| ModelError::Io {
+            path: tmp.into(),
+            source,
+        })?;
+        f.write_all(bytes).map_err(|source| ModelError::Io {
+            path: tmp.into(),
+            source,
+        })
+    })
+}
+
+/// The vocabulary a model was trained with: `tokens[i]` has id `i + 1`; id 0 is BOS/EOS/pad.
+/// `logit_dim` = tokens + 1 when the tokens are known.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VocabInfo {
+    pub logit_dim: usize,
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+impl VocabInfo {
+    /// Reads `vocab.json`: either a JSON list of tokens (id order), or an object with a
+    /// `tokens`/`vocab` list (e.g. the fixture's text.json) and optionally `logit_dim`.
+    pub fn load(path: &Path) -> Result<VocabInfo, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let invalid = |msg: String| ModelError::Invalid {
+            path: path.into(),
+            msg,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        let list = match &v {
+            serde_json::Value::Array(_) => Some(&v),
+            serde_json::Value::Object(o) => o.get("tokens").or_else(|| o.get("vocab")),
+            _ => None,
+        };
+        let tokens: Vec<String> = match list {
+            Some(l) => serde_json::from_value(l.clone())
+                .map_err(|e| invalid(format!("token list is not a list of strings: {e}")))?,
+            None => Vec::new(),
+        };
+        let logit_dim = match v.get("logit_dim").and_then(|x| x.as_u64()) {
+            Some(d) => d as usize,
+            None if !tokens.is_empty() => tokens.len() + 1,
+            None => return Err(invalid("neither a token list nor logit_dim".into())),
+        };
+        if !tokens.is_empty() && tokens.len() + 1 != logit_dim {
+            return Err(invalid(format!(
+                "{} tokens but logit_dim {logit_dim} (expected tokens + 1)",
+                tokens.len()
+            )));
+        }
+        Ok(VocabInfo { logit_dim, tokens })
+    }
+
+    /// Text of a token id sequence: tokens up to the first 0, joined by single spaces.
+    pub fn decode(&self, ids: &[i64]) -> String {
+        ids.iter()
+            .take_while(|&&i| i != 0)
+            .map(|&i| match self.tokens.get((i - 1) as usize) {
+                Some(t) => t.clone(),
+                None => format!("<{i}>"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A model checkpoint directory: `model.safetensors` (reference state_dict names),
+/// `config.toml` (the full resolved [`Config`]) and `vocab.json` ([`VocabInfo`]).
+/// Trainer checkpoints (`step-XXXXXXXX/`) contain the same three files plus other state.
+#[derive(Debug, Clone)]
+pub struct ModelCheckpoint {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub vocab: VocabInfo,
+}
+
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.toml";
+pub const VOCAB_FILE: &str = "vocab.json";
+
+impl ModelCheckpoint {
+    /// Reads the config and vocabulary of a checkpoint directory (weights are loaded by
+    /// [`crate::model::R2GenCmn::from_checkpoint`]).
+    pub fn open(dir: &Path) -> Result<ModelCheckpoint, ModelError> {
+        let weights = dir.join(WEIGHTS_FILE);
+        if !weights.is_file() {
+            return Err(ModelError::Invalid {
+                path: dir.into(),
+                msg: format!("not a model checkpoint: no {WEIGHTS_FILE} inside"),
+            });
+        }
+        let cfg_path = dir.join(CONFIG_FILE);
+        let config = Config::load(&cfg_path, &[]).map_err(|e| ModelError::Invalid {
+            path: cfg_path.clone(),
+            msg: e.to_string(),
+        })?;
+        let vocab = VocabInfo::load(&dir.join(VOCAB_FILE))?;
+        Ok(ModelCheckpoint {
+            dir: dir.into(),
+            config,
+            vocab,
+        })
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join(WEIGHTS_FILE)
+    }
+
+    /// Writes `config.toml` and `vocab.json` into `dir` (the caller writes the weights).
+    pub fn write_meta(dir: &Path, config: &Config, vocab: &VocabInfo) -> Result<(), ModelError> {
+        write_bytes_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
+        let json = serde_json::to_vec_pretty(vocab).map_err(|e| ModelError::Invalid {
+            path: dir.join(VOCAB_FILE),
+            msg: e.to_string(),
+        })?;
+        write_bytes_atomic(&dir.join(VOCAB_FILE), &json)
+    }
+}
+
+/// Kind of a tensor as the reference names it in config.json (`float32`, `int64`).
+pub fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Float => "float32",
+        Kind::Int64 => "int64",
+        Kind::Double => "float64",
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        _ => "other",
+    }
+}

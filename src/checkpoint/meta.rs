@@ -1,0 +1,213 @@
+//! What a checkpoint records besides tensors: the trainer state (`trainer.json`) and the
+//! fingerprint of the configuration keys that change the mathematics of a run.
+//!
+//! No RNG state is stored: every random draw is derived from (seed, global step, sample index)
+//! (SPEC §5), so the step counter and the loader cursor are all a resumed run needs to replay
+//! the uninterrupted one bit for bit. The cursor counts *global* batches, so it means the same
+//! thing on any number of ranks.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+
+/// Version of the on-disk layout; bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where the data loader stands: the epoch being read and how many global batches of it have
+/// been consumed (by optimizer steps that completed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LoaderCursor {
+    pub epoch: u64,
+    pub batches_consumed: u64,
+}
+
+/// Why a checkpoint was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaveReason {
+    /// `checkpoint.every_steps`.
+    Steps,
+    /// `checkpoint.every_minutes` (rank 0's clock).
+    Minutes,
+    /// End of an epoch (`checkpoint.every_epoch`).
+    EpochEnd,
+    /// SIGUSR1 / SIGTERM / SIGINT.
+    Signal,
+    /// The run finished.
+    Final,
+}
+
+/// The content of `trainer.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerMeta {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// 1-based epoch in progress (the λ schedule and StepLR read it).
+    pub epoch: u64,
+    /// Position of the data loader.
+    pub cursor: LoaderCursor,
+    /// λ of the ITHN objective at this epoch.
+    pub lambda: f64,
+    /// Best validation score so far (the `train.monitor_metric`) and the step it was reached at.
+    pub best_metric: Option<f64>,
+    pub best_step: Option<u64>,
+    /// Validations since the last improvement (early stopping).
+    pub early_stop_counter: u64,
+    /// Current learning rate of each optimizer group, in group order.
+    pub lr: Vec<f64>,
+    /// `train.seed`.
+    pub seed: u64,
+    /// Ranks that wrote this checkpoint (informational: resume works on any number).
+    pub world_size: usize,
+    /// [`config_hash`] of the run's configuration.
+    pub config_hash: String,
+    /// What triggered the save.
+    pub reason: SaveReason,
+    /// Free-form additions of the trainer (kept verbatim across resumes).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Keys that may differ between a checkpoint's config and the resuming run's without changing
+/// what is computed. A key matches an entry when it equals it or lies below it (`dist` covers
+/// `dist.timeout_s`). Everything else is part of the fingerprint. Keep docs/resume.md in step.
+pub const FREE_KEYS: &[&str] = &[
+    "data.num_workers",
+    "data.prefetch",
+    "data.cache_mb",
+    "data.prepared",
+    "train.epochs",
+    "eval.batch_size",
+    "checkpoint",
+    "dist",
+    "log",
+];
+
+/// True when `key` (dotted) may change on resume.
+pub fn is_free_key(key: &str) -> bool {
+    FREE_KEYS.iter().any(|f| {
+        key == *f
+            || key
+                .strip_prefix(f)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// Every leaf of the configuration as `dotted.key → TOML text`, sorted by key, without the
+/// free keys. This is what the fingerprint covers and what a mismatch report compares.
+pub fn math_keys(cfg: &Config) -> BTreeMap<String, String> {
+    let value = toml::Value::try_from(cfg).expect("a Config always converts to TOML");
+    let mut out = BTreeMap::new();
+    flatten("", &value, &mut out);
+    out.retain(|k, _| !is_free_key(k));
+    out
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_string(), leaf.to_string());
+        }
+    }
+}
+
+/// Hex SHA-256 over the sorted `key=value` lines of [`math_keys`]: equal for two configs
+/// exactly when they train the same mathematics.
+pub fn config_hash(cfg: &Config) -> String {
+    let text: String = math_keys(cfg)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    super::fsutil::sha256_bytes(text.as_bytes())
+}
+
+/// Keys whose values differ between two configurations (free keys excluded), as
+/// `key: old → new` lines for an error message.
+pub fn math_diff(old: &Config, new: &Config) -> Vec<String> {
+    let (a, b) = (math_keys(old), math_keys(new));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |m: &BTreeMap<String, String>| {
+                m.get(k).cloned().unwrap_or_else(|| "(unset)".into())
+            };
+            format!("{k}: {} → {}", show(&a), show(&b))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(overrides: &[&str]) -> Config {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        Config::from_toml_str("", std::path::Path::new("<test>"), &o).unwrap()
+    }
+
+    #[test]
+    fn free_keys_do_not_change_the_hash() {
+        let base = config_hash(&cfg(&[]));
+        for o in [
+            "data.num_workers=7",
+            "data.cache_mb=1",
+            "data.prepared=/elsewhere",
+            "train.epochs=3",
+            "checkpoint.keep_last=9",
+            "dist.timeout_s=5.0",
+            "dist.backend=\"mpi\"",
+            "log.every_steps=1",
+        ] {
+            assert_eq!(config_hash(&cfg(&[o])), base, "{o} must be free");
+        }
+    }
+
+    #[test]
+    fn math_keys_change_the_hash_and_are_named() {
+        let base = cfg(&[]);
+        for (o, key) in [
+            ("train.lr_ed=0.1", "train.lr_ed"),
+            ("train.batch_size=8", "train.batch_size"),
+            ("model.dropout=0.0", "model.dropout"),
+            ("ithn.negatives=\"ascent\"", "ithn.negatives"),
+            ("train.seed=1", "train.seed"),
+            ("data.image_size=64", "data.image_size"),
+        ] {
+            let changed = cfg(&[o]);
+            assert_ne!(
+                config_hash(&changed),
+                config_hash(&base),
+                "{o} must change the hash"
+            );
+            let diff = math_diff(&base, &changed);
+            assert_eq!(diff.len(), 1, "{diff:?}");
+            assert!(diff[0].starts_with(key), "{diff:?}");
+        }
+    }
+
+    #[test]
+    fn free_key_matching_is_by_whole_segments() {
+        assert!(is_free_key("dist"));
+        assert!(is_free_key("dist.timeout_s"));
+        assert!(!is_free_key("distance"));
+        assert!(!is_free_key("data.num_workers_extra"));
+        assert!(is_free_key("data.num_workers"));
+    }
+}

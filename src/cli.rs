@@ -30,6 +30,11 @@ pub enum Command {
     /// Report text: build a vocabulary, clean and encode reports (SPEC §1).
     #[command(subcommand)]
     Text(crate::data::text_cli::TextCmd),
+    /// Score generated reports against references: BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap-identical).
+    Score(crate::eval::score::ScoreArgs),
+    /// Benchmarks, each timed against a reference in the same run.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCmd),
     /// Render labelled-SYNTHETIC phantom radiographs that follow each study's report.
     Synth(crate::synth::SynthArgs),
 }
@@ -86,6 +91,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Text(cmd) => crate::data::text_cli::run(cmd),
+        Command::Score(args) => crate::eval::score::run(args),
+        Command::Bench(cmd) => crate::bench::run(cmd),
         Command::Synth(args) => crate::synth::run_cli(args),
         Command::Drill(args) => {
             let world = World::init()?;

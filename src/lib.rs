@@ -3,11 +3,13 @@
 //! `config` → `data` → `model` → `dist` → `train` → `checkpoint` → `eval`; `cli` ties them to
 //! the `ithn-dist` binary.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod dist;
+pub mod eval;
 pub mod logging;
 pub mod model;
 pub mod plot;

@@ -1,0 +1,22 @@
+//! `ithn-dist bench …`: timings, each against a reference measured in the same run.
+//!
+//! Why a subcommand and not assertions: timings vary with the machine and its load, so tests
+//! never assert on them; a bench prints its figure next to a reference (e.g. the Python
+//! implementation) timed in the same process, and the ratio is what reports quote.
+//! Each area adds its variant to [`BenchCmd`] and a match arm to [`run`].
+
+use clap::Subcommand;
+
+pub mod metrics;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// BLEU + ROUGE-L + CIDEr: this crate vs pycocoevalcap on the same pairs (times, ratio, values).
+    Metrics(metrics::MetricsBenchArgs),
+}
+
+pub fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
+    match cmd {
+        BenchCmd::Metrics(a) => metrics::run(a),
+    }
+}

@@ -1,0 +1,230 @@
+//! Report-generation metrics identical to pycocoevalcap 1.2: BLEU-1..4, METEOR, ROUGE-L, CIDEr.
+//!
+//! Why: papers in this field are compared on pycocoevalcap numbers, so a scorer that differs in
+//! the third decimal makes results incomparable. The reference scores *cleaned* strings
+//! directly, one reference per sample, without the PTB tokenizer (SPEC §4), and so does this.
+//!
+//! Guarantees (shown against `../shared/reference/public/metrics.json` by
+//! `tests/metrics_parity.rs`): BLEU, ROUGE-L and CIDEr equal pycocoevalcap's to the last bit or
+//! within 1e-9, METEOR within 1e-6, for corpus and per-item scores. To get there, every score is
+//! computed with pycocoevalcap's order of float operations, including numpy's pairwise sums.
+//!
+//! Edge cases (each tested, behaviour as pycocoevalcap):
+//! * identical hypothesis and reference: BLEU-k = 1 − O(1e-10) (the smoothing constants), ROUGE-L = 1,
+//!   METEOR ≈ 1, CIDEr high but not a fixed value (idf weights depend on the corpus);
+//! * a one-word hypothesis: BLEU-2..4 get their matches from the `1e-15` constant (≈ 1e-9 … 1e-13,
+//!   not 0), brevity penalty applies;
+//! * an empty hypothesis: BLEU ≈ 0 (≤ 1e-6 after the brevity penalty overflows to 0), ROUGE-L = 0
+//!   (its one empty token never matches), CIDEr = 0; METEOR = 0;
+//! * repeated n-grams: matches are clipped by the reference counts (BLEU), CIDEr clips tf-idf
+//!   weights with `min(hyp, ref)`.
+//!
+//! An empty corpus is an error (pycocoevalcap divides by zero / takes `ln 0`).
+
+pub mod bleu;
+pub mod cider;
+pub mod meteor;
+pub mod ngrams;
+pub mod rouge;
+
+pub use meteor::MeteorOpts;
+
+use ngrams::{numpy_mean, Interner, NgramCounts, MAX_N};
+use rayon::prelude::*;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while scoring.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("{refs} references but {hyps} hypotheses: every hypothesis needs exactly one reference")]
+    LengthMismatch { refs: usize, hyps: usize },
+    #[error("nothing to score: the corpus is empty")]
+    Empty,
+    #[error("cannot start Java ({java}) for METEOR: {source}; install a Java runtime (e.g. default-jre-headless) or pass --no-meteor")]
+    Java {
+        java: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the METEOR 1.5 jar was not found (looked at: {}); pass --meteor-jar, set ITHN_METEOR_JAR, run ops/setup.sh (it installs pycocoevalcap into .venv), or pass --no-meteor", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    JarMissing { searched: Vec<PathBuf> },
+    #[error("talking to the METEOR jar failed: {0}")]
+    MeteorIo(std::io::Error),
+    #[error("the METEOR jar misbehaved: {what}{}", if .stderr.is_empty() { String::new() } else { format!("\njava stderr:\n{}", .stderr) })]
+    MeteorProtocol { what: String, stderr: String },
+}
+
+/// One set of scores (a corpus or a single item), named as pycocoevalcap names them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    /// BLEU-1..BLEU-4.
+    pub bleu: [f64; 4],
+    /// `None` when METEOR was not requested.
+    pub meteor: Option<f64>,
+    pub rouge_l: f64,
+    pub cider: f64,
+}
+
+/// Key names in pycocoevalcap's order (the order of `score`'s JSON and table).
+pub const KEYS: [&str; 7] = [
+    "BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr",
+];
+
+impl Scores {
+    /// `(key, value)` pairs in [`KEYS`] order; METEOR is left out when it was not computed.
+    pub fn entries(&self) -> Vec<(&'static str, f64)> {
+        let mut out: Vec<(&'static str, f64)> =
+            KEYS[..4].iter().copied().zip(self.bleu).collect();
+        if let Some(m) = self.meteor {
+            out.push((KEYS[4], m));
+        }
+        out.push((KEYS[5], self.rouge_l));
+        out.push((KEYS[6], self.cider));
+        out
+    }
+
+    /// A JSON object `{"BLEU_1": …, …, "CIDEr": …}` in [`KEYS`] order.
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.entries()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), serde_json::json!(v)))
+            .collect()
+    }
+}
+
+/// Corpus scores plus one [`Scores`] per pair, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreReport {
+    pub corpus: Scores,
+    pub items: Vec<Scores>,
+}
+
+/// Corpus scores of `hyps[i]` against `refs[i]` (cleaned strings). METEOR runs the jar when
+/// `meteor` is given. Call this on one rank: CIDEr's idf depends on the whole corpus.
+pub fn score_corpus(
+    refs: &[String],
+    hyps: &[String],
+    meteor: Option<&MeteorOpts>,
+) -> Result<Scores, MetricsError> {
+    Ok(score_items(refs, hyps, meteor)?.corpus)
+}
+
+/// Like [`score_corpus`], plus the per-item scores.
+pub fn score_items(
+    refs: &[String],
+    hyps: &[String],
+    meteor: Option<&MeteorOpts>,
+) -> Result<ScoreReport, MetricsError> {
+    let fast = score_without_meteor(refs, hyps)?;
+    let Some(opts) = meteor else {
+        return Ok(fast);
+    };
+    let (corpus, items) = meteor::meteor(refs, hyps, opts)?;
+    let mut report = fast;
+    report.corpus.meteor = Some(corpus);
+    for (s, m) in report.items.iter_mut().zip(items) {
+        s.meteor = Some(m);
+    }
+    Ok(report)
+}
+
+/// BLEU-1..4, ROUGE-L and CIDEr (no Java), corpus and per item.
+pub fn score_without_meteor<'a>(
+    refs: &'a [String],
+    hyps: &'a [String],
+) -> Result<ScoreReport, MetricsError> {
+    if refs.len() != hyps.len() {
+        return Err(MetricsError::LengthMismatch {
+            refs: refs.len(),
+            hyps: hyps.len(),
+        });
+    }
+    if refs.is_empty() {
+        return Err(MetricsError::Empty);
+    }
+    // BLEU and CIDEr split on Python whitespace runs; ROUGE-L on single ' ' characters.
+    let mut interner = Interner::default();
+    let words = |interner: &mut Interner<'a>, texts: &'a [String]| -> Vec<Vec<u32>> {
+        texts
+            .iter()
+            .map(|t| interner.sentence(crate::data::text::py_split_whitespace(t)))
+            .collect()
+    };
+    let ref_words = words(&mut interner, refs);
+    let hyp_words = words(&mut interner, hyps);
+    let spaced = |interner: &mut Interner<'a>, texts: &'a [String]| -> Vec<Vec<u32>> {
+        texts.iter().map(|t| interner.sentence(t.split(' '))).collect()
+    };
+    let ref_spaced = spaced(&mut interner, refs);
+    let hyp_spaced = spaced(&mut interner, hyps);
+
+    let count = |w: &Vec<Vec<u32>>| -> Vec<NgramCounts> {
+        w.par_iter().map(|t| NgramCounts::new(t)).collect()
+    };
+    let (ref_counts, hyp_counts) = (count(&ref_words), count(&hyp_words));
+
+    let bleu_stats: Vec<bleu::BleuStats> = (0..refs.len())
+        .into_par_iter()
+        .map(|i| {
+            bleu::BleuStats::new(
+                &ref_counts[i],
+                ref_words[i].len(),
+                &hyp_counts[i],
+                hyp_words[i].len(),
+            )
+        })
+        .collect();
+    let df = cider::document_frequency(&ref_counts);
+    let log_n = (refs.len() as f64).ln();
+    let items: Vec<Scores> = (0..refs.len())
+        .into_par_iter()
+        .map(|i| Scores {
+            bleu: bleu::item(&bleu_stats[i]),
+            meteor: None,
+            rouge_l: rouge::item(&ref_spaced[i], &hyp_spaced[i]),
+            cider: cider::item(&ref_counts[i], &hyp_counts[i], &df, log_n),
+        })
+        .collect();
+    let rouges: Vec<f64> = items.iter().map(|s| s.rouge_l).collect();
+    let ciders: Vec<f64> = items.iter().map(|s| s.cider).collect();
+    let corpus = Scores {
+        bleu: bleu::corpus(&bleu_stats),
+        meteor: None,
+        rouge_l: numpy_mean(&rouges),
+        cider: numpy_mean(&ciders),
+    };
+    debug_assert_eq!(corpus.bleu.len(), MAX_N);
+    Ok(ScoreReport { corpus, items })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn mismatched_and_empty_inputs_are_errors() {
+        assert!(matches!(
+            score_without_meteor(&s(&["a"]), &s(&[])),
+            Err(MetricsError::LengthMismatch { refs: 1, hyps: 0 })
+        ));
+        assert!(matches!(
+            score_without_meteor(&[], &[]),
+            Err(MetricsError::Empty)
+        ));
+    }
+
+    #[test]
+    fn entries_follow_pycocoevalcap_key_order() {
+        let sc = Scores {
+            bleu: [1.0, 2.0, 3.0, 4.0],
+            meteor: None,
+            rouge_l: 5.0,
+            cider: 6.0,
+        };
+        let keys: Vec<&str> = sc.entries().iter().map(|e| e.0).collect();
+        assert_eq!(keys, ["BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "CIDEr"]);
+    }
+}

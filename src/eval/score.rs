@@ -1,0 +1,259 @@
+//! `ithn-dist score`: score a file of generated reports against a file of references.
+//!
+//! Why a separate command: predictions from any source (this trainer, the Python reference, a
+//! baseline) can be scored by exactly the same code, so numbers are comparable. Both files are
+//! JSON lines `{"id": …, "report": …}`; pairs are matched by id, and a missing, extra or
+//! duplicate id is an error that names the ids (silently dropping samples changes scores).
+
+use clap::Args;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::metrics::{self, MeteorOpts, MetricsError, ScoreReport};
+use crate::data::text::{write_atomic, Dataset};
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    /// Reference reports: JSON lines {"id": ..., "report": ...}.
+    #[arg(long, value_name = "REFS.jsonl")]
+    pub refs: PathBuf,
+    /// Generated reports in the same format, matched to the references by id.
+    #[arg(long, value_name = "HYPS.jsonl")]
+    pub hyps: PathBuf,
+    /// Print {"BLEU_1": ..., ..., "CIDEr": ...} as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Clean both sides with this dataset's cleaner first (default: texts are scored as given).
+    #[arg(long, value_enum, value_name = "DATASET")]
+    pub clean: Option<Dataset>,
+    /// Also write per-item scores as JSON lines {"id", "BLEU_1", ..., "CIDEr"} (atomically).
+    #[arg(long, value_name = "OUT.jsonl")]
+    pub per_item: Option<PathBuf>,
+    /// Skip METEOR (it needs Java and takes a few seconds to start).
+    #[arg(long)]
+    pub no_meteor: bool,
+    /// The METEOR 1.5 jar [default: $ITHN_METEOR_JAR, else the pycocoevalcap wheel in .venv].
+    #[arg(long, value_name = "JAR", conflicts_with = "no_meteor")]
+    pub meteor_jar: Option<PathBuf>,
+}
+
+/// Problems with the input files, each naming the file, line or ids concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: invalid JSON: {message}")]
+    Json {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}:{line}: missing {what}")]
+    MissingKey {
+        path: PathBuf,
+        line: usize,
+        what: &'static str,
+    },
+    #[error("{path}: duplicate ids: {}", list(.ids))]
+    Duplicate { path: PathBuf, ids: Vec<String> },
+    #[error("ids do not match: {}", mismatch(.missing, .extra))]
+    Unmatched {
+        /// Reference ids without a hypothesis.
+        missing: Vec<String>,
+        /// Hypothesis ids without a reference.
+        extra: Vec<String>,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
+fn list(ids: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut s = ids.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if ids.len() > SHOWN {
+        s.push_str(&format!(" … ({} in all)", ids.len()));
+    }
+    s
+}
+
+fn mismatch(missing: &[String], extra: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("no hypothesis for reference ids {}", list(missing)));
+    }
+    if !extra.is_empty() {
+        parts.push(format!("no reference for hypothesis ids {}", list(extra)));
+    }
+    parts.join("; ")
+}
+
+/// One `{"id", "report"}` line: the id as text (a JSON string's content, else its JSON form).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub report: String,
+}
+
+/// Reads a `{"id", "report"}` JSON-lines file (blank lines skipped); ids must be unique.
+pub fn read_records(path: &Path) -> Result<Vec<Record>, ScoreError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScoreError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |what| ScoreError::MissingKey {
+            path: path.to_path_buf(),
+            line: i + 1,
+            what,
+        };
+        let v: Value = serde_json::from_str(line).map_err(|e| ScoreError::Json {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        let id = match v.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => return Err(at("key `id`")),
+            Some(other) => other.to_string(),
+        };
+        let report = v
+            .get("report")
+            .and_then(Value::as_str)
+            .ok_or_else(|| at("string key `report`"))?;
+        out.push(Record {
+            id,
+            report: report.to_owned(),
+        });
+    }
+    let mut seen = HashSet::new();
+    let dups: Vec<String> = out
+        .iter()
+        .filter(|r| !seen.insert(r.id.as_str()))
+        .map(|r| r.id.clone())
+        .collect();
+    if !dups.is_empty() {
+        return Err(ScoreError::Duplicate {
+            path: path.to_path_buf(),
+            ids: dups,
+        });
+    }
+    Ok(out)
+}
+
+/// Pairs hypotheses with references by id, in reference order: `(ids, refs, hyps)`.
+pub fn pair_by_id(
+    refs: &[Record],
+    hyps: &[Record],
+) -> Result<(Vec<String>, Vec<String>, Vec<String>), ScoreError> {
+    let by_id: HashMap<&str, &str> = hyps
+        .iter()
+        .map(|r| (r.id.as_str(), r.report.as_str()))
+        .collect();
+    let ref_ids: HashSet<&str> = refs.iter().map(|r| r.id.as_str()).collect();
+    let missing: Vec<String> = refs
+        .iter()
+        .filter(|r| !by_id.contains_key(r.id.as_str()))
+        .map(|r| r.id.clone())
+        .collect();
+    let extra: Vec<String> = hyps
+        .iter()
+        .filter(|r| !ref_ids.contains(r.id.as_str()))
+        .map(|r| r.id.clone())
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        return Err(ScoreError::Unmatched { missing, extra });
+    }
+    let ids = refs.iter().map(|r| r.id.clone()).collect();
+    let ref_texts = refs.iter().map(|r| r.report.clone()).collect();
+    let hyp_texts = refs
+        .iter()
+        .map(|r| by_id[r.id.as_str()].to_owned())
+        .collect();
+    Ok((ids, ref_texts, hyp_texts))
+}
+
+/// Per-item scores as JSON lines `{"id", "BLEU_1", …}`, in reference order.
+fn per_item_jsonl(ids: &[String], report: &ScoreReport) -> String {
+    ids.iter()
+        .zip(&report.items)
+        .map(|(id, s)| {
+            let mut obj = serde_json::Map::new();
+            obj.insert("id".into(), Value::String(id.clone()));
+            obj.extend(s.to_json());
+            format!("{}\n", Value::Object(obj))
+        })
+        .collect()
+}
+
+/// Runs the command: read, pair, (clean), score, print, optionally write per-item scores.
+pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
+    let refs = read_records(&a.refs)?;
+    let hyps = read_records(&a.hyps)?;
+    let (ids, mut ref_texts, mut hyp_texts) = pair_by_id(&refs, &hyps)?;
+    if let Some(ds) = a.clean {
+        for t in ref_texts.iter_mut().chain(hyp_texts.iter_mut()) {
+            *t = ds.clean(t);
+        }
+    }
+    let meteor = if a.no_meteor {
+        None
+    } else {
+        Some(MeteorOpts::locate(a.meteor_jar.as_deref()).map_err(ScoreError::from)?)
+    };
+    let report = metrics::score_items(&ref_texts, &hyp_texts, meteor.as_ref())
+        .map_err(ScoreError::from)?;
+    if let Some(path) = &a.per_item {
+        write_atomic(path, per_item_jsonl(&ids, &report).as_bytes()).map_err(|source| {
+            ScoreError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
+    if a.json {
+        println!("{}", Value::Object(report.corpus.to_json()));
+    } else {
+        println!("{} pairs", ids.len());
+        for (k, v) in report.corpus.entries() {
+            println!("{k:<8} {v:.6}");
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, report: &str) -> Record {
+        Record {
+            id: id.into(),
+            report: report.into(),
+        }
+    }
+
+    #[test]
+    fn pairing_follows_reference_order_and_names_unmatched_ids() {
+        let refs = [rec("a", "x"), rec("b", "y")];
+        let (ids, r, h) = pair_by_id(&refs, &[rec("b", "Y"), rec("a", "X")]).unwrap();
+        assert_eq!((ids, r, h), (vec!["a".into(), "b".into()], vec!["x".into(), "y".into()], vec!["X".into(), "Y".into()]));
+        let err = pair_by_id(&refs, &[rec("a", "X"), rec("c", "Z")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ids do not match: no hypothesis for reference ids b; no reference for hypothesis ids c"
+        );
+    }
+}

@@ -31,6 +31,9 @@ pub fn init(rank: usize, log_dir: Option<&Path>) -> std::io::Result<()> {
         }
         None => None,
     };
-    let _ = tracing_subscriber::registry().with(terminal).with(file).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(terminal)
+        .with(file)
+        .try_init();
     Ok(())
 }

@@ -32,7 +32,10 @@ fn every_option_of_every_subcommand_is_described() {
     let (mut missing, mut all) = (vec![], vec![]);
     walk(&cmd, "ithn-dist", &mut missing, &mut all);
     assert!(missing.is_empty(), "undocumented: {missing:#?}");
-    assert!(all.len() > 2, "the command tree is suspiciously small: {all:?}");
+    assert!(
+        all.len() > 2,
+        "the command tree is suspiciously small: {all:?}"
+    );
 }
 
 #[test]
@@ -49,6 +52,9 @@ fn help_runs_for_every_subcommand() {
             .expect("run ithn-dist");
         assert!(out.status.success(), "{path} --help failed");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("Usage:"), "{path} --help printed no usage:\n{text}");
+        assert!(
+            text.contains("Usage:"),
+            "{path} --help printed no usage:\n{text}"
+        );
     }
 }

@@ -54,26 +54,30 @@ impl Config {
         origin: &Path,
         overrides: &[String],
     ) -> Result<Config, ConfigError> {
-        let mut tree: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: origin.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut tree: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: origin.to_path_buf(),
+                    message: e.to_string(),
+                })?;
         for spec in overrides {
             apply_override(&mut tree, spec)?;
         }
-        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
-            let key = e.path().to_string();
-            ConfigError::Schema {
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Schema {
+                    path: origin.to_path_buf(),
+                    key,
+                    message: e.into_inner().to_string(),
+                }
+            })?;
+        cfg.validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
                 path: origin.to_path_buf(),
                 key,
-                message: e.into_inner().to_string(),
-            }
-        })?;
-        cfg.validate().map_err(|(key, reason)| ConfigError::Invalid {
-            path: origin.to_path_buf(),
-            key,
-            reason,
-        })?;
+                reason,
+            })?;
         Ok(cfg)
     }
 
@@ -117,7 +121,9 @@ pub fn apply_override(tree: &mut toml::Table, spec: &str) -> Result<(), ConfigEr
 fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }

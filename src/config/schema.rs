@@ -50,7 +50,9 @@ impl std::str::FromStr for Dataset {
         match s {
             "iu_xray" => Ok(Dataset::IuXray),
             "mimic_cxr" => Ok(Dataset::MimicCxr),
-            other => Err(format!("unknown dataset {other:?} (expected iu_xray or mimic_cxr)")),
+            other => Err(format!(
+                "unknown dataset {other:?} (expected iu_xray or mimic_cxr)"
+            )),
         }
     }
 }
@@ -413,29 +415,52 @@ fn check(ok: bool, key: &str, reason: impl Into<String>) -> Result<(), Invalid> 
 }
 
 fn positive(v: f64, key: &str) -> Result<(), Invalid> {
-    check(v.is_finite() && v > 0.0, key, format!("must be > 0, got {v}"))
+    check(
+        v.is_finite() && v > 0.0,
+        key,
+        format!("must be > 0, got {v}"),
+    )
 }
 
 fn non_negative(v: f64, key: &str) -> Result<(), Invalid> {
-    check(v.is_finite() && v >= 0.0, key, format!("must be ≥ 0, got {v}"))
+    check(
+        v.is_finite() && v >= 0.0,
+        key,
+        format!("must be ≥ 0, got {v}"),
+    )
 }
 
 fn probability(v: f64, key: &str) -> Result<(), Invalid> {
-    check((0.0..1.0).contains(&v), key, format!("must be in [0, 1), got {v}"))
+    check(
+        (0.0..1.0).contains(&v),
+        key,
+        format!("must be in [0, 1), got {v}"),
+    )
 }
 
 impl Config {
     /// Checks every cross-field rule; the error is (dotted key, reason).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let d = &self.data;
-        check(d.max_seq_length >= 2, "data.max_seq_length", "must be ≥ 2 (BOS + EOS)")?;
+        check(
+            d.max_seq_length >= 2,
+            "data.max_seq_length",
+            "must be ≥ 2 (BOS + EOS)",
+        )?;
         check(d.threshold >= 1, "data.threshold", "must be ≥ 1")?;
-        check(d.views == 1 || d.views == 2, "data.views", format!("must be 1 or 2, got {}", d.views))?;
+        check(
+            d.views == 1 || d.views == 2,
+            "data.views",
+            format!("must be 1 or 2, got {}", d.views),
+        )?;
         check(d.image_size >= 32, "data.image_size", "must be ≥ 32")?;
         check(
             d.resize >= d.image_size,
             "data.resize",
-            format!("must be ≥ data.image_size ({}), got {}", d.image_size, d.resize),
+            format!(
+                "must be ≥ data.image_size ({}), got {}",
+                d.image_size, d.resize
+            ),
         )?;
         check(d.num_workers >= 1, "data.num_workers", "must be ≥ 1")?;
 
@@ -445,7 +470,10 @@ impl Config {
         check(
             m.d_model % m.num_heads == 0,
             "model.d_model",
-            format!("d_model ({}) must be divisible by num_heads ({})", m.d_model, m.num_heads),
+            format!(
+                "d_model ({}) must be divisible by num_heads ({})",
+                m.d_model, m.num_heads
+            ),
         )?;
         check(m.d_ff > 0, "model.d_ff", "must be > 0")?;
         check(m.num_layers > 0, "model.num_layers", "must be > 0")?;
@@ -462,7 +490,11 @@ impl Config {
             "model.topk",
             format!("topk ({}) must be in 1..=cmm_size ({})", m.topk, m.cmm_size),
         )?;
-        check(m.d_vf == 2048, "model.d_vf", "bottleneck ResNets give 2048 channels")?;
+        check(
+            m.d_vf == 2048,
+            "model.d_vf",
+            "bottleneck ResNets give 2048 channels",
+        )?;
         check(m.proj_dim > 0, "model.proj_dim", "must be > 0")?;
         check(
             m.visual_layers.len() == 4 && m.visual_layers.iter().all(|&n| n >= 1),
@@ -491,7 +523,11 @@ impl Config {
         let t = &self.train;
         check(t.epochs >= 1, "train.epochs", "must be ≥ 1")?;
         check(t.batch_size >= 1, "train.batch_size", "must be ≥ 1")?;
-        check(t.accumulation_steps >= 1, "train.accumulation_steps", "must be ≥ 1")?;
+        check(
+            t.accumulation_steps >= 1,
+            "train.accumulation_steps",
+            "must be ≥ 1",
+        )?;
         check(
             t.batch_size % t.accumulation_steps == 0,
             "train.accumulation_steps",
@@ -509,7 +545,9 @@ impl Config {
         positive(t.adam_eps, "train.adam_eps")?;
         check(t.lr_step_size >= 1, "train.lr_step_size", "must be ≥ 1")?;
         positive(t.lr_gamma, "train.lr_gamma")?;
-        const METRICS: [&str; 7] = ["BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr"];
+        const METRICS: [&str; 7] = [
+            "BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr",
+        ];
         check(
             METRICS.contains(&t.monitor_metric.as_str()),
             "train.monitor_metric",
@@ -523,7 +561,11 @@ impl Config {
         check(e.every_epochs >= 1, "eval.every_epochs", "must be ≥ 1")?;
 
         non_negative(self.checkpoint.every_minutes, "checkpoint.every_minutes")?;
-        check(self.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be ≥ 1")?;
+        check(
+            self.checkpoint.keep_last >= 1,
+            "checkpoint.keep_last",
+            "must be ≥ 1",
+        )?;
         positive(self.dist.bucket_mb, "dist.bucket_mb")?;
         positive(self.dist.timeout_s, "dist.timeout_s")?;
         check(self.log.every_steps >= 1, "log.every_steps", "must be ≥ 1")?;

@@ -60,7 +60,15 @@ fn invalid_values_are_named() {
 
 #[test]
 fn overrides_are_typed_and_applied() {
-    let c = load("[train]\nepochs = 100\n", &["train.epochs=5", "data.prepared=/scratch/iu", "ithn.negatives=ascent"]).unwrap();
+    let c = load(
+        "[train]\nepochs = 100\n",
+        &[
+            "train.epochs=5",
+            "data.prepared=/scratch/iu",
+            "ithn.negatives=ascent",
+        ],
+    )
+    .unwrap();
     assert_eq!(c.train.epochs, 5);
     assert_eq!(c.data.prepared, "/scratch/iu");
     assert_eq!(c.ithn.negatives, Negatives::Ascent);
@@ -77,7 +85,11 @@ fn resolved_toml_round_trips() {
 
 #[test]
 fn shipped_configs_load() {
-    for f in ["configs/iu_xray.toml", "configs/mimic_cxr.toml", "configs/tiny.toml"] {
+    for f in [
+        "configs/iu_xray.toml",
+        "configs/mimic_cxr.toml",
+        "configs/tiny.toml",
+    ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
         Config::load(&path, &[]).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
@@ -86,7 +98,8 @@ fn shipped_configs_load() {
 #[test]
 fn readme_documents_every_key() {
     // The configuration reference in README.md must list every key of the schema.
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let tree: toml::Table = Config::default().to_toml().parse().unwrap();
     let mut missing = vec![];
     for (section, table) in &tree {

@@ -34,7 +34,11 @@ pub fn run(world: &World, n: i64) -> SmokeReport {
         local_rank: world.local_rank,
         local_size: world.local_size,
         mpi: world.comm().is_some(),
-        cuda_devices: if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 },
+        cuda_devices: if tch::Cuda::is_available() {
+            tch::Cuda::device_count() as usize
+        } else {
+            0
+        },
         all_reduce_ok: err == 0.0,
         all_reduce_max_error: err,
     }

@@ -30,7 +30,9 @@ pub enum DistError {
     InitFailed,
     #[error("rank {rank}: {message}")]
     Collective { rank: usize, message: String },
-    #[error("rank {rank}: parameters diverged across ranks at step {step}: checksums {checksums:?}")]
+    #[error(
+        "rank {rank}: parameters diverged across ranks at step {step}: checksums {checksums:?}"
+    )]
     Diverged {
         rank: usize,
         step: u64,
@@ -195,13 +197,20 @@ fn check_launcher(rank: usize, size: usize) -> Result<(), DistError> {
         if var == "SLURM_NTASKS" && std::env::var_os("SLURM_STEP_ID").is_none() {
             continue; // the batch shell itself, not a job step started by srun
         }
-        if let Some(expected) = std::env::var(var).ok().and_then(|v| v.parse::<usize>().ok()) {
+        if let Some(expected) = std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             if expected != size {
                 return Err(DistError::WorldMismatch {
                     rank,
                     expected,
                     got: size,
-                    source_var: if var == "SLURM_NTASKS" { "SLURM_NTASKS" } else { "OMPI_COMM_WORLD_SIZE" },
+                    source_var: if var == "SLURM_NTASKS" {
+                        "SLURM_NTASKS"
+                    } else {
+                        "OMPI_COMM_WORLD_SIZE"
+                    },
                 });
             }
         }

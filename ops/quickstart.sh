@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The main job (README): the whole system on bundled data, on a 2-core machine without a GPU.
+#   set up → synthesize phantom radiographs for the bundled IU X-Ray reports → prepare Parquet
+#   shards → train configs/tiny.toml on 2 ranks (ITHN) → the same run without the ITHN terms →
+#   evaluate on test → plot → generate a report for a bundled real radiograph → summary table
+#   beside the most-frequent-report baseline.
+# Everything lands in runs/quickstart/ (override with QS_DIR). Images are SYNTHETIC phantoms:
+# IU X-Ray's radiographs cannot be downloaded here (see data/README.md).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+start=$(date +%s)
+bash ops/setup.sh
+source ops/env.sh
+QS="${QS_DIR:-runs/quickstart}"
+NP="${NP:-2}"
+step() { printf '\n==== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "build"
+cargo build --quiet --bin ithn-dist
+B="$ITHN_BIN"
+mkdir -p "$QS"
+CFG=configs/tiny.toml
+SIZE=$(sed -n 's/^resize *= *\([0-9]*\).*/\1/p' "$CFG" | head -1)
+
+step "synthesize phantom radiographs (labelled synthetic) for data/iu_xray/annotation.json"
+"$B" synth --ann data/iu_xray/annotation.json --out "$QS/images" --size "$SIZE"
+
+step "prepare Parquet shards (vocabulary, hard negatives)"
+"$B" prepare --source r2gen --dataset iu_xray --ann data/iu_xray/annotation.json \
+  --images "$QS/images" --out "$QS/prepared" --resize "$SIZE"
+"$B" inspect "$QS/prepared" | head -20
+
+for variant in ithn no_ithn; do
+  extra=()
+  [[ $variant == no_ithn ]] && extra=(--set ithn.w_cp=0 --set ithn.w_cs=0)
+  step "train $variant on $NP ranks (mpirun)"
+  bash launch/mpirun.sh "$NP" train --config "$CFG" --set "data.prepared=$QS/prepared" \
+    "${extra[@]}" --run-dir "$QS/$variant" --resume never
+done
+
+step "evaluate the ITHN model on test ($NP ranks)"
+bash launch/mpirun.sh "$NP" evaluate --checkpoint "$QS/ithn/best" --data "$QS/prepared" \
+  --split test --out "$QS/ithn/eval-test"
+
+step "plot the run"
+"$B" plot "$QS/ithn" --out "$QS/ithn/plots"
+
+step "generate a report for a bundled real radiograph"
+"$B" generate --checkpoint "$QS/ithn/best" --image data/images/nih_cxr14/00000013_019.png
+
+step "summary (test split)"
+.venv/bin/python ops/quickstart_summary.py --bin "$B" --qs "$QS"
+step "done in $(( $(date +%s) - start ))s"

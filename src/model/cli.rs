@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tch::Device;
 
+use super::decode::{beam_search, greedy};
 use super::r2gencmn::R2GenCmn;
 use super::weights::{read_safetensors, ModelCheckpoint, ModelError, VocabInfo, WEIGHTS_FILE};
 use crate::cli::ConfigArgs;
@@ -25,6 +26,18 @@ pub struct ImportArgs {
     /// list (e.g. a prepared `vocab.json`). Without it, generated ids print as `<id>`.
     #[arg(long, value_name = "FILE")]
     pub vocab: Option<PathBuf>,
+    /// Output checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Vocabulary (prepared `vocab.json` or any JSON token list); sets the output layer size.
+    #[arg(long, value_name = "FILE")]
+    pub vocab: PathBuf,
     /// Output checkpoint directory.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -118,5 +131,64 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         model.registry().entries().len(),
         args.out.display()
     );
+    Ok(())
+}
+
+/// `init`: a freshly initialised model (seed `train.seed`, ImageNet trunk if
+/// `model.visual_weights` is set) written as a model checkpoint.
+pub fn init(args: &InitArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let vocab = VocabInfo::load(&args.vocab)?;
+    let model = R2GenCmn::for_training(&config, vocab.logit_dim, Device::Cpu)?;
+    std::fs::create_dir_all(&args.out)?;
+    model.registry().save_safetensors(&args.out.join(WEIGHTS_FILE))?;
+    ModelCheckpoint::write_meta(&args.out, &config, &vocab)?;
+    println!("initialised a model of {} parameters in {}", model.parameters().len(), args.out.display());
+    Ok(())
+}
+
+/// Decodes the views of one study and applies the eval transform (resize to exactly
+/// `size`×`size`, /255, ImageNet normalisation): `[views, 3, size, size]`.
+fn load_study(paths: &[PathBuf], size: usize) -> anyhow::Result<tch::Tensor> {
+    use crate::data::image;
+    let imgs = paths
+        .iter()
+        .map(|p| {
+            let img = image::decode_file(p)?;
+            Ok(image::resize_exact(&img, size as u32, size as u32))
+        })
+        .collect::<Result<Vec<_>, image::ImageError>>()?;
+    Ok(image::to_tensor_normalized(&imgs))
+}
+
+/// `generate`: one study → a report (text or JSON).
+pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    let ckpt = ModelCheckpoint::open(&args.checkpoint)?;
+    let device = default_device();
+    let model = R2GenCmn::from_checkpoint(&ckpt, device)?;
+    if args.image.len() != model.views() {
+        anyhow::bail!(
+            "the model takes {} view(s) per study but {} --image were given",
+            model.views(),
+            args.image.len()
+        );
+    }
+    let images = load_study(&args.image, ckpt.config.data.image_size)?.to_device(device);
+    let (att, _) = tch::no_grad(|| model.with_precision(|| model.visual(&images.unsqueeze(0), false)));
+    let eval = &ckpt.config.eval;
+    let beam = if args.greedy { 1 } else { args.beam.unwrap_or(eval.beam_size) };
+    let out = if beam <= 1 {
+        greedy(&model, &att, eval.max_seq_length, eval.block_trigrams)
+    } else {
+        beam_search(&model, &att, eval.max_seq_length, beam)
+    };
+    let tokens = out.tokens(0);
+    let report = ckpt.vocab.decode(&tokens);
+    if args.json {
+        let v = serde_json::json!({"report": report, "tokens": tokens, "score": out.scores[0]});
+        println!("{v}");
+    } else {
+        println!("{report}");
+    }
     Ok(())
 }

@@ -222,6 +222,18 @@ impl R2GenCmn {
         )
     }
 
+    /// The model a training run starts from: [`Self::from_config`], then the ImageNet ResNet
+    /// weights of `model.visual_weights` (ops/export_resnet101.py) when set.
+    pub fn for_training(config: &Config, logit_dim: usize, device: Device) -> Result<R2GenCmn, ModelError> {
+        let model = R2GenCmn::from_config(config, logit_dim, device)?;
+        if let Some(path) = &config.model.visual_weights {
+            let path = Path::new(path);
+            let map = super::weights::read_safetensors(path)?;
+            model.registry.load_filtered(path, map, "visual_extractor.")?;
+        }
+        Ok(model)
+    }
+
     /// Loads a model checkpoint directory (model.safetensors + config.toml + vocab.json).
     pub fn from_checkpoint(ckpt: &ModelCheckpoint, device: Device) -> Result<R2GenCmn, ModelError> {
         let model = R2GenCmn::from_config(&ckpt.config, ckpt.vocab.logit_dim, device)?;

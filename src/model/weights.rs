@@ -196,13 +196,21 @@ impl Registry {
 
     /// Copies a state_dict (name → tensor) into the registered tensors, strictly.
     /// Tied keys may be absent; when present they must equal their source.
-    pub fn load_map(
+    pub fn load_map(&self, path: &Path, map: HashMap<String, Tensor>) -> Result<(), ModelError> {
+        self.load_filtered(path, map, "")
+    }
+
+    /// Like [`Self::load_map`] but only for the entries whose name starts with `prefix`
+    /// (e.g. ImageNet weights for `visual_extractor.`); every such entry must be present and
+    /// the map must hold nothing else.
+    pub fn load_filtered(
         &self,
         path: &Path,
         mut map: HashMap<String, Tensor>,
+        prefix: &str,
     ) -> Result<(), ModelError> {
         let _guard = tch::no_grad_guard();
-        for e in &self.entries {
+        for e in self.entries.iter().filter(|e| e.name.starts_with(prefix)) {
             let found = map.remove(&e.name);
             if let Role::Alias { of } = &e.role {
                 if let Some(t) = found {
@@ -433,12 +441,24 @@ impl ModelCheckpoint {
     }
 
     /// Writes `config.toml` and `vocab.json` into `dir` (the caller writes the weights).
+    /// With known tokens, vocab.json has the data pipeline's format
+    /// (`{"dataset", "threshold", "tokens"}`); otherwise `{"logit_dim": V+1, "tokens": []}`.
     pub fn write_meta(dir: &Path, config: &Config, vocab: &VocabInfo) -> Result<(), ModelError> {
         write_bytes_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
-        let json = serde_json::to_vec_pretty(vocab).map_err(|e| ModelError::Invalid {
+        let value = if vocab.tokens.is_empty() {
+            serde_json::json!({"logit_dim": vocab.logit_dim, "tokens": []})
+        } else {
+            serde_json::json!({
+                "dataset": config.data.dataset.as_str(),
+                "threshold": config.data.threshold,
+                "tokens": vocab.tokens,
+            })
+        };
+        let mut json = serde_json::to_vec(&value).map_err(|e| ModelError::Invalid {
             path: dir.join(VOCAB_FILE),
             msg: e.to_string(),
         })?;
+        json.push(b'\n');
         write_bytes_atomic(&dir.join(VOCAB_FILE), &json)
     }
 }

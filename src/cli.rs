@@ -30,6 +30,10 @@ pub enum Command {
     /// Report text: build a vocabulary, clean and encode reports (SPEC §1).
     #[command(subcommand)]
     Text(crate::data::text_cli::TextCmd),
+    /// Raw datasets (R2Gen annotation, MIMIC-CXR-JPG, Open-i) into Parquet shards with mined hard negatives.
+    Prepare(crate::data::prepare::cli::PrepareArgs),
+    /// Summarise a prepared directory and verify its checksums (exit 1 on any mismatch).
+    Inspect(crate::data::prepare::cli::InspectArgs),
     /// Score generated reports against references: BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap-identical).
     Score(crate::eval::score::ScoreArgs),
     /// Benchmarks, each timed against a reference in the same run.
@@ -37,6 +41,16 @@ pub enum Command {
     Bench(crate::bench::BenchCmd),
     /// Render labelled-SYNTHETIC phantom radiographs that follow each study's report.
     Synth(crate::synth::SynthArgs),
+    /// Render PNG charts (loss terms, λ, learning rates, val metrics) from RUN_DIR/metrics.jsonl.
+    Plot(crate::plot::PlotArgs),
+    /// Import reference (PyTorch) weights as safetensors into a model checkpoint directory.
+    Import(crate::model::cli::ImportArgs),
+    /// Export a model checkpoint as one safetensors file with the full reference state_dict.
+    Export(crate::model::cli::ExportArgs),
+    /// Write a freshly initialised model checkpoint (config + vocabulary).
+    InitModel(crate::model::cli::InitArgs),
+    /// Write the report of one study (one or two images) with a model checkpoint.
+    Generate(crate::model::cli::GenerateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,9 +105,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Text(cmd) => crate::data::text_cli::run(cmd),
+        Command::Prepare(args) => Ok(crate::data::prepare::cli::run_prepare(&args)?),
+        Command::Inspect(args) => Ok(crate::data::prepare::cli::run_inspect(&args)?),
         Command::Score(args) => crate::eval::score::run(args),
         Command::Bench(cmd) => crate::bench::run(cmd),
         Command::Synth(args) => crate::synth::run_cli(args),
+        Command::Plot(args) => crate::plot::run_cli(args),
+        Command::Import(args) => crate::model::cli::import(&args).map(|()| 0),
+        Command::Export(args) => crate::model::cli::export(&args).map(|()| 0),
+        Command::InitModel(args) => crate::model::cli::init(&args).map(|()| 0),
+        Command::Generate(args) => crate::model::cli::generate(&args).map(|()| 0),
         Command::Drill(args) => {
             let world = World::init()?;
             crate::logging::init(world.rank, cli.log_dir.as_deref())?;

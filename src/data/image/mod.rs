@@ -1,0 +1,380 @@
+//! Chest X-ray images: decoding (PNG, JPEG), Pillow-identical resizing, crops, flips, JPEG
+//! encoding and the conversion to the normalised float tensors the visual extractor eats.
+//!
+//! Why it exists: the reference pipeline is PIL + torchvision (SPEC §1); both `prepare` and the
+//! loader must produce the same pixels, so every geometric operation here is defined by what
+//! Pillow/torchvision do, and `tests/image_resize_parity.rs` checks it against Pillow.
+//!
+//! Guarantees:
+//! - grey images stay grey (one byte per pixel) until [`to_tensor_normalized`] replicates them
+//!   into three channels, exactly like `convert('RGB')` would, at a third of the resize cost;
+//! - alpha is dropped (Pillow's `convert('RGB')`); 16-bit samples become `value >> 8` (the
+//!   reference's handling of 16-bit PNGs is not specified; this keeps the full dynamic range
+//!   instead of clipping everything above 255);
+//! - DICOM, truncated files and decompression bombs are refused with an error naming the file,
+//!   and absurd sizes are refused *before* any pixel buffer is allocated.
+
+mod resample;
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageReader, Limits};
+use tch::Tensor;
+
+/// Largest accepted side, in pixels (MIMIC-CXR's largest images are about 4,300 px).
+pub const MAX_SIDE: u32 = 20_000;
+/// Largest accepted pixel count (decompression-bomb guard).
+pub const MAX_PIXELS: u64 = 400_000_000;
+
+/// ImageNet normalisation used by the reference (SPEC §1).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: cannot read image file: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: DICOM is not supported, convert it to PNG first")]
+    Dicom { path: PathBuf },
+    #[error("{path}: unknown image format (expected PNG or JPEG)")]
+    UnknownFormat { path: PathBuf },
+    #[error("{path}: image of {width}×{height} px refused (limit {MAX_SIDE} px per side, {MAX_PIXELS} px in all)")]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+    },
+    #[error("{path}: corrupt or truncated image: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: unsupported pixel layout {layout}")]
+    Unsupported { path: PathBuf, layout: String },
+    #[error("{what}: raw pixels of {width}×{height}×{channels} need {expected} bytes, got {got}")]
+    RawSize {
+        what: String,
+        width: u32,
+        height: u32,
+        channels: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("crop {w}×{h} at ({x},{y}) does not fit an image of {width}×{height}")]
+    Crop {
+        x: u32,
+        y: u32,
+        w: u32,
+        h: u32,
+        width: u32,
+        height: u32,
+    },
+    #[error("cannot encode JPEG: {0}")]
+    Encode(String),
+}
+
+/// Samples per pixel of an [`Image`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channels {
+    Gray = 1,
+    Rgb = 3,
+}
+
+/// An owned 8-bit image, rows top to bottom, interleaved samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    width: u32,
+    height: u32,
+    channels: Channels,
+    data: Vec<u8>,
+}
+
+impl Image {
+    /// Wrap raw pixels (e.g. a `raw_rgb8` / `raw_gray8` shard cell); `what` names the source in
+    /// the error when the byte count does not match.
+    pub fn from_raw(
+        width: u32,
+        height: u32,
+        channels: Channels,
+        data: Vec<u8>,
+        what: &str,
+    ) -> Result<Image, ImageError> {
+        let expected = width as usize * height as usize * channels as usize;
+        if data.len() != expected || width == 0 || height == 0 {
+            return Err(ImageError::RawSize {
+                what: what.to_string(),
+                width,
+                height,
+                channels: channels as usize,
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(Image {
+            width,
+            height,
+            channels,
+            data,
+        })
+    }
+
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+    pub fn channels(&self) -> Channels {
+        self.channels
+    }
+    /// Interleaved samples, `width * height * channels` bytes.
+    pub fn pixels(&self) -> &[u8] {
+        &self.data
+    }
+    pub fn into_pixels(self) -> Vec<u8> {
+        self.data
+    }
+}
+
+/// Decode a PNG or JPEG held in memory; `origin` names it in errors.
+pub fn decode(bytes: &[u8], origin: &Path) -> Result<Image, ImageError> {
+    let path = || origin.to_path_buf();
+    if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        return Err(ImageError::Dicom { path: path() });
+    }
+    let open = || {
+        ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|source| ImageError::Io {
+                path: path(),
+                source,
+            })
+    };
+    let header = open()?;
+    if header.format().is_none() {
+        return Err(ImageError::UnknownFormat { path: path() });
+    }
+    // Header first: refuse bombs before the decoder allocates anything.
+    let (width, height) = header.into_dimensions().map_err(|e| corrupt(origin, e))?;
+    check_dimensions(width, height, origin)?;
+    let mut reader = open()?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    // 16-bit RGBA is the widest layout we accept: 8 bytes per pixel.
+    limits.max_alloc = Some(MAX_PIXELS * 8);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| corrupt(origin, e))?;
+    from_dynamic(img, origin)
+}
+
+/// Read and decode a file.
+pub fn decode_file(path: &Path) -> Result<Image, ImageError> {
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode(&bytes, path)
+}
+
+fn corrupt(origin: &Path, e: image::ImageError) -> ImageError {
+    ImageError::Corrupt {
+        path: origin.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+fn check_dimensions(width: u32, height: u32, origin: &Path) -> Result<(), ImageError> {
+    if width == 0
+        || height == 0
+        || width > MAX_SIDE
+        || height > MAX_SIDE
+        || u64::from(width) * u64::from(height) > MAX_PIXELS
+    {
+        return Err(ImageError::TooLarge {
+            path: origin.to_path_buf(),
+            width,
+            height,
+        });
+    }
+    Ok(())
+}
+
+/// Reduce any decoded layout to 8-bit grey or RGB (alpha dropped, 16-bit → `>> 8`).
+fn from_dynamic(img: DynamicImage, origin: &Path) -> Result<Image, ImageError> {
+    let (width, height) = (img.width(), img.height());
+    let (channels, data) = match img {
+        DynamicImage::ImageLuma8(b) => (Channels::Gray, b.into_raw()),
+        DynamicImage::ImageLumaA8(b) => (Channels::Gray, take_every(b.as_raw(), 2, 1)),
+        DynamicImage::ImageRgb8(b) => (Channels::Rgb, b.into_raw()),
+        DynamicImage::ImageRgba8(b) => (Channels::Rgb, take_every(b.as_raw(), 4, 3)),
+        DynamicImage::ImageLuma16(b) => (Channels::Gray, high_bytes(b.as_raw(), 1, 1)),
+        DynamicImage::ImageLumaA16(b) => (Channels::Gray, high_bytes(b.as_raw(), 2, 1)),
+        DynamicImage::ImageRgb16(b) => (Channels::Rgb, high_bytes(b.as_raw(), 3, 3)),
+        DynamicImage::ImageRgba16(b) => (Channels::Rgb, high_bytes(b.as_raw(), 4, 3)),
+        other => {
+            return Err(ImageError::Unsupported {
+                path: origin.to_path_buf(),
+                layout: format!("{:?}", other.color()),
+            })
+        }
+    };
+    Ok(Image {
+        width,
+        height,
+        channels,
+        data,
+    })
+}
+
+/// Keep the first `keep` samples of every `stride`-sample pixel.
+fn take_every(src: &[u8], stride: usize, keep: usize) -> Vec<u8> {
+    src.chunks_exact(stride)
+        .flat_map(|p| p[..keep].iter().copied())
+        .collect()
+}
+
+fn high_bytes(src: &[u16], stride: usize, keep: usize) -> Vec<u8> {
+    src.chunks_exact(stride)
+        .flat_map(|p| p[..keep].iter().map(|v| (v >> 8) as u8))
+        .collect()
+}
+
+/// Pillow's antialiased bilinear resize to exactly `width × height`.
+pub fn resize_exact(img: &Image, width: u32, height: u32) -> Image {
+    let data = resample::resize_u8(
+        &img.data,
+        img.width as usize,
+        img.height as usize,
+        img.channels as usize,
+        width as usize,
+        height as usize,
+    );
+    Image {
+        width,
+        height,
+        channels: img.channels,
+        data,
+    }
+}
+
+/// The size torchvision's `Resize(side)` picks: the shorter side becomes `side`, the longer
+/// `int(side * long / short)` (Python float division, truncated).
+pub fn shorter_side_size(width: u32, height: u32, side: u32) -> (u32, u32) {
+    let (short, long) = (width.min(height), width.max(height));
+    let new_long = (f64::from(side) * f64::from(long) / f64::from(short)) as u32;
+    if width <= height {
+        (side, new_long)
+    } else {
+        (new_long, side)
+    }
+}
+
+/// torchvision `Resize(side)` on a PIL image.
+pub fn resize_shorter(img: &Image, side: u32) -> Image {
+    let (w, h) = shorter_side_size(img.width, img.height, side);
+    resize_exact(img, w, h)
+}
+
+/// Cut the `w × h` window whose top-left corner is `(x, y)`.
+pub fn crop(img: &Image, x: u32, y: u32, w: u32, h: u32) -> Result<Image, ImageError> {
+    if w == 0 || h == 0 || x + w > img.width || y + h > img.height {
+        return Err(ImageError::Crop {
+            x,
+            y,
+            w,
+            h,
+            width: img.width,
+            height: img.height,
+        });
+    }
+    let c = img.channels as usize;
+    let stride = img.width as usize * c;
+    let mut data = Vec::with_capacity(w as usize * h as usize * c);
+    for row in y as usize..(y + h) as usize {
+        let start = row * stride + x as usize * c;
+        data.extend_from_slice(&img.data[start..start + w as usize * c]);
+    }
+    Ok(Image {
+        width: w,
+        height: h,
+        channels: img.channels,
+        data,
+    })
+}
+
+/// torchvision `CenterCrop`: offsets `round((W - w) / 2)`, `round((H - h) / 2)`.
+pub fn center_crop(img: &Image, w: u32, h: u32) -> Result<Image, ImageError> {
+    let x = ((f64::from(img.width) - f64::from(w)) / 2.0)
+        .round()
+        .max(0.0) as u32;
+    let y = ((f64::from(img.height) - f64::from(h)) / 2.0)
+        .round()
+        .max(0.0) as u32;
+    crop(img, x, y, w, h)
+}
+
+/// Mirror left to right.
+pub fn hflip(img: &Image) -> Image {
+    let c = img.channels as usize;
+    let mut data = Vec::with_capacity(img.data.len());
+    for row in img.data.chunks_exact(img.width as usize * c) {
+        for px in row.chunks_exact(c).rev() {
+            data.extend_from_slice(px);
+        }
+    }
+    Image {
+        data,
+        ..img.clone()
+    }
+}
+
+/// Write one image as `[3, H, W]` f32 planes: `/255` then ImageNet normalisation, grey replicated
+/// into the three channels. `out` must hold `3 * H * W` values.
+pub fn write_normalized(img: &Image, out: &mut [f32]) {
+    let plane = img.width as usize * img.height as usize;
+    assert_eq!(
+        out.len(),
+        3 * plane,
+        "output buffer does not match the image"
+    );
+    let c = img.channels as usize;
+    for ch in 0..3 {
+        let (mean, std) = (IMAGENET_MEAN[ch], IMAGENET_STD[ch]);
+        let src_ch = if c == 1 { 0 } else { ch };
+        let dst = &mut out[ch * plane..(ch + 1) * plane];
+        // Same f32 operations, in the same order, as ToTensor (`/255`) + Normalize.
+        for (d, px) in dst.iter_mut().zip(img.data.chunks_exact(c)) {
+            *d = (f32::from(px[src_ch]) / 255.0 - mean) / std;
+        }
+    }
+}
+
+/// Stack same-sized images into a `[n, 3, H, W]` f32 tensor (see [`write_normalized`]).
+pub fn to_tensor_normalized(imgs: &[Image]) -> Tensor {
+    let (w, h) = imgs.first().map_or((0, 0), |i| (i.width, i.height));
+    let plane = 3 * w as usize * h as usize;
+    let mut buf = vec![0f32; imgs.len() * plane];
+    for (img, out) in imgs.iter().zip(buf.chunks_exact_mut(plane.max(1))) {
+        assert_eq!((img.width, img.height), (w, h), "images differ in size");
+        write_normalized(img, out);
+    }
+    Tensor::from_slice(&buf).view([imgs.len() as i64, 3, i64::from(h), i64::from(w)])
+}
+
+/// Encode as baseline JPEG (`quality` 1..=100); grey stays one channel.
+pub fn encode_jpeg(img: &Image, quality: u8) -> Result<Vec<u8>, ImageError> {
+    let mut out = Vec::new();
+    let color = match img.channels {
+        Channels::Gray => image::ExtendedColorType::L8,
+        Channels::Rgb => image::ExtendedColorType::Rgb8,
+    };
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
+        .encode(&img.data, img.width, img.height, color)
+        .map_err(|e| ImageError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

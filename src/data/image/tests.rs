@@ -1,0 +1,141 @@
+//! Unit tests of decoding edge cases and the geometric operations. Pixel parity with Pillow on
+//! real images is checked by `tests/image_resize_parity.rs`.
+
+use super::*;
+
+fn png(img: DynamicImage) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn gray(w: u32, h: u32) -> Image {
+    let data = (0..w * h).map(|i| (i * 7 % 251) as u8).collect();
+    Image::from_raw(w, h, Channels::Gray, data, "test").unwrap()
+}
+
+#[test]
+fn decodes_every_png_layout_to_gray_or_rgb() {
+    let p = Path::new("x.png");
+    let l16 = image::ImageBuffer::from_fn(3, 2, |x, y| image::Luma([(x * 1000 + y * 300) as u16]));
+    let img = decode(&png(DynamicImage::ImageLuma16(l16)), p).unwrap();
+    assert_eq!(img.channels(), Channels::Gray);
+    assert_eq!(img.pixels(), &[0, 3, 7, 1, 5, 8]); // value >> 8 (2300 >> 8 = 8)
+    let la = image::ImageBuffer::from_fn(2, 1, |x, _| image::LumaA([x as u8 + 10, 0]));
+    let img = decode(&png(DynamicImage::ImageLumaA8(la)), p).unwrap();
+    assert_eq!(
+        (img.channels(), img.pixels()),
+        (Channels::Gray, &[10u8, 11][..])
+    );
+    let rgba = image::ImageBuffer::from_fn(1, 2, |_, y| image::Rgba([1, 2, y as u8, 9]));
+    let img = decode(&png(DynamicImage::ImageRgba8(rgba)), p).unwrap();
+    assert_eq!(
+        (img.channels(), img.pixels()),
+        (Channels::Rgb, &[1u8, 2, 0, 1, 2, 1][..])
+    );
+}
+
+#[test]
+fn dicom_is_refused_by_name() {
+    let mut bytes = vec![0u8; 200];
+    bytes[128..132].copy_from_slice(b"DICM");
+    let err = decode(&bytes, Path::new("/d/scan.dcm")).unwrap_err();
+    assert!(matches!(err, ImageError::Dicom { .. }));
+    assert!(err.to_string().contains("/d/scan.dcm") && err.to_string().contains("DICOM"));
+}
+
+#[test]
+fn truncated_and_garbage_files_name_the_file() {
+    let bytes = png(DynamicImage::ImageLuma8(image::ImageBuffer::from_fn(
+        40,
+        40,
+        |x, _| image::Luma([x as u8]),
+    )));
+    let err = decode(&bytes[..bytes.len() / 2], Path::new("cut.png")).unwrap_err();
+    assert!(matches!(err, ImageError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("cut.png"));
+    let err = decode(b"hello world, not an image", Path::new("x.txt")).unwrap_err();
+    assert!(matches!(err, ImageError::UnknownFormat { .. }), "{err}");
+}
+
+#[test]
+fn bomb_is_refused_from_the_header() {
+    // A valid 1×1 PNG whose IHDR is rewritten to claim 30000×30000 (CRC fixed up): the guard
+    // must trip before any decoding.
+    let mut bytes = png(DynamicImage::ImageLuma8(image::ImageBuffer::new(1, 1)));
+    bytes[16..20].copy_from_slice(&30_000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&30_000u32.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    let err = decode(&bytes, Path::new("bomb.png")).unwrap_err();
+    assert!(
+        matches!(err, ImageError::TooLarge { width: 30_000, .. }),
+        "{err}"
+    );
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn torchvision_shorter_side_rounding() {
+    // int(256 * 3000 / 2500) = 307 (307.2 truncated); portrait keeps orientation.
+    assert_eq!(shorter_side_size(3000, 2500, 256), (307, 256));
+    assert_eq!(shorter_side_size(2500, 3000, 256), (256, 307));
+    assert_eq!(shorter_side_size(512, 512, 256), (256, 256));
+    let r = resize_shorter(&gray(30, 20), 10);
+    assert_eq!((r.width(), r.height()), (15, 10));
+}
+
+#[test]
+fn crop_and_flip_move_the_right_pixels() {
+    let img = gray(5, 4);
+    let c = crop(&img, 1, 2, 3, 2).unwrap();
+    let px = |i: &Image, x: u32, y: u32| i.pixels()[(y * i.width() + x) as usize];
+    assert_eq!(px(&c, 0, 0), px(&img, 1, 2));
+    assert_eq!(px(&c, 2, 1), px(&img, 3, 3));
+    assert!(crop(&img, 3, 0, 3, 1).is_err());
+    let f = hflip(&img);
+    assert_eq!(px(&f, 0, 1), px(&img, 4, 1));
+    assert_eq!(hflip(&f), img);
+    let cc = center_crop(&img, 3, 3).unwrap();
+    assert_eq!(px(&cc, 0, 0), px(&img, 1, 1)); // round(0.5) = 1 away from zero, round(1.0) = 1
+}
+
+#[test]
+fn tensor_replicates_gray_and_normalises() {
+    let img = Image::from_raw(2, 1, Channels::Gray, vec![0, 255], "t").unwrap();
+    let t = to_tensor_normalized(&[img]);
+    assert_eq!(t.size(), vec![1, 3, 1, 2]);
+    let v: Vec<f32> = Vec::try_from(t.flatten(0, -1)).unwrap();
+    for ch in 0..3 {
+        assert_eq!(v[2 * ch], (0.0 - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch]);
+        assert_eq!(v[2 * ch + 1], (1.0 - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch]);
+    }
+}
+
+#[test]
+fn jpeg_roundtrip_is_close() {
+    let img = Image::from_raw(16, 16, Channels::Gray, vec![128; 256], "t").unwrap();
+    let back = decode(&encode_jpeg(&img, 95).unwrap(), Path::new("m.jpg")).unwrap();
+    assert_eq!(back.channels(), Channels::Gray);
+    assert!(back.pixels().iter().all(|&v| v.abs_diff(128) <= 1));
+}
+
+#[test]
+fn raw_size_mismatch_is_an_error() {
+    let err = Image::from_raw(4, 4, Channels::Rgb, vec![0; 47], "row 3 image_0").unwrap_err();
+    assert!(err.to_string().contains("row 3 image_0"));
+}

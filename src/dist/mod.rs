@@ -1,6 +1,10 @@
 //! Distributed execution: the process [`World`] (MPI), collectives on tensors, gradient buckets.
 
+pub mod buckets;
+pub mod collectives;
+pub mod nccl;
 pub mod smoke;
 pub mod world;
 
+pub use collectives::Collectives;
 pub use world::{DistError, World};

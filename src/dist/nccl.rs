@@ -1,0 +1,322 @@
+//! NCCL collectives for CUDA tensors (cudarc, loaded at run time).
+//!
+//! Bootstrap in the llm.c way: rank 0 asks NCCL for a unique id (128 bytes), MPI broadcasts it,
+//! every rank joins with `ncclCommInitRank` on its own device (`cuda:local_rank`). Collectives
+//! run on the tensors' device memory (`Tensor::data_ptr`) on the legacy default stream, which is
+//! the stream libtorch uses unless told otherwise, so they are ordered after the kernels that
+//! produced the gradients; the call then waits for the device, so on return the result is ready.
+//!
+//! A watchdog thread aborts the whole process when one collective takes longer than
+//! `dist.timeout_s`: a rank that died or hangs would otherwise leave every other rank waiting
+//! in NCCL forever, and a killed process makes mpirun/srun end the job.
+//!
+//! This machine has no libcuda: cudarc panics when its dynamic loader is touched without it, so
+//! [`NcclCollectives::new`] refuses to start unless `tch::Cuda::is_available()`. The code still
+//! compiles everywhere (the `nccl` feature of cudarc is always on).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cudarc::nccl::{result, sys};
+use tch::{Device, Kind, Tensor};
+
+use super::collectives::{scatter_slice, Collectives};
+use super::{DistError, World};
+
+/// One NCCL communicator spanning the MPI world.
+pub struct NcclCollectives<'w> {
+    world: &'w World,
+    comm: sys::ncclComm_t,
+    device: i64,
+    watchdog: Watchdog,
+    // Keeps the CUDA primary context bound while the communicator lives.
+    _ctx: Arc<cudarc::driver::CudaContext>,
+}
+
+/// Arms a deadline around each collective; a background thread aborts the process when one is
+/// exceeded.
+struct Watchdog {
+    armed: Arc<Mutex<Option<(Instant, &'static str)>>>,
+}
+
+impl Watchdog {
+    fn start(rank: usize, timeout: Duration) -> Watchdog {
+        let armed: Arc<Mutex<Option<(Instant, &'static str)>>> = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&armed);
+        std::thread::Builder::new()
+            .name("nccl-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let state = *seen.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((since, op)) = state {
+                    if since.elapsed() > timeout {
+                        eprintln!(
+                            "error: rank {rank}: NCCL {op} did not finish within {:.0} s (dist.timeout_s); \
+                             another rank probably died or diverged. Aborting this process.",
+                            timeout.as_secs_f64()
+                        );
+                        std::process::abort();
+                    }
+                }
+            })
+            .ok();
+        Watchdog { armed }
+    }
+
+    fn arm(&self, op: &'static str) {
+        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), op));
+    }
+
+    fn disarm(&self) {
+        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+fn nccl_kind(kind: Kind) -> Option<sys::ncclDataType_t> {
+    match kind {
+        Kind::Float => Some(sys::ncclDataType_t::ncclFloat32),
+        Kind::Double => Some(sys::ncclDataType_t::ncclFloat64),
+        Kind::Int64 => Some(sys::ncclDataType_t::ncclInt64),
+        _ => None,
+    }
+}
+
+impl<'w> NcclCollectives<'w> {
+    /// Joins (or, on rank 0, creates) the NCCL communicator of the world on `device`.
+    pub fn new(world: &'w World, device: Device, timeout_s: f64) -> Result<Self, DistError> {
+        let fail = |message: String| DistError::Collective {
+            rank: world.rank,
+            message,
+        };
+        let Device::Cuda(index) = device else {
+            return Err(fail(format!("NCCL needs a CUDA device, got {device:?}")));
+        };
+        if !tch::Cuda::is_available() {
+            return Err(fail(
+                "NCCL requested but CUDA is not available on this rank".into(),
+            ));
+        }
+        let ctx = cudarc::driver::CudaContext::new(index)
+            .map_err(|e| fail(format!("cannot open CUDA device {index}: {e:?}")))?;
+        ctx.bind_to_thread()
+            .map_err(|e| fail(format!("cannot bind CUDA device {index}: {e:?}")))?;
+
+        // Rank 0 makes the id; everyone else receives its 128 bytes over MPI.
+        let mut bytes = if world.rank == 0 {
+            let id = result::get_uniqueid().map_err(|e| {
+                fail(format!(
+                    "ncclGetUniqueId failed: {e:?} (is libnccl.so on the library path?)"
+                ))
+            })?;
+            id.internal.iter().map(|&c| c as u8).collect()
+        } else {
+            Vec::new()
+        };
+        world.broadcast_bytes(0, &mut bytes);
+        if bytes.len() != 128 {
+            return Err(fail(format!(
+                "NCCL unique id has {} bytes, expected 128",
+                bytes.len()
+            )));
+        }
+        let mut internal = [0 as std::ffi::c_char; 128];
+        for (dst, &src) in internal.iter_mut().zip(&bytes) {
+            *dst = src as std::ffi::c_char;
+        }
+        let id = sys::ncclUniqueId { internal };
+
+        let watchdog = Watchdog::start(world.rank, Duration::from_secs_f64(timeout_s));
+        watchdog.arm("init");
+        let mut comm: sys::ncclComm_t = std::ptr::null_mut();
+        // SAFETY: `comm` is a valid out-pointer; the id came from ncclGetUniqueId on rank 0.
+        let status =
+            unsafe { result::comm_init_rank(&mut comm, world.size as i32, id, world.rank as i32) };
+        watchdog.disarm();
+        status.map_err(|e| fail(format!("ncclCommInitRank failed: {e:?}")))?;
+        Ok(NcclCollectives {
+            world,
+            comm,
+            device: index as i64,
+            watchdog,
+            _ctx: ctx,
+        })
+    }
+
+    fn err(&self, message: String) -> DistError {
+        DistError::Collective {
+            rank: self.world.rank,
+            message,
+        }
+    }
+
+    fn dtype(&self, op: &str, t: &Tensor) -> Result<sys::ncclDataType_t, DistError> {
+        if t.device() != Device::Cuda(self.device as usize) {
+            return Err(self.err(format!(
+                "{op}: NCCL communicator lives on cuda:{} but the tensor is on {:?}",
+                self.device,
+                t.device()
+            )));
+        }
+        nccl_kind(t.kind())
+            .ok_or_else(|| self.err(format!("{op}: unsupported tensor kind {:?}", t.kind())))
+    }
+
+    /// Runs one enqueued NCCL call under the watchdog and waits for the device.
+    fn run(
+        &self,
+        op: &'static str,
+        call: impl FnOnce() -> Result<result::NcclStatus, result::NcclError>,
+    ) -> Result<(), DistError> {
+        self.watchdog.arm(op);
+        let r = call();
+        tch::Cuda::synchronize(self.device);
+        self.watchdog.disarm();
+        r.map(|_| ())
+            .map_err(|e| self.err(format!("NCCL {op} failed: {e:?}")))
+    }
+}
+
+/// The legacy default stream (libtorch's default), as NCCL's stream argument.
+fn default_stream() -> sys::cudaStream_t {
+    std::ptr::null_mut()
+}
+
+impl Collectives for NcclCollectives<'_> {
+    fn rank(&self) -> usize {
+        self.world.rank
+    }
+    fn size(&self) -> usize {
+        self.world.size
+    }
+    fn name(&self) -> &'static str {
+        "nccl"
+    }
+
+    fn all_reduce_sum(&self, t: &mut Tensor) -> Result<(), DistError> {
+        let dt = self.dtype("all_reduce_sum", t)?;
+        let c = if t.is_contiguous() {
+            t.shallow_clone()
+        } else {
+            t.contiguous()
+        };
+        let n = c.numel();
+        let ptr = c.data_ptr();
+        // SAFETY: `c` is a contiguous device tensor of `n` elements of type `dt`, alive for the call.
+        self.run("all_reduce", || unsafe {
+            result::all_reduce(
+                ptr,
+                ptr,
+                n,
+                dt,
+                sys::ncclRedOp_t::ncclSum,
+                self.comm,
+                default_stream(),
+            )
+        })?;
+        if !t.is_contiguous() {
+            tch::no_grad(|| t.copy_(&c));
+        }
+        Ok(())
+    }
+
+    fn all_gather(&self, t: &Tensor) -> Result<Tensor, DistError> {
+        let dt = self.dtype("all_gather", t)?;
+        let shape = t.size();
+        if shape.is_empty() {
+            return Err(self.err("all_gather: a 0-d tensor has no dim 0 to concatenate".into()));
+        }
+        // NCCL's all-gather needs equal counts: agree on the largest row count over MPI, pad,
+        // gather, then cut each rank's padding away.
+        let rows = self.world.all_gather_f64(shape[0] as f64);
+        let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let max_rows = rows.iter().copied().max().unwrap_or(0);
+        let send = tch::no_grad(|| {
+            let c = t.detach().contiguous();
+            if shape[0] == max_rows {
+                c
+            } else {
+                let mut padded_shape = shape.clone();
+                padded_shape[0] = max_rows;
+                let p = Tensor::zeros(padded_shape.as_slice(), (t.kind(), t.device()));
+                p.narrow(0, 0, shape[0]).copy_(&c);
+                p
+            }
+        });
+        let mut out_shape = shape.clone();
+        out_shape[0] = max_rows * self.world.size as i64;
+        let out = Tensor::empty(out_shape.as_slice(), (t.kind(), t.device()));
+        let n = send.numel();
+        let (sp, rp) = (send.data_ptr(), out.data_ptr());
+        // SAFETY: `send` holds n elements, `out` holds size·n, both contiguous on this device.
+        self.run("all_gather", || unsafe {
+            result::all_gather(sp, rp, n, dt, self.comm, default_stream())
+        })?;
+        let parts: Vec<Tensor> = rows
+            .iter()
+            .enumerate()
+            .map(|(r, &k)| out.narrow(0, r as i64 * max_rows, k))
+            .collect();
+        Ok(Tensor::cat(&parts, 0))
+    }
+
+    fn reduce_scatter(&self, t: &Tensor, counts: &[i64]) -> Result<Tensor, DistError> {
+        let (offset, rows) = scatter_slice(self.world.rank, t, counts)?;
+        let mut full = tch::no_grad(|| t.detach().copy());
+        self.all_reduce_sum(&mut full)?;
+        Ok(full.narrow(0, offset, rows).copy())
+    }
+
+    fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), DistError> {
+        let dt = self.dtype("broadcast", t)?;
+        let c = if t.is_contiguous() {
+            t.shallow_clone()
+        } else {
+            t.contiguous()
+        };
+        let n = c.numel();
+        let ptr = c.data_ptr();
+        // SAFETY: contiguous device tensor of n elements, alive for the call.
+        self.run("broadcast", || unsafe {
+            result::broadcast(ptr, ptr, n, dt, root as i32, self.comm, default_stream())
+        })?;
+        if !t.is_contiguous() {
+            tch::no_grad(|| t.copy_(&c));
+        }
+        Ok(())
+    }
+
+    fn barrier(&self) -> Result<(), DistError> {
+        self.world.barrier();
+        Ok(())
+    }
+}
+
+impl Drop for NcclCollectives<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the communicator was created by ncclCommInitRank and is destroyed once.
+        unsafe {
+            let _ = result::comm_destroy(self.comm);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_cpu_devices_without_touching_cuda() {
+        let w = World::single();
+        let e = NcclCollectives::new(&w, Device::Cpu, 1.0)
+            .err()
+            .expect("must refuse");
+        assert!(e.to_string().contains("needs a CUDA device"), "{e}");
+    }
+
+    #[test]
+    fn maps_supported_kinds() {
+        assert!(nccl_kind(Kind::Float).is_some());
+        assert!(nccl_kind(Kind::Int64).is_some());
+        assert!(nccl_kind(Kind::Uint8).is_none());
+    }
+}

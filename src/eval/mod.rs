@@ -1,5 +1,6 @@
 //! Evaluation: scoring generated reports against references (`metrics`, `score`).
 //! The scores are the ones papers in this field publish, computed exactly as pycocoevalcap does.
 
+pub mod evaluate;
 pub mod metrics;
 pub mod score;

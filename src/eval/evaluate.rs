@@ -1,0 +1,307 @@
+//! Distributed evaluation: every rank decodes its slice of each evaluation batch, rank 0 puts
+//! the predictions back in split order and scores them (`ithn-dist evaluate`, and the
+//! trainer's validation/test passes).
+//!
+//! Guarantees: every sample of the split is decoded exactly once (the loader's eval sampler
+//! splits each global batch over ranks; this module checks the gathered split indices), and
+//! the scores do not depend on the number of ranks: decoding is per sample (batch composition
+//! does not change a sample's tokens in eval mode) and scoring runs on one rank over the whole
+//! corpus (CIDEr's document frequencies need all references). References are the decoded
+//! report ids (ids[1:] up to the first 0), as the reference R2Gen trainer scores them.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::config::Config;
+use crate::data::loader::{Batch, Loader};
+use crate::dist::{Collectives, DistError, World};
+use crate::eval::metrics::{score_corpus, MeteorOpts, Scores};
+use crate::model::weights::{write_bytes_atomic, VocabInfo};
+use crate::model::{beam_search, greedy, ModelCheckpoint, R2GenCmn};
+
+/// Errors of an evaluation pass, naming the split, file or rank involved.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Dist(#[from] DistError),
+    #[error("split {split}: {source}")]
+    Data {
+        split: String,
+        #[source]
+        source: crate::data::loader::LoaderError,
+    },
+    #[error("scoring split {split}: {source}")]
+    Metrics {
+        split: String,
+        #[source]
+        source: crate::eval::metrics::MetricsError,
+    },
+    #[error("split {split}: sample {index} was decoded {count} times (expected exactly once)")]
+    Coverage { split: String, index: u64, count: usize },
+    #[error("rank {rank}: gathered predictions are not valid JSON lines: {message}")]
+    Gather { rank: usize, message: String },
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+}
+
+/// One decoded sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Row of the split (global order).
+    #[serde(skip_serializing)]
+    #[serde(default)]
+    pub index: u64,
+    pub id: String,
+    pub reference: String,
+    pub prediction: String,
+}
+
+/// Decoding options of an evaluation pass.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOpts {
+    pub beam: usize,
+    pub max_len: usize,
+    pub block_trigrams: bool,
+}
+
+impl DecodeOpts {
+    pub fn from_config(cfg: &Config) -> DecodeOpts {
+        DecodeOpts {
+            beam: cfg.eval.beam_size,
+            max_len: cfg.eval.max_seq_length,
+            block_trigrams: cfg.eval.block_trigrams,
+        }
+    }
+}
+
+/// Decodes this rank's part of one eval batch.
+fn decode_batch(model: &R2GenCmn, batch: &Batch, vocab: &VocabInfo, opts: DecodeOpts) -> Vec<Prediction> {
+    if batch.indices.is_empty() {
+        return Vec::new();
+    }
+    let images = batch.images.to_device(model.device());
+    let (att, _) = model.visual(&images, false);
+    let decoded = if opts.beam <= 1 {
+        greedy(model, &att, opts.max_len, opts.block_trigrams)
+    } else {
+        beam_search(model, &att, opts.max_len, opts.beam)
+    };
+    let ids = batch.reports_ids.to_device(Device::Cpu);
+    (0..batch.indices.len())
+        .map(|i| {
+            let row: Vec<i64> = Vec::try_from(ids.get(i as i64)).unwrap_or_default();
+            let reference: Vec<i64> = row.into_iter().skip(1).take_while(|&t| t != 0).collect();
+            Prediction {
+                index: batch.indices[i],
+                id: batch.ids[i].clone(),
+                reference: vocab.decode(&reference),
+                prediction: vocab.decode(&decoded.tokens(i)),
+            }
+        })
+        .collect()
+}
+
+/// Sends every rank's predictions to every rank (as JSON lines packed in an i64 tensor).
+fn gather_predictions(local: &[Prediction], coll: &dyn Collectives) -> Result<Vec<Prediction>, EvalError> {
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        index: u64,
+        id: String,
+        reference: String,
+        prediction: String,
+    }
+    let mut text = String::new();
+    for p in local {
+        let w = Wire {
+            index: p.index,
+            id: p.id.clone(),
+            reference: p.reference.clone(),
+            prediction: p.prediction.clone(),
+        };
+        text.push_str(&serde_json::to_string(&w).unwrap_or_default());
+        text.push('\n');
+    }
+    let bytes: Vec<i64> = text.bytes().map(i64::from).collect();
+    let gathered = coll.all_gather(&Tensor::from_slice(&bytes))?;
+    let all: Vec<i64> = Vec::try_from(&gathered).map_err(|e: tch::TchError| EvalError::Gather {
+        rank: coll.rank(),
+        message: e.to_string(),
+    })?;
+    let all: Vec<u8> = all.into_iter().map(|b| b as u8).collect();
+    let text = String::from_utf8(all).map_err(|e| EvalError::Gather {
+        rank: coll.rank(),
+        message: e.to_string(),
+    })?;
+    text.lines()
+        .map(|l| {
+            let w: Wire = serde_json::from_str(l).map_err(|e| EvalError::Gather {
+                rank: coll.rank(),
+                message: e.to_string(),
+            })?;
+            Ok(Prediction {
+                index: w.index,
+                id: w.id,
+                reference: w.reference,
+                prediction: w.prediction,
+            })
+        })
+        .collect()
+}
+
+/// Decodes the whole split on every rank's share; returns all predictions in split order (on
+/// every rank) and, on rank 0, the corpus scores.
+pub fn evaluate_split(
+    model: &R2GenCmn,
+    loader: &Loader,
+    vocab: &VocabInfo,
+    opts: DecodeOpts,
+    coll: &dyn Collectives,
+    meteor: Option<&MeteorOpts>,
+) -> Result<(Vec<Prediction>, Option<Scores>), EvalError> {
+    let split = loader.options().split.clone();
+    let mut local = Vec::new();
+    tch::no_grad(|| -> Result<(), EvalError> {
+        for batch in loader.eval_batches() {
+            let batch = batch.map_err(|source| EvalError::Data {
+                split: split.clone(),
+                source,
+            })?;
+            local.extend(decode_batch(model, &batch, vocab, opts));
+        }
+        Ok(())
+    })?;
+    let mut all = gather_predictions(&local, coll)?;
+    all.sort_by_key(|p| p.index);
+    check_coverage(&split, &all, loader.rows())?;
+    let scores = if coll.rank() == 0 {
+        let refs: Vec<String> = all.iter().map(|p| p.reference.clone()).collect();
+        let hyps: Vec<String> = all.iter().map(|p| p.prediction.clone()).collect();
+        Some(score_corpus(&refs, &hyps, meteor).map_err(|source| EvalError::Metrics {
+            split: split.clone(),
+            source,
+        })?)
+    } else {
+        None
+    };
+    Ok((all, scores))
+}
+
+/// Every split row exactly once (sorted input).
+fn check_coverage(split: &str, sorted: &[Prediction], rows: usize) -> Result<(), EvalError> {
+    for (want, p) in sorted.iter().enumerate() {
+        if p.index != want as u64 {
+            let (index, count) = if p.index < want as u64 { (p.index, 2) } else { (want as u64, 0) };
+            return Err(EvalError::Coverage {
+                split: split.into(),
+                index,
+                count,
+            });
+        }
+    }
+    if sorted.len() != rows {
+        return Err(EvalError::Coverage {
+            split: split.into(),
+            index: sorted.len() as u64,
+            count: 0,
+        });
+    }
+    Ok(())
+}
+
+/// Writes `predictions.jsonl` (id, reference, prediction) atomically.
+pub fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<(), EvalError> {
+    let mut text = String::new();
+    for p in preds {
+        text.push_str(&serde_json::to_string(p).unwrap_or_default());
+        text.push('\n');
+    }
+    write_bytes_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// `ithn-dist evaluate`: decode a split with a checkpoint and score it.
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    /// Model checkpoint directory (model.safetensors, config.toml, vocab.json).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// Prepared data directory (`ithn-dist prepare` output); default: the checkpoint config's.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Split to evaluate: val or test.
+    #[arg(long, default_value = "test", value_parser = ["val", "test"])]
+    pub split: String,
+    /// Beam width (1 = greedy); default: the checkpoint config's eval.beam_size.
+    #[arg(long)]
+    pub beam: Option<usize>,
+    /// Where predictions.jsonl and scores.json go (default: the checkpoint directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also run METEOR (needs Java and the pycocoevalcap jar).
+    #[arg(long)]
+    pub meteor: bool,
+}
+
+/// Runs `ithn-dist evaluate` on every rank; rank 0 writes the files and prints the scores.
+pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
+    let ckpt = ModelCheckpoint::open(&args.checkpoint)?;
+    let mut cfg = ckpt.config.clone();
+    if let Some(d) = &args.data {
+        cfg.data.prepared = d.to_string_lossy().into_owned();
+    }
+    let device = if tch::Cuda::is_available() { Device::Cuda(world.local_rank) } else { Device::Cpu };
+    let model = R2GenCmn::from_checkpoint(&ckpt, device)?;
+    let coll = crate::dist::collectives::select(world, cfg.dist.backend, Device::Cpu, cfg.dist.timeout_s)?;
+    let loader = Loader::new(&cfg, world, &args.split)?;
+    let mut opts = DecodeOpts::from_config(&cfg);
+    if let Some(b) = args.beam {
+        opts.beam = b;
+    }
+    let meteor = if args.meteor { Some(MeteorOpts::locate(None)?) } else { None };
+    let (preds, scores) = evaluate_split(&model, &loader, &ckpt.vocab, opts, coll.as_ref(), meteor.as_ref())?;
+    if let Some(scores) = scores {
+        let out = args.out.unwrap_or_else(|| args.checkpoint.clone());
+        std::fs::create_dir_all(&out)?;
+        write_predictions(&out.join("predictions.jsonl"), &preds)?;
+        let json = serde_json::to_string_pretty(&serde_json::Value::Object(scores.to_json()))?;
+        write_bytes_atomic(&out.join("scores.json"), json.as_bytes())?;
+        println!("{json}");
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::collectives::SingleProcess;
+
+    fn p(index: u64) -> Prediction {
+        Prediction {
+            index,
+            id: format!("s{index}"),
+            reference: "the heart is normal .".into(),
+            prediction: "heart \"normal\" ü .".into(),
+        }
+    }
+
+    #[test]
+    fn gather_round_trips_text() {
+        let local = vec![p(0), p(1)];
+        let all = gather_predictions(&local, &SingleProcess).unwrap();
+        assert_eq!(all, local);
+    }
+
+    #[test]
+    fn coverage_names_missing_and_duplicate_samples() {
+        assert!(check_coverage("val", &[p(0), p(1)], 2).is_ok());
+        let e = check_coverage("val", &[p(0), p(0), p(1)], 3).unwrap_err().to_string();
+        assert!(e.contains("sample 0 was decoded 2 times"), "{e}");
+        let e = check_coverage("val", &[p(0), p(2)], 3).unwrap_err().to_string();
+        assert!(e.contains("sample 1 was decoded 0 times"), "{e}");
+        let e = check_coverage("test", &[p(0)], 2).unwrap_err().to_string();
+        assert!(e.contains("sample 1"), "{e}");
+    }
+}

@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 use tch::Tensor;
 
 fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel)
 }
 
 fn bin(args: &[&str]) -> Output {
@@ -61,7 +63,17 @@ fn import_fixture(dir: &Path) -> PathBuf {
     let ckpt = dir.join("ckpt");
     let weights = shared("reference/public/model/weights.safetensors");
     let vocab = shared("reference/public/text.json");
-    ok(&["import", "--state-dict", s(&weights), "--config", s(&cfg), "--vocab", s(&vocab), "--out", s(&ckpt)]);
+    ok(&[
+        "import",
+        "--state-dict",
+        s(&weights),
+        "--config",
+        s(&cfg),
+        "--vocab",
+        s(&vocab),
+        "--out",
+        s(&ckpt),
+    ]);
     ckpt
 }
 
@@ -71,9 +83,12 @@ fn import_then_export_reproduces_fixture_weights_exactly() {
     let ckpt = import_fixture(tmp.path());
     let out = tmp.path().join("exported.safetensors");
     ok(&["export", "--checkpoint", s(&ckpt), "--out", s(&out)]);
-    let exported: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(&out).unwrap().into_iter().collect();
-    let fixture = Tensor::read_safetensors(shared("reference/public/model/weights.safetensors")).unwrap();
+    let exported: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&out)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let fixture =
+        Tensor::read_safetensors(shared("reference/public/model/weights.safetensors")).unwrap();
     let cfg: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(shared("reference/public/model/config.json")).unwrap(),
     )
@@ -82,7 +97,9 @@ fn import_then_export_reproduces_fixture_weights_exactly() {
     assert_eq!(exported.len(), listing.len(), "exported key count");
     for entry in listing {
         let name = entry["name"].as_str().unwrap();
-        let t = exported.get(name).unwrap_or_else(|| panic!("exported lacks {name}"));
+        let t = exported
+            .get(name)
+            .unwrap_or_else(|| panic!("exported lacks {name}"));
         let shape: Vec<i64> = serde_json::from_value(entry["shape"].clone()).unwrap();
         assert_eq!(t.size(), shape, "{name}");
     }
@@ -100,10 +117,21 @@ fn import_rejects_mismatched_config_naming_the_key() {
     let cfg = tmp.path().join("a.toml");
     std::fs::write(&cfg, CONFIG_A.replace("d_ff = 128", "d_ff = 96")).unwrap();
     let weights = shared("reference/public/model/weights.safetensors");
-    let out = bin(&["import", "--state-dict", s(&weights), "--config", s(&cfg), "--out", s(&tmp.path().join("c"))]);
+    let out = bin(&[
+        "import",
+        "--state-dict",
+        s(&weights),
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&tmp.path().join("c")),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("feed_forward.w_1.weight") && err.contains("weights.safetensors"), "{err}");
+    assert!(
+        err.contains("feed_forward.w_1.weight") && err.contains("weights.safetensors"),
+        "{err}"
+    );
 }
 
 /// Every PNG/JPEG under ../shared/data/images (the DICOM excluded).
@@ -112,14 +140,22 @@ fn all_images() -> Vec<PathBuf> {
     for dir in ["iu_xray_downsampled", "nih_cxr14", "other"] {
         for e in std::fs::read_dir(shared(&format!("data/images/{dir}"))).unwrap() {
             let p = e.unwrap().path();
-            let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("").to_lowercase();
+            let ext = p
+                .extension()
+                .and_then(|x| x.to_str())
+                .unwrap_or("")
+                .to_lowercase();
             if ["png", "jpg", "jpeg"].contains(&ext.as_str()) {
                 v.push(p);
             }
         }
     }
     v.sort();
-    assert!(v.len() >= 20, "expected the bundled images, found {}", v.len());
+    assert!(
+        v.len() >= 20,
+        "expected the bundled images, found {}",
+        v.len()
+    );
     v
 }
 
@@ -129,13 +165,30 @@ fn generate_all(ckpt: &Path, max_len: usize) {
         serde_json::from_str(&std::fs::read_to_string(ckpt.join("vocab.json")).unwrap()).unwrap();
     let tokens = vocab["tokens"].as_array().unwrap();
     for (i, img) in all_images().iter().enumerate() {
-        let mode = if i % 2 == 0 { vec!["--beam", "3"] } else { vec!["--greedy"] };
-        let mut args = vec!["generate", "--checkpoint", s(ckpt), "--image", s(img), "--json"];
+        let mode = if i % 2 == 0 {
+            vec!["--beam", "3"]
+        } else {
+            vec!["--greedy"]
+        };
+        let mut args = vec![
+            "generate",
+            "--checkpoint",
+            s(ckpt),
+            "--image",
+            s(img),
+            "--json",
+        ];
         args.extend(mode);
         let v: serde_json::Value = serde_json::from_str(ok(&args).trim()).unwrap();
         let ids: Vec<i64> = serde_json::from_value(v["tokens"].clone()).unwrap();
-        assert!(ids.len() <= max_len && ids.iter().all(|&t| t > 0), "{img:?}: {ids:?}");
-        let text: Vec<&str> = ids.iter().map(|&t| tokens[t as usize - 1].as_str().unwrap()).collect();
+        assert!(
+            ids.len() <= max_len && ids.iter().all(|&t| t > 0),
+            "{img:?}: {ids:?}"
+        );
+        let text: Vec<&str> = ids
+            .iter()
+            .map(|&t| tokens[t as usize - 1].as_str().unwrap())
+            .collect();
         assert_eq!(v["report"].as_str().unwrap(), text.join(" "), "{img:?}");
         assert!(v["score"].as_f64().unwrap().is_finite(), "{img:?}");
     }
@@ -154,7 +207,17 @@ fn generate_runs_on_every_image_with_a_fresh_tiny_model() {
     let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.toml");
     let ckpt = tmp.path().join("fresh");
     let vocab = shared("reference/public/text.json");
-    ok(&["init-model", "--config", s(&cfg), "--vocab", s(&vocab), "--out", s(&ckpt), "--set", "eval.max_seq_length=12"]);
+    ok(&[
+        "init-model",
+        "--config",
+        s(&cfg),
+        "--vocab",
+        s(&vocab),
+        "--out",
+        s(&ckpt),
+        "--set",
+        "eval.max_seq_length=12",
+    ]);
     generate_all(&ckpt, 12);
 }
 
@@ -178,7 +241,15 @@ fn generate_refuses_dicom_and_truncated_png_naming_the_file() {
         assert!(err.contains(s(bad)), "error does not name {bad:?}: {err}");
     }
     // A two-view model needs two images: a clear usage error.
-    let out = bin(&["generate", "--checkpoint", s(&ckpt), "--image", s(&png), "--image", s(&png)]);
+    let out = bin(&[
+        "generate",
+        "--checkpoint",
+        s(&ckpt),
+        "--image",
+        s(&png),
+        "--image",
+        s(&png),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("view"));
 }

@@ -141,9 +141,15 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     let vocab = VocabInfo::load(&args.vocab)?;
     let model = R2GenCmn::for_training(&config, vocab.logit_dim, Device::Cpu)?;
     std::fs::create_dir_all(&args.out)?;
-    model.registry().save_safetensors(&args.out.join(WEIGHTS_FILE))?;
+    model
+        .registry()
+        .save_safetensors(&args.out.join(WEIGHTS_FILE))?;
     ModelCheckpoint::write_meta(&args.out, &config, &vocab)?;
-    println!("initialised a model of {} parameters in {}", model.parameters().len(), args.out.display());
+    println!(
+        "initialised a model of {} parameters in {}",
+        model.parameters().len(),
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -174,9 +180,14 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         );
     }
     let images = load_study(&args.image, ckpt.config.data.image_size)?.to_device(device);
-    let (att, _) = tch::no_grad(|| model.with_precision(|| model.visual(&images.unsqueeze(0), false)));
+    let (att, _) =
+        tch::no_grad(|| model.with_precision(|| model.visual(&images.unsqueeze(0), false)));
     let eval = &ckpt.config.eval;
-    let beam = if args.greedy { 1 } else { args.beam.unwrap_or(eval.beam_size) };
+    let beam = if args.greedy {
+        1
+    } else {
+        args.beam.unwrap_or(eval.beam_size)
+    };
     let out = if beam <= 1 {
         greedy(&model, &att, eval.max_seq_length, eval.block_trigrams)
     } else {

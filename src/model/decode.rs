@@ -16,6 +16,23 @@ use super::transformer::DecoderCache;
 const TRIGRAM_PENALTY: f64 = -0.693;
 const TRIGRAM_ALPHA: f64 = 2.0;
 
+/// How each decoding step runs the decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepMode {
+    /// Incremental: only the newest position runs through the layers (the reference's path).
+    Cached,
+    /// The whole history runs through the layers at every step (reference for benchmarks/tests).
+    Recompute,
+}
+
+fn step(model: &R2GenCmn, mode: StepMode, history: &Tensor, cache: &mut DecoderCache) -> Tensor {
+    let lp = match mode {
+        StepMode::Cached => model.decode_step(history, cache),
+        StepMode::Recompute => model.decode_step_full(history, cache),
+    };
+    lp.to_kind(Kind::Float)
+}
+
 /// Decoded sequences of a batch.
 #[derive(Debug)]
 pub struct Decoded {
@@ -42,11 +59,28 @@ pub fn greedy(
     max_len: usize,
     block_trigrams: bool,
 ) -> Decoded {
-    let _g = tch::no_grad_guard();
-    model.with_precision(|| greedy_inner(model, att_feats, max_len as i64, block_trigrams))
+    greedy_with(model, att_feats, max_len, block_trigrams, StepMode::Cached)
 }
 
-fn greedy_inner(model: &R2GenCmn, att_feats: &Tensor, max_len: i64, block: bool) -> Decoded {
+/// [`greedy`] with an explicit [`StepMode`].
+pub fn greedy_with(
+    model: &R2GenCmn,
+    att_feats: &Tensor,
+    max_len: usize,
+    block_trigrams: bool,
+    mode: StepMode,
+) -> Decoded {
+    let _g = tch::no_grad_guard();
+    model.with_precision(|| greedy_inner(model, att_feats, max_len as i64, block_trigrams, mode))
+}
+
+fn greedy_inner(
+    model: &R2GenCmn,
+    att_feats: &Tensor,
+    max_len: i64,
+    block: bool,
+    mode: StepMode,
+) -> Decoded {
     let dev = att_feats.device();
     let b = att_feats.size()[0];
     let v1 = model.logit_dim();
@@ -58,7 +92,7 @@ fn greedy_inner(model: &R2GenCmn, att_feats: &Tensor, max_len: i64, block: bool)
     let mut unfinished = Tensor::ones([b], (Kind::Bool, dev));
     let mut scores = vec![0f64; b as usize];
     for t in 0..=max_len {
-        let mut lp = model.decode_step(&history, &mut cache).to_kind(Kind::Float);
+        let mut lp = step(model, mode, &history, &mut cache);
         if block && t >= 3 {
             lp = lp
                 + trigram_mask(&seq, &mut trigrams, t as usize, v1).to_device(dev)
@@ -130,25 +164,45 @@ struct Done {
 
 /// Beam search with `beam` beams per image, up to `max_len` tokens.
 pub fn beam_search(model: &R2GenCmn, att_feats: &Tensor, max_len: usize, beam: usize) -> Decoded {
-    let _g = tch::no_grad_guard();
-    model.with_precision(|| beam_inner(model, att_feats, max_len as i64, beam as i64))
+    beam_search_with(model, att_feats, max_len, beam, StepMode::Cached)
 }
 
-fn beam_inner(model: &R2GenCmn, att_feats: &Tensor, max_len: i64, k: i64) -> Decoded {
+/// [`beam_search`] with an explicit [`StepMode`].
+pub fn beam_search_with(
+    model: &R2GenCmn,
+    att_feats: &Tensor,
+    max_len: usize,
+    beam: usize,
+    mode: StepMode,
+) -> Decoded {
+    let _g = tch::no_grad_guard();
+    model.with_precision(|| beam_inner(model, att_feats, max_len as i64, beam as i64, mode))
+}
+
+fn beam_inner(
+    model: &R2GenCmn,
+    att_feats: &Tensor,
+    max_len: i64,
+    k: i64,
+    mode: StepMode,
+) -> Decoded {
     let dev = att_feats.device();
     let b = att_feats.size()[0];
     let v1 = model.logit_dim();
     let mut cache: DecoderCache = model.start_decoding(att_feats);
     // First step: one (single log-softmax) row per image; only "beam 0" exists.
-    let mut lp = model
-        .decode_step(&Tensor::zeros([b, 1], (Kind::Int64, dev)), &mut cache)
-        .to_kind(Kind::Float);
+    let mut lp = step(
+        model,
+        mode,
+        &Tensor::zeros([b, 1], (Kind::Int64, dev)),
+        &mut cache,
+    );
     let mut parents = 1i64;
     let mut sums = Tensor::zeros([b, 1], (Kind::Float, dev));
     let mut seqs = Tensor::zeros([b, 0], (Kind::Int64, dev));
     let mut rows = Tensor::zeros([b, 0, v1], (Kind::Float, dev));
     let mut done: Vec<Vec<Done>> = (0..b).map(|_| Vec::new()).collect();
-    let offsets = (Tensor::arange(b, (Kind::Int64, dev)) * 1).unsqueeze(1);
+    let offsets = Tensor::arange(b, (Kind::Int64, dev)).unsqueeze(1);
     for t in 0..max_len {
         let lp3 = lp.view([b, parents, v1]);
         let cand = (sums.unsqueeze(-1) + &lp3).view([b, parents * v1]);
@@ -165,24 +219,16 @@ fn beam_inner(model: &R2GenCmn, att_feats: &Tensor, max_len: i64, k: i64) -> Dec
         sums = sums.gather(1, &beam_ix, false) + lp3.view([b, parents * v1]).gather(1, &ix, false);
         cache.select(&state_ix);
         parents = k;
-        let words = Vec::<i64>::try_from(word.view([-1])).unwrap_or_default();
-        let sums_host = Vec::<f32>::try_from(sums.view([-1])).unwrap_or_default();
-        let mut ended = vec![false; (b * k) as usize];
-        for (j, end) in ended.iter_mut().enumerate() {
-            if words[j] == 0 || t == max_len - 1 {
-                *end = true;
-                done[j / k as usize].push(Done {
-                    seq: Vec::<i64>::try_from(seqs.get(j as i64)).unwrap_or_default(),
-                    rows: rows.get(j as i64),
-                    p: sums_host[j] as f64,
-                });
-            }
-        }
-        if t == max_len - 1 {
+        let last = t == max_len - 1;
+        let ended = record_done(&mut done, &word, &sums, &seqs, &rows, last);
+        if last {
             break;
         }
         let ended = Tensor::from_slice(&ended).to_device(dev).view([b, k]);
         sums = sums.where_self(&ended.logical_not(), &(&sums - 1000.0));
+        if settled(&done, &sums) {
+            break;
+        }
         let history = Tensor::cat(
             &[
                 Tensor::zeros([b * k, 1], (Kind::Int64, dev)),
@@ -191,12 +237,49 @@ fn beam_inner(model: &R2GenCmn, att_feats: &Tensor, max_len: i64, k: i64) -> Dec
             1,
         );
         // The reference applies log_softmax a second time to the step's log-probs.
-        lp = model
-            .decode_step(&history, &mut cache)
-            .to_kind(Kind::Float)
-            .log_softmax(-1, Kind::Float);
+        lp = step(model, mode, &history, &mut cache).log_softmax(-1, Kind::Float);
     }
     collect_best(done, max_len, v1, dev)
+}
+
+/// Copies every beam that just emitted 0 (or every beam, at the last step) to `done` with its
+/// running sum as p. Returns the ended flags, row-major over (image, beam).
+fn record_done(
+    done: &mut [Vec<Done>],
+    word: &Tensor,
+    sums: &Tensor,
+    seqs: &Tensor,
+    rows: &Tensor,
+    last: bool,
+) -> Vec<bool> {
+    let k = word.size()[1] as usize;
+    let words = Vec::<i64>::try_from(word.reshape([-1])).unwrap_or_default();
+    let sums = Vec::<f32>::try_from(sums.reshape([-1])).unwrap_or_default();
+    let mut ended = vec![false; words.len()];
+    for (j, end) in ended.iter_mut().enumerate() {
+        if words[j] == 0 || last {
+            *end = true;
+            done[j / k].push(Done {
+                seq: Vec::<i64>::try_from(seqs.get(j as i64)).unwrap_or_default(),
+                rows: rows.get(j as i64),
+                p: sums[j] as f64,
+            });
+        }
+    }
+    ended
+}
+
+/// True when no image's answer can change any more: log-probs are ≤ 0, so a running sum only
+/// decreases, and a future done beam (p ≤ its current sum) cannot beat an existing one whose
+/// p is already ≥ every current sum (ties keep the earlier beam, as the stable sort does).
+/// Stopping then returns exactly what running to `max_len` would.
+fn settled(done: &[Vec<Done>], sums: &Tensor) -> bool {
+    let k = sums.size()[1] as usize;
+    let sums = Vec::<f32>::try_from(sums.reshape([-1])).unwrap_or_default();
+    done.iter().zip(sums.chunks(k)).all(|(d, s)| {
+        let best = d.iter().map(|x| x.p).fold(f64::NEG_INFINITY, f64::max);
+        s.iter().all(|&x| (x as f64) <= best)
+    })
 }
 
 /// Per image: the done beam with the highest p (stable sort, as Python's `sorted`), padded.

@@ -224,12 +224,18 @@ impl R2GenCmn {
 
     /// The model a training run starts from: [`Self::from_config`], then the ImageNet ResNet
     /// weights of `model.visual_weights` (ops/export_resnet101.py) when set.
-    pub fn for_training(config: &Config, logit_dim: usize, device: Device) -> Result<R2GenCmn, ModelError> {
+    pub fn for_training(
+        config: &Config,
+        logit_dim: usize,
+        device: Device,
+    ) -> Result<R2GenCmn, ModelError> {
         let model = R2GenCmn::from_config(config, logit_dim, device)?;
         if let Some(path) = &config.model.visual_weights {
             let path = Path::new(path);
             let map = super::weights::read_safetensors(path)?;
-            model.registry.load_filtered(path, map, "visual_extractor.")?;
+            model
+                .registry
+                .load_filtered(path, map, "visual_extractor.")?;
         }
         Ok(model)
     }
@@ -354,6 +360,22 @@ impl R2GenCmn {
         let e = self.embed_text(history, &drop).narrow(1, t - 1, 1);
         let state = self.decoder.step(&e, cache);
         self.logprobs(&state).squeeze_dim(1)
+    }
+
+    /// The uncached equivalent of [`Self::decode_step`]: the whole history runs through the
+    /// decoder layers again (causal mask). Used as the reference the KV cache is measured and
+    /// tested against; agrees with the cached path up to float re-association.
+    pub fn decode_step_full(&self, history: &Tensor, cache: &DecoderCache) -> Tensor {
+        let drop = Dropout::eval();
+        let t = history.size()[1];
+        let mask = Tensor::ones([1, t, t], (Kind::Bool, history.device())).tril(0);
+        let states = self.decoder.forward(
+            &self.embed_text(history, &drop),
+            &cache.memory,
+            &mask,
+            &drop,
+        );
+        self.logprobs(&states.narrow(1, t - 1, 1)).squeeze_dim(1)
     }
 
     /// z: `img_projection(fc)` divided by its L2 norm (no epsilon, as the reference).

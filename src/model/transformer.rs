@@ -128,6 +128,8 @@ struct DecoderLayer {
 /// Per-layer key/value caches of incremental decoding (projected, `[N, t, d_model]`).
 #[derive(Debug)]
 pub struct DecoderCache {
+    /// Encoder output `[N, S, d]` (used by the uncached reference path).
+    pub memory: Tensor,
     self_kv: Vec<Option<(Tensor, Tensor)>>,
     src_kv: Vec<(Tensor, Tensor)>,
 }
@@ -142,6 +144,7 @@ impl DecoderCache {
         for kv in self.src_kv.iter_mut() {
             *kv = pick(kv);
         }
+        self.memory = self.memory.index_select(0, index);
     }
 }
 
@@ -214,6 +217,7 @@ impl Decoder {
     /// Starts incremental decoding: projects `memory` once per layer for source attention.
     pub fn start(&self, memory: &Tensor) -> DecoderCache {
         DecoderCache {
+            memory: memory.shallow_clone(),
             self_kv: (0..self.layers.len()).map(|_| None).collect(),
             src_kv: self
                 .layers

@@ -9,7 +9,6 @@ use clap::Subcommand;
 
 pub mod decode;
 pub mod metrics;
-pub mod step;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
@@ -17,14 +16,11 @@ pub enum BenchCmd {
     Metrics(metrics::MetricsBenchArgs),
     /// Greedy and beam-3 decoding: reports/s at batch 1 and 16, KV cache vs uncached decoder.
     Decode(decode::DecodeBenchArgs),
-    /// The distributed ITHN training step: samples/s and data/forward/backward/communication/optimizer shares.
-    Step(step::StepBenchArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
     match cmd {
         BenchCmd::Metrics(a) => metrics::run(a),
         BenchCmd::Decode(a) => decode::run(a),
-        BenchCmd::Step(a) => step::run(a),
     }
 }

@@ -318,6 +318,14 @@ pub fn run(world: &World, args: &DrillArgs) -> anyhow::Result<i32> {
         world.all_reduce_sum_f32(&mut grads);
         state.epoch_loss += f64::from(grads[OUT * IN + OUT]);
         state.adam(&grads, lrs(&cfg, epoch), &cfg);
+        if world.is_root() {
+            // One line per step on stdout: tests and people watch it to time their signals.
+            println!(
+                "drill: step {} loss {:.6}",
+                state.step,
+                grads[OUT * IN + OUT]
+            );
+        }
         watchdog.beat();
         std::thread::sleep(Duration::from_millis(args.step_ms));
 

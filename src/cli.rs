@@ -51,6 +51,8 @@ pub enum Command {
     InitModel(crate::model::cli::InitArgs),
     /// Write the report of one study (one or two images) with a model checkpoint.
     Generate(crate::model::cli::GenerateArgs),
+    /// Train a model (on every rank under mpirun/srun): the exact global-batch ITHN objective.
+    Train(crate::train::cli::TrainArgs),
     /// Decode a split with a checkpoint on every rank and score it (predictions.jsonl, scores.json).
     Evaluate(crate::eval::evaluate::EvaluateArgs),
 }
@@ -117,6 +119,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Export(args) => crate::model::cli::export(&args).map(|()| 0),
         Command::InitModel(args) => crate::model::cli::init(&args).map(|()| 0),
         Command::Generate(args) => crate::model::cli::generate(&args).map(|()| 0),
+        Command::Train(args) => {
+            let world = World::init()?;
+            crate::logging::init(world.rank, cli.log_dir.as_deref())?;
+            crate::train::cli::run(args, &world)
+        }
         Command::Evaluate(args) => {
             let world = World::init()?;
             crate::logging::init(world.rank, cli.log_dir.as_deref())?;

@@ -29,7 +29,9 @@ use tch::{Kind, Tensor};
 
 use crate::config::{Gather, IthnConfig, Negatives};
 use crate::dist::{Collectives, DistError};
-use crate::model::ithn::{contrastive_loss, cosine_loss, harder_negatives, lm_loss_sum, normalize_rows};
+use crate::model::ithn::{
+    contrastive_loss, cosine_loss, harder_negatives, lm_loss_sum, normalize_rows,
+};
 use crate::model::{IthnBatch, R2GenCmn};
 
 /// What a model must give the step: its local features and LM sums, and the temperatures.
@@ -60,8 +62,10 @@ impl IthnModel for R2GenCmn {
             let (att, fc) = self.visual(&batch.images, train);
             let (neg_att, neg_fc) = self.visual(&batch.neg_images, train);
             let (output, states) = self.forward_teacher(&att, &batch.ids, train, seeds);
-            let neg_seeds: Option<Vec<u64>> = seeds.map(|s| s.iter().map(|&x| mix(x ^ NEG_SALT)).collect());
-            let (_, neg_states) = self.forward_teacher(&neg_att, &batch.neg_ids, train, neg_seeds.as_deref());
+            let neg_seeds: Option<Vec<u64>> =
+                seeds.map(|s| s.iter().map(|&x| mix(x ^ NEG_SALT)).collect());
+            let (_, neg_states) =
+                self.forward_teacher(&neg_att, &batch.neg_ids, train, neg_seeds.as_deref());
             let (lm_sum, tokens) = lm_loss_sum(&output, &batch.ids, &batch.masks);
             LocalForward {
                 z: self.img_embed(&fc),
@@ -94,7 +98,9 @@ fn mix(mut x: u64) -> u64 {
 /// function of (seed, step, global sample index) only, so masks do not depend on the world size
 /// and a resumed run replays them.
 pub fn sample_seeds(seed: u64, step: u64, first: u64, n: usize) -> Vec<u64> {
-    (0..n as u64).map(|i| mix(mix(seed ^ mix(step)) ^ (first + i))).collect()
+    (0..n as u64)
+        .map(|i| mix(mix(seed ^ mix(step)) ^ (first + i)))
+        .collect()
 }
 
 /// The loss terms of one step, over the global batch (identical on every rank).
@@ -108,6 +114,19 @@ pub struct LossTerms {
     pub samples: f64,
     /// Target tokens in the global batch.
     pub tokens: f64,
+    /// Where this rank's time went.
+    pub times: StepTimes,
+}
+
+/// Wall-clock seconds of one [`forward_backward`] on this rank (for `bench step`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepTimes {
+    /// Local model forward plus the global contrastive objective.
+    pub forward: f64,
+    /// Both backward passes (global objective, then the local graph).
+    pub backward: f64,
+    /// Collectives inside the step (counts, feature gathers, loss statistics).
+    pub comm: f64,
 }
 
 /// One forward + backward of the ITHN objective over the global batch. Leaves this rank's
@@ -121,24 +140,46 @@ pub fn forward_backward<M: IthnModel + ?Sized>(
     seeds: Option<&[u64]>,
     scale: f64,
 ) -> Result<LossTerms, DistError> {
+    let mut times = StepTimes::default();
+    let clock = std::time::Instant::now();
     let f = model.local_forward(batch, true, seeds);
+    times.forward += clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
     let device = f.z.device();
     let rows = f.z.size()[0];
 
     // Global counts first: they scale this rank's share of the LM and cosine terms.
-    let mut counts = Tensor::stack(&[f.tokens.detach().to_kind(Kind::Double), Tensor::from(rows as f64).to_device(device)], 0);
+    let mut counts = Tensor::stack(
+        &[
+            f.tokens.detach().to_kind(Kind::Double),
+            Tensor::from(rows as f64).to_device(device),
+        ],
+        0,
+    );
     coll.all_reduce_sum(&mut counts)?;
-    let counts: Vec<f64> = Vec::try_from(&counts.to_device(tch::Device::Cpu)).map_err(|e| tensor_err(coll, e))?;
+    let counts: Vec<f64> =
+        Vec::try_from(&counts.to_device(tch::Device::Cpu)).map_err(|e| tensor_err(coll, e))?;
     let (tokens, samples) = (counts[0], counts[1]);
 
     let global = cfg.gather == Gather::Global && coll.size() > 1;
     let gathered = |t: &Tensor| -> Result<Tensor, DistError> {
-        let g = if global { coll.all_gather(t)? } else { t.detach().copy() };
+        let g = if global {
+            coll.all_gather(t)?
+        } else {
+            t.detach().copy()
+        };
         Ok(g.set_requires_grad(true))
     };
-    let (gz, gzn, gu, gun) = (gathered(&f.z)?, gathered(&f.z_neg)?, gathered(&f.u)?, gathered(&f.u_neg)?);
+    let (gz, gzn, gu, gun) = (
+        gathered(&f.z)?,
+        gathered(&f.z_neg)?,
+        gathered(&f.u)?,
+        gathered(&f.u_neg)?,
+    );
     // This rank's rows inside the gathered tensors.
     let offset = if global { own_offset(coll, rows)? } else { 0 };
+    times.comm += clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
 
     let (t1, t3) = model.temperatures();
     let lambda = batch.lambda;
@@ -148,7 +189,14 @@ pub fn forward_backward<M: IthnModel + ?Sized>(
     };
     let (l_cp, ..) = contrastive_loss(&gz, &gu, &gzn, &gun, &h, &t1, &t3);
     let cp_weight = cfg.w_cp * scale / if global { 1.0 } else { coll.size() as f64 };
-    let grads = Tensor::run_backward(&[&l_cp * cp_weight], &[&gz, &gzn, &gu, &gun, &t1, &t3], false, false);
+    times.forward += clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
+    let grads = Tensor::run_backward(
+        &[&l_cp * cp_weight],
+        &[&gz, &gzn, &gu, &gun, &t1, &t3],
+        false,
+        false,
+    );
     let own = |g: &Tensor| g.narrow(0, offset, rows).detach();
 
     let cs_sum = cosine_loss(&f.z, &f.z_neg) * rows as f64;
@@ -159,20 +207,30 @@ pub fn forward_backward<M: IthnModel + ?Sized>(
         + (&f.u * own(&grads[2])).sum(Kind::Float)
         + (&f.u_neg * own(&grads[3])).sum(Kind::Float);
     if !global || coll.rank() == 0 {
-        surrogate = surrogate + (&t1 * grads[4].detach()).sum(Kind::Float) + (&t3 * grads[5].detach()).sum(Kind::Float);
+        surrogate = surrogate
+            + (&t1 * grads[4].detach()).sum(Kind::Float)
+            + (&t3 * grads[5].detach()).sum(Kind::Float);
     }
     surrogate.backward();
+    times.backward += clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
 
     // Loss values for the log: Σ over ranks of (lm_sum, cs_sum, l_cp / W). In global mode every
     // rank holds the same L_cp, in local mode this is the mean over ranks.
     let l_cp_share = l_cp.detach().to_kind(Kind::Double) / coll.size() as f64;
     let mut stats = Tensor::stack(
-        &[f.lm_sum.detach().to_kind(Kind::Double), cs_sum.detach().to_kind(Kind::Double), l_cp_share],
+        &[
+            f.lm_sum.detach().to_kind(Kind::Double),
+            cs_sum.detach().to_kind(Kind::Double),
+            l_cp_share,
+        ],
         0,
     );
     coll.all_reduce_sum(&mut stats)?;
-    let s: Vec<f64> = Vec::try_from(&stats.to_device(tch::Device::Cpu)).map_err(|e| tensor_err(coll, e))?;
+    let s: Vec<f64> =
+        Vec::try_from(&stats.to_device(tch::Device::Cpu)).map_err(|e| tensor_err(coll, e))?;
     let (lm, l_cs, l_cp) = (s[0] / tokens, s[1] / samples, s[2]);
+    times.comm += clock.elapsed().as_secs_f64();
     Ok(LossTerms {
         loss: cfg.w_lm * lm + cfg.w_cp * l_cp + cfg.w_cs * l_cs,
         lm,
@@ -180,6 +238,7 @@ pub fn forward_backward<M: IthnModel + ?Sized>(
         l_cs,
         samples,
         tokens,
+        times,
     })
 }
 
@@ -263,12 +322,21 @@ mod tests {
         for r in [0.0, 0.3, 1.0, 2.0] {
             let h = project_to_cap(&x, &c, r);
             let norms = h.norm_scalaropt_dim(2, [-1], false);
-            assert!(norms.allclose(&Tensor::ones([6], f), 1e-5, 1e-5, false), "r={r}");
-            let dist = (&h - &c).norm_scalaropt_dim(2, [-1], false).max().double_value(&[]);
+            assert!(
+                norms.allclose(&Tensor::ones([6], f), 1e-5, 1e-5, false),
+                "r={r}"
+            );
+            let dist = (&h - &c)
+                .norm_scalaropt_dim(2, [-1], false)
+                .max()
+                .double_value(&[]);
             assert!(dist <= r + 1e-4, "r={r}: distance {dist}");
         }
         let inside = project_to_cap(&c, &c, 0.5);
-        assert!(inside.allclose(&c, 1e-6, 1e-6, false), "points in the cap stay");
+        assert!(
+            inside.allclose(&c, 1e-6, 1e-6, false),
+            "points in the cap stay"
+        );
     }
 
     /// A model whose "features" are linear maps of fixed inputs: enough to check that the
@@ -282,7 +350,11 @@ mod tests {
     impl IthnModel for Toy {
         fn local_forward(&self, b: &IthnBatch, _train: bool, _s: Option<&[u64]>) -> LocalForward {
             let feats = |x: &Tensor| crate::model::ithn::l2_rows(&x.matmul(&self.w));
-            let lp = b.images.matmul(&self.w).sum_dim_intlist([-1i64].as_slice(), false, None).log_sigmoid();
+            let lp = b
+                .images
+                .matmul(&self.w)
+                .sum_dim_intlist([-1i64].as_slice(), false, None)
+                .log_sigmoid();
             LocalForward {
                 z: feats(&b.images),
                 z_neg: feats(&b.neg_images),
@@ -317,7 +389,10 @@ mod tests {
         };
         let cfg = IthnConfig::default();
         let terms = forward_backward(&toy, &batch, &cfg, &SingleProcess, None, 1.0).unwrap();
-        let got: Vec<Tensor> = [&toy.w, &toy.t1, &toy.t3].iter().map(|p| p.grad().copy()).collect();
+        let got: Vec<Tensor> = [&toy.w, &toy.t1, &toy.t3]
+            .iter()
+            .map(|p| p.grad().copy())
+            .collect();
 
         // Direct: the published loss as one expression, one backward.
         for p in [&toy.w, &toy.t1, &toy.t3] {
@@ -326,11 +401,17 @@ mod tests {
         let l = toy.local_forward(&batch, true, None);
         let (_, h) = harder_negatives(&l.z, &l.u, &l.u_neg, 0.8);
         let (l_cp, ..) = contrastive_loss(&l.z, &l.u, &l.z_neg, &l.u_neg, &h, &toy.t1, &toy.t3);
-        let loss = &l.lm_sum / &l.tokens * cfg.w_lm + &l_cp * cfg.w_cp + cosine_loss(&l.z, &l.z_neg) * cfg.w_cs;
+        let loss = &l.lm_sum / &l.tokens * cfg.w_lm
+            + &l_cp * cfg.w_cp
+            + cosine_loss(&l.z, &l.z_neg) * cfg.w_cs;
         loss.backward();
         assert!((loss.double_value(&[]) - terms.loss).abs() < 1e-5 * terms.loss.abs());
         for (g, p) in got.iter().zip([&toy.w, &toy.t1, &toy.t3]) {
-            assert!(g.allclose(&p.grad(), 1e-5, 1e-7, false), "{g:?} vs {:?}", p.grad());
+            assert!(
+                g.allclose(&p.grad(), 1e-5, 1e-7, false),
+                "{g:?} vs {:?}",
+                p.grad()
+            );
         }
     }
 }

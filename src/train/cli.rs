@@ -1,0 +1,42 @@
+//! `ithn-dist train`: the command line of a training run.
+//!
+//! One rank:   `ithn-dist train --config configs/tiny.toml --run-dir runs/tiny`
+//! Two ranks:  `mpirun -np 2 ithn-dist train --config configs/tiny.toml --run-dir runs/tiny`
+//! (`train.batch_size` is the GLOBAL batch: both commands train the same model.)
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::trainer::{NoHook, Trainer};
+use crate::cli::ConfigArgs;
+use crate::dist::World;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Run directory: config.toml, metrics.jsonl, predictions-*.jsonl, best/, final/.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: PathBuf,
+    /// Stop after N optimizer steps (then save the final model and score the test split).
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<u64>,
+    /// Threads per rank for libtorch's CPU kernels (default: libtorch's choice).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<i32>,
+}
+
+/// Runs training on every rank; rank 0 prints the test scores.
+pub fn run(args: TrainArgs, world: &World) -> anyhow::Result<i32> {
+    let cfg = args.config.load()?;
+    if let Some(n) = args.threads {
+        tch::set_num_threads(n);
+    }
+    let mut trainer = Trainer::new(cfg, world, &args.run_dir, args.max_steps)?;
+    let scores = trainer.run(&mut NoHook)?;
+    if let Some(s) = scores {
+        println!("{}", serde_json::Value::Object(s.to_json()));
+    }
+    Ok(0)
+}

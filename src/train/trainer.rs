@@ -1,0 +1,653 @@
+//! The training loop: `load → loop { step, maybe validate, maybe stop } → test with the best`.
+//!
+//! What it guarantees:
+//! * every rank starts from rank 0's weights (broadcast of the whole state_dict), and every
+//!   `dist.checksum_every` steps the ranks compare a parameter checksum — a divergence stops the
+//!   run with an error naming the step and every rank's checksum;
+//! * one optimizer step = `train.accumulation_steps` micro-batches of `batch_size / k` global
+//!   samples each, each through [`step::forward_backward`] (the exact global-batch objective),
+//!   gradients all-reduced in buckets on the last micro-step only;
+//! * λ(epoch) and StepLR advance per epoch; validation runs every `eval.every_epochs` epochs,
+//!   the best model on `train.monitor_metric` is written to `RUN/best/`, early stopping after
+//!   `train.early_stop` epochs without improvement (0 = never), the final model to `RUN/final/`,
+//!   then the test split is scored with the best;
+//! * `RUN/metrics.jsonl` gets one JSON object per line (`kind` = train / val / test) from rank 0.
+//!
+//! [`TrainerState`] is everything a resumed run needs besides weights and optimizer tensors;
+//! [`StepHook::after_step`] is where checkpointing and preemption signals plug in.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::optim::{Adam, AdamConfig};
+use super::schedule::{lambda, StepLr};
+use super::step::{forward_backward, sample_seeds, LossTerms};
+use crate::config::Config;
+use crate::data::loader::{Batch, Loader};
+use crate::data::sampler::Cursor;
+use crate::dist::buckets::{BucketPlan, GradSync};
+use crate::dist::{collectives, Collectives, DistError, World};
+use crate::eval::evaluate::{evaluate_split, write_predictions, DecodeOpts, EvalError};
+use crate::eval::metrics::Scores;
+use crate::model::weights::VocabInfo;
+use crate::model::{IthnBatch, ModelCheckpoint, ModelError, R2GenCmn};
+
+/// Errors of a training run, naming the file, step or rank involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Dist(#[from] DistError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error("training data: {0}")]
+    Data(#[from] crate::data::loader::LoaderError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("step {step}: loss is not finite ({loss})")]
+    NonFinite { step: u64, loss: f64 },
+    #[error("optimizer: {0}")]
+    Optim(#[from] super::optim::OptimError),
+    #[error("step hook at step {step}: {message}")]
+    Hook { step: u64, message: String },
+}
+
+/// Where the run stands: epoch (1-based), optimizer steps, data cursor, best score, early-stop
+/// counter and the current learning rates. Serialisable for checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub epoch: u64,
+    pub step: u64,
+    pub cursor: Cursor,
+    pub best_metric: Option<f64>,
+    pub best_epoch: Option<u64>,
+    pub epochs_without_improvement: usize,
+    pub lrs: Vec<f64>,
+}
+
+impl TrainerState {
+    pub fn fresh(cfg: &Config) -> TrainerState {
+        TrainerState {
+            epoch: 1,
+            step: 0,
+            cursor: Cursor {
+                epoch: 1,
+                batches_consumed: 0,
+            },
+            best_metric: None,
+            best_epoch: None,
+            epochs_without_improvement: 0,
+            lrs: vec![cfg.train.lr_ve, cfg.train.lr_ed],
+        }
+    }
+}
+
+/// What a hook asks the loop to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookAction {
+    Continue,
+    /// Leave the loop now (e.g. after a preemption checkpoint); no final test.
+    Stop,
+}
+
+/// Everything a hook may read after an optimizer step.
+pub struct HookCtx<'a> {
+    pub world: &'a World,
+    pub config: &'a Config,
+    pub state: &'a TrainerState,
+    pub model: &'a R2GenCmn,
+    pub optimizer: &'a Adam,
+    pub run_dir: &'a Path,
+}
+
+/// Called after every optimizer step on every rank (collectively: hooks may communicate).
+pub trait StepHook {
+    fn after_step(&mut self, ctx: &HookCtx<'_>) -> Result<HookAction, String>;
+}
+
+/// A hook that never intervenes.
+pub struct NoHook;
+
+impl StepHook for NoHook {
+    fn after_step(&mut self, _ctx: &HookCtx<'_>) -> Result<HookAction, String> {
+        Ok(HookAction::Continue)
+    }
+}
+
+/// Appends JSON lines to `RUN/metrics.jsonl` (rank 0 only; an append-only log, flushed per line).
+pub struct MetricsLog {
+    file: Option<std::fs::File>,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    pub fn open(run_dir: &Path, enabled: bool) -> Result<MetricsLog, TrainError> {
+        let path = run_dir.join("metrics.jsonl");
+        let file = if enabled {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|source| TrainError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            Some(f)
+        } else {
+            None
+        };
+        Ok(MetricsLog { file, path })
+    }
+
+    pub fn write(&mut self, value: &serde_json::Value) -> Result<(), TrainError> {
+        if let Some(f) = &mut self.file {
+            writeln!(f, "{value}")
+                .and_then(|_| f.flush())
+                .map_err(|source| TrainError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// The JSON line of one training step.
+pub fn train_record(state: &TrainerState, t: &LossTerms, lam: f64, secs: f64) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "train", "epoch": state.epoch, "step": state.step,
+        "loss": t.loss, "lm": t.lm, "l_cp": t.l_cp, "l_cs": t.l_cs,
+        "lr_ve": state.lrs[0], "lr_ed": state.lrs[1], "lambda": lam,
+        "samples_per_s": t.samples / secs.max(1e-9), "tokens_per_s": t.tokens / secs.max(1e-9),
+    })
+}
+
+/// The JSON line of a val/test evaluation.
+pub fn eval_record(kind: &str, state: &TrainerState, scores: &Scores) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("kind".into(), kind.into());
+    m.insert("epoch".into(), state.epoch.into());
+    m.insert("step".into(), state.step.into());
+    m.extend(scores.to_json());
+    serde_json::Value::Object(m)
+}
+
+/// Copies rank 0's parameters and buffers to every rank.
+pub fn broadcast_weights(model: &R2GenCmn, coll: &dyn Collectives) -> Result<(), DistError> {
+    for (_, t) in model.registry().state_dict() {
+        let mut d = t.detach();
+        coll.broadcast(&mut d, 0)?;
+    }
+    Ok(())
+}
+
+/// Σ of every parameter in f64: cheap, and any divergence between ranks shows in it.
+pub fn parameter_checksum(model: &R2GenCmn) -> f64 {
+    tch::no_grad(|| {
+        model
+            .parameters()
+            .iter()
+            .map(|(_, p, _)| p.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]))
+            .sum()
+    })
+}
+
+/// Compares checksums across ranks; an error names the step and every rank's value.
+pub fn check_in_sync(world: &World, model: &R2GenCmn, step: u64) -> Result<(), DistError> {
+    let sums = world.all_gather_f64(parameter_checksum(model));
+    if sums.iter().any(|&s| s.to_bits() != sums[0].to_bits()) {
+        return Err(DistError::Diverged {
+            rank: world.rank,
+            step,
+            checksums: sums,
+        });
+    }
+    Ok(())
+}
+
+/// Moves a loader batch to the device as the model's batch type.
+fn to_ithn(b: &Batch, device: Device, lam: f64) -> IthnBatch {
+    IthnBatch {
+        images: b.images.to_device(device),
+        neg_images: b.neg_images.to_device(device),
+        ids: b.reports_ids.to_device(device),
+        masks: b.reports_masks.to_device(device),
+        neg_ids: b.neg_reports_ids.to_device(device),
+        neg_masks: b.neg_reports_masks.to_device(device),
+        lambda: lam,
+    }
+}
+
+/// One training run in `run_dir`.
+pub struct Trainer<'w> {
+    pub cfg: Config,
+    pub world: &'w World,
+    pub run_dir: PathBuf,
+    pub model: R2GenCmn,
+    pub optimizer: Adam,
+    pub state: TrainerState,
+    coll: Box<dyn Collectives + 'w>,
+    sync: GradSync,
+    vocab: VocabInfo,
+    train: Loader,
+    val: Loader,
+    test: Loader,
+    log: MetricsLog,
+    max_steps: Option<u64>,
+}
+
+impl<'w> Trainer<'w> {
+    /// Builds model, optimizer and loaders; rank 0's weights become everyone's.
+    pub fn new(
+        cfg: Config,
+        world: &'w World,
+        run_dir: &Path,
+        max_steps: Option<u64>,
+    ) -> Result<Self, TrainError> {
+        let io = |source| TrainError::Io {
+            path: run_dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(run_dir).map_err(io)?;
+        let device = if tch::Cuda::is_available() {
+            Device::Cuda(world.local_rank)
+        } else {
+            Device::Cpu
+        };
+        let vocab = VocabInfo::load(&Path::new(&cfg.data.prepared).join("vocab.json"))?;
+        let model = R2GenCmn::from_config(&cfg, vocab.logit_dim, device)?;
+        let coll = collectives::select(world, cfg.dist.backend, device, cfg.dist.timeout_s)?;
+        broadcast_weights(&model, coll.as_ref())?;
+        let params = model.parameters();
+        let tensors: Vec<Tensor> = params.iter().map(|(_, p, _)| p.shallow_clone()).collect();
+        let sync = GradSync::new(
+            BucketPlan::for_params(&tensors, cfg.dist.bucket_mb),
+            cfg.train.accumulation_steps,
+        );
+        let state = TrainerState::fresh(&cfg);
+        let optimizer = Adam::new(
+            params,
+            state.lrs.clone(),
+            AdamConfig::from_train(&cfg.train),
+        )?;
+        // A loader batch is one micro-batch: the global batch split over accumulation steps.
+        let mut micro = cfg.clone();
+        micro.train.batch_size = cfg.train.batch_size / cfg.train.accumulation_steps;
+        let train = Loader::new(&micro, world, "train")?;
+        let val = Loader::new(&cfg, world, "val")?;
+        let test = Loader::new(&cfg, world, "test")?;
+        if world.is_root() {
+            crate::model::weights::write_bytes_atomic(
+                &run_dir.join("config.toml"),
+                cfg.to_toml().as_bytes(),
+            )?;
+        }
+        let log = MetricsLog::open(run_dir, world.is_root())?;
+        Ok(Trainer {
+            cfg,
+            world,
+            run_dir: run_dir.to_path_buf(),
+            model,
+            optimizer,
+            state,
+            coll,
+            sync,
+            vocab,
+            train,
+            val,
+            test,
+            log,
+            max_steps,
+        })
+    }
+
+    fn device(&self) -> Device {
+        self.model.device()
+    }
+
+    /// The whole run; returns the test scores (rank 0) when the run reached its end.
+    pub fn run(&mut self, hook: &mut dyn StepHook) -> Result<Option<Scores>, TrainError> {
+        let epochs = self.cfg.train.epochs as u64;
+        let mut schedule = StepLr::replay(
+            vec![self.cfg.train.lr_ve, self.cfg.train.lr_ed],
+            self.cfg.train.lr_step_size,
+            self.cfg.train.lr_gamma,
+            (self.state.epoch - 1) as usize,
+        );
+        while self.state.epoch <= epochs {
+            self.state.lrs = schedule.lrs().to_vec();
+            self.optimizer.set_lrs(&self.state.lrs);
+            match self.train_epoch(hook)? {
+                Flow::Stop => return Ok(None),
+                Flow::MaxSteps => break,
+                Flow::Next => {}
+            }
+            let stop_early = if self.state.epoch % self.cfg.eval.every_epochs as u64 == 0 {
+                self.validate()?
+            } else {
+                false
+            };
+            schedule.step();
+            self.state.epoch += 1;
+            self.state.cursor = Cursor {
+                epoch: self.state.epoch,
+                batches_consumed: 0,
+            };
+            if stop_early {
+                tracing::info!(epoch = self.state.epoch - 1, "early stopping");
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn train_epoch(&mut self, hook: &mut dyn StepHook) -> Result<Flow, TrainError> {
+        let lam = lambda(self.cfg.ithn.alpha, self.state.epoch as usize);
+        let k = self.cfg.train.accumulation_steps;
+        let bar = self.progress_bar();
+        let mut t0 = Instant::now();
+        let mut acc: Option<LossTerms> = None;
+        let batches = self.train.iter_from(self.state.cursor);
+        for batch in batches {
+            let batch = batch?;
+            let micro = to_ithn(&batch, self.device(), lam);
+            let first = (self.state.cursor.batches_consumed as usize * batch.global_batch
+                + batch.offset) as u64;
+            let seeds = sample_seeds(
+                self.cfg.train.seed,
+                self.state.step,
+                first,
+                batch.indices.len(),
+            );
+            if acc.is_none() {
+                self.optimizer.zero_grad();
+            }
+            let t = forward_backward(
+                &self.model,
+                &micro,
+                &self.cfg.ithn,
+                self.coll.as_ref(),
+                Some(&seeds),
+                1.0 / k as f64,
+            )?;
+            acc = Some(accumulate(acc, &t, k));
+            self.state.cursor.batches_consumed += 1;
+            let params = self.optimizer.params();
+            if !self.sync.after_backward(&params, self.coll.as_ref())? {
+                continue;
+            }
+            let terms = acc.take().unwrap_or(t);
+            if !terms.loss.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step: self.state.step,
+                    loss: terms.loss,
+                });
+            }
+            self.optimizer.step();
+            self.state.step += 1;
+            let secs = t0.elapsed().as_secs_f64();
+            t0 = Instant::now();
+            self.log
+                .write(&train_record(&self.state, &terms, lam, secs))?;
+            if self.state.step % self.cfg.log.every_steps as u64 == 0 {
+                tracing::info!(
+                    step = self.state.step,
+                    epoch = self.state.epoch,
+                    loss = terms.loss,
+                    lm = terms.lm,
+                    l_cp = terms.l_cp,
+                    l_cs = terms.l_cs,
+                    lambda = lam,
+                    "train"
+                );
+            }
+            if let Some(b) = &bar {
+                b.inc(k as u64);
+                b.set_message(format!("loss {:.4}", terms.loss));
+            }
+            let every = self.cfg.dist.checksum_every as u64;
+            if every > 0 && self.state.step % every == 0 {
+                check_in_sync(self.world, &self.model, self.state.step)?;
+            }
+            let ctx = HookCtx {
+                world: self.world,
+                config: &self.cfg,
+                state: &self.state,
+                model: &self.model,
+                optimizer: &self.optimizer,
+                run_dir: &self.run_dir,
+            };
+            let step = self.state.step;
+            if hook
+                .after_step(&ctx)
+                .map_err(|message| TrainError::Hook { step, message })?
+                == HookAction::Stop
+            {
+                return Ok(Flow::Stop);
+            }
+            if self.max_steps.is_some_and(|m| self.state.step >= m) {
+                return Ok(Flow::MaxSteps);
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        Ok(Flow::Next)
+    }
+
+    fn progress_bar(&self) -> Option<indicatif::ProgressBar> {
+        use std::io::IsTerminal;
+        if !self.world.is_root() || !self.cfg.log.progress || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let b = indicatif::ProgressBar::new(self.train.epoch_batches() as u64);
+        b.set_prefix(format!("epoch {}", self.state.epoch));
+        Some(b)
+    }
+
+    /// Scores the val split; keeps the best model; returns whether to stop early.
+    fn validate(&mut self) -> Result<bool, TrainError> {
+        let scores = self.evaluate("val")?;
+        let metric = self.cfg.train.monitor_metric.clone();
+        let value = scores.and_then(|s| {
+            s.entries()
+                .into_iter()
+                .find(|(k, _)| *k == metric)
+                .map(|(_, v)| v)
+        });
+        // Rank 0 decided; everyone must agree on "better" so the collective save stays in step.
+        let mut flag = vec![u64::from(
+            matches!((value, self.state.best_metric), (Some(v), None) if v.is_finite())
+                || matches!((value, self.state.best_metric), (Some(v), Some(b)) if v > b),
+        )];
+        self.world.all_reduce_max_u64(&mut flag);
+        if flag[0] == 1 {
+            self.state.best_metric = value.or(self.state.best_metric);
+            self.state.best_epoch = Some(self.state.epoch);
+            self.state.epochs_without_improvement = 0;
+            self.save_model("best")?;
+        } else {
+            self.state.epochs_without_improvement += 1;
+        }
+        let patience = self.cfg.train.early_stop;
+        Ok(patience > 0 && self.state.epochs_without_improvement >= patience)
+    }
+
+    /// Decodes and scores a split; writes `RUN/predictions-{split}.jsonl` and a metrics line.
+    fn evaluate(&mut self, split: &str) -> Result<Option<Scores>, TrainError> {
+        let loader = if split == "val" {
+            &self.val
+        } else {
+            &self.test
+        };
+        let opts = DecodeOpts::from_config(&self.cfg);
+        let (preds, scores) = evaluate_split(
+            &self.model,
+            loader,
+            &self.vocab,
+            opts,
+            self.coll.as_ref(),
+            None,
+        )?;
+        if let Some(s) = &scores {
+            write_predictions(
+                &self.run_dir.join(format!("predictions-{split}.jsonl")),
+                &preds,
+            )?;
+            self.log.write(&eval_record(split, &self.state, s))?;
+            tracing::info!(split, scores = %serde_json::Value::Object(s.to_json()), "evaluation");
+        }
+        Ok(scores)
+    }
+
+    /// Writes a model checkpoint directory `RUN/{name}/` (rank 0).
+    fn save_model(&self, name: &str) -> Result<(), TrainError> {
+        if self.world.is_root() {
+            let dir = self.run_dir.join(name);
+            std::fs::create_dir_all(&dir).map_err(|source| TrainError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            self.model
+                .registry()
+                .save_safetensors(&dir.join(crate::model::weights::WEIGHTS_FILE))?;
+            ModelCheckpoint::write_meta(&dir, &self.cfg, &self.vocab)?;
+        }
+        self.world.barrier();
+        Ok(())
+    }
+
+    /// Saves the final model, reloads the best (if any) and scores the test split.
+    fn finish(&mut self) -> Result<Option<Scores>, TrainError> {
+        self.save_model("final")?;
+        let best = self
+            .run_dir
+            .join("best")
+            .join(crate::model::weights::WEIGHTS_FILE);
+        if self.state.best_epoch.is_some() && best.is_file() {
+            self.model.load_safetensors(&best)?;
+        }
+        self.evaluate("test")
+    }
+}
+
+/// How an epoch ended.
+enum Flow {
+    Next,
+    MaxSteps,
+    Stop,
+}
+
+/// Sums micro-step loss terms into the optimizer step's (each term is already a mean over its
+/// micro global batch; the step's value is their mean over the k micro-steps).
+fn accumulate(acc: Option<LossTerms>, t: &LossTerms, k: usize) -> LossTerms {
+    let w = 1.0 / k as f64;
+    let base = acc.unwrap_or(LossTerms {
+        loss: 0.0,
+        lm: 0.0,
+        l_cp: 0.0,
+        l_cs: 0.0,
+        samples: 0.0,
+        tokens: 0.0,
+        times: Default::default(),
+    });
+    LossTerms {
+        loss: base.loss + w * t.loss,
+        lm: base.lm + w * t.lm,
+        l_cp: base.l_cp + w * t.l_cp,
+        l_cs: base.l_cs + w * t.l_cs,
+        samples: base.samples + t.samples,
+        tokens: base.tokens + t.tokens,
+        times: t.times,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn train_record_has_exactly_the_documented_keys() {
+        let cfg = Config::default();
+        let mut s = TrainerState::fresh(&cfg);
+        s.step = 3;
+        let t = LossTerms {
+            loss: 1.0,
+            lm: 2.0,
+            l_cp: 3.0,
+            l_cs: 4.0,
+            samples: 16.0,
+            tokens: 160.0,
+            times: Default::default(),
+        };
+        let v = train_record(&s, &t, 0.99, 2.0);
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut want = vec![
+            "kind",
+            "epoch",
+            "step",
+            "loss",
+            "lm",
+            "l_cp",
+            "l_cs",
+            "lr_ve",
+            "lr_ed",
+            "lambda",
+            "samples_per_s",
+            "tokens_per_s",
+        ];
+        let mut got = keys.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        assert_eq!(v["samples_per_s"], 8.0);
+        assert_eq!(v["lr_ed"], 5e-4);
+    }
+
+    #[test]
+    fn accumulation_averages_terms_and_sums_counts() {
+        let t = LossTerms {
+            loss: 2.0,
+            lm: 1.0,
+            l_cp: 4.0,
+            l_cs: 0.5,
+            samples: 8.0,
+            tokens: 80.0,
+            times: Default::default(),
+        };
+        let a = accumulate(accumulate(None, &t, 2), &t, 2);
+        assert_eq!(a.loss, 2.0);
+        assert_eq!(a.samples, 16.0);
+    }
+
+    #[test]
+    fn checksum_detects_nothing_on_one_rank() {
+        let cfg = {
+            let mut c = Config::default();
+            c.model.d_model = 32;
+            c.model.cmm_dim = 32;
+            c.model.d_ff = 32;
+            c.model.num_heads = 4;
+            c.model.num_layers = 1;
+            c.model.cmm_size = 8;
+            c.model.topk = 4;
+            c.model.proj_dim = 8;
+            c.model.visual_layers = vec![1, 1, 1, 1];
+            c.model.visual_width_per_group = 4;
+            c
+        };
+        let model = R2GenCmn::from_config(&cfg, 10, Device::Cpu).unwrap();
+        let w = World::single();
+        assert!(check_in_sync(&w, &model, 1).is_ok());
+        assert!(parameter_checksum(&model).is_finite());
+    }
+}

@@ -78,7 +78,12 @@ pub enum ScoreError {
 
 fn list(ids: &[String]) -> String {
     const SHOWN: usize = 10;
-    let mut s = ids.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = ids
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if ids.len() > SHOWN {
         s.push_str(&format!(" … ({} in all)", ids.len()));
     }
@@ -190,10 +195,11 @@ fn per_item_jsonl(ids: &[String], report: &ScoreReport) -> String {
     ids.iter()
         .zip(&report.items)
         .map(|(id, s)| {
-            let mut obj = serde_json::Map::new();
-            obj.insert("id".into(), Value::String(id.clone()));
-            obj.extend(s.to_json());
-            format!("{}\n", Value::Object(obj))
+            format!(
+                "{{\"id\":{},{}}}\n",
+                Value::from(id.as_str()),
+                s.json_members()
+            )
         })
         .collect()
 }
@@ -213,8 +219,8 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
     } else {
         Some(MeteorOpts::locate(a.meteor_jar.as_deref()).map_err(ScoreError::from)?)
     };
-    let report = metrics::score_items(&ref_texts, &hyp_texts, meteor.as_ref())
-        .map_err(ScoreError::from)?;
+    let report =
+        metrics::score_items(&ref_texts, &hyp_texts, meteor.as_ref()).map_err(ScoreError::from)?;
     if let Some(path) = &a.per_item {
         write_atomic(path, per_item_jsonl(&ids, &report).as_bytes()).map_err(|source| {
             ScoreError::Write {
@@ -224,7 +230,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
         })?;
     }
     if a.json {
-        println!("{}", Value::Object(report.corpus.to_json()));
+        println!("{}", report.corpus.to_json_string());
     } else {
         println!("{} pairs", ids.len());
         for (k, v) in report.corpus.entries() {
@@ -249,7 +255,14 @@ mod tests {
     fn pairing_follows_reference_order_and_names_unmatched_ids() {
         let refs = [rec("a", "x"), rec("b", "y")];
         let (ids, r, h) = pair_by_id(&refs, &[rec("b", "Y"), rec("a", "X")]).unwrap();
-        assert_eq!((ids, r, h), (vec!["a".into(), "b".into()], vec!["x".into(), "y".into()], vec!["X".into(), "Y".into()]));
+        assert_eq!(
+            (ids, r, h),
+            (
+                vec!["a".into(), "b".into()],
+                vec!["x".into(), "y".into()],
+                vec!["X".into(), "Y".into()]
+            )
+        );
         let err = pair_by_id(&refs, &[rec("a", "X"), rec("c", "Z")]).unwrap_err();
         assert_eq!(
             err.to_string(),

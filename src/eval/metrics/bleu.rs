@@ -9,7 +9,7 @@
 //! The corpus score is NOT the mean of the item scores: it applies the same formula to the
 //! match counts, guess counts and lengths summed over the corpus.
 
-use super::ngrams::{NgramCounts, MAX_N};
+use super::ngrams::{py_pow, NgramCounts, MAX_N};
 
 const TINY: f64 = 1e-15;
 const SMALL: f64 = 1e-9;
@@ -46,12 +46,17 @@ impl BleuStats {
 }
 
 /// BLEU-1..4 from (possibly summed) counts, in pycocoevalcap's order of operations.
-fn bleu_from_counts(correct: [f64; MAX_N], guess: [f64; MAX_N], hyp_len: f64, ref_len: f64) -> [f64; MAX_N] {
+fn bleu_from_counts(
+    correct: [f64; MAX_N],
+    guess: [f64; MAX_N],
+    hyp_len: f64,
+    ref_len: f64,
+) -> [f64; MAX_N] {
     let mut out = [0.0; MAX_N];
     let mut product = 1.0f64;
     for k in 0..MAX_N {
         product *= (correct[k] + TINY) / (guess[k] + SMALL);
-        out[k] = product.powf(1.0 / (k as f64 + 1.0));
+        out[k] = py_pow(product, 1.0 / (k as f64 + 1.0));
     }
     let ratio = (hyp_len + TINY) / (ref_len + SMALL);
     if ratio < 1.0 {

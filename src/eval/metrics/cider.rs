@@ -6,7 +6,7 @@
 //! number of 2-grams, and every float is accumulated in the same order as the Python dicts
 //! iterate (first appearance per order), which keeps results bit-identical.
 
-use super::ngrams::{numpy_sum, FxMap, NgramCounts, MAX_N};
+use super::ngrams::{numpy_sum, py_pow, FxMap, NgramCounts, MAX_N};
 
 const SIGMA: f64 = 6.0;
 
@@ -41,7 +41,10 @@ fn tfidf(c: &NgramCounts, df: &FxMap<u128, f64>, log_n: f64) -> TfIdf {
                 tf as f64 * (log_n - d)
             })
             .collect();
-        norms[k] = values[k].iter().fold(0.0, |acc, v| acc + v.powf(2.0)).sqrt();
+        norms[k] = values[k]
+            .iter()
+            .fold(0.0, |acc, &v| acc + py_pow(v, 2.0))
+            .sqrt();
     }
     let length = c.orders[1].iter().map(|&(_, tf)| tf).sum();
     TfIdf {
@@ -52,16 +55,14 @@ fn tfidf(c: &NgramCounts, df: &FxMap<u128, f64>, log_n: f64) -> TfIdf {
 }
 
 /// CIDEr-D of one pair, given the corpus document frequencies and `log_n = ln(N)`.
-pub fn item(
-    reference: &NgramCounts,
-    hyp: &NgramCounts,
-    df: &FxMap<u128, f64>,
-    log_n: f64,
-) -> f64 {
+pub fn item(reference: &NgramCounts, hyp: &NgramCounts, df: &FxMap<u128, f64>, log_n: f64) -> f64 {
     let h = tfidf(hyp, df, log_n);
     let r = tfidf(reference, df, log_n);
     let delta = h.length as f64 - r.length as f64;
-    let penalty = std::f64::consts::E.powf(-delta.powf(2.0) / (2.0 * SIGMA.powf(2.0)));
+    let penalty = py_pow(
+        std::f64::consts::E,
+        -py_pow(delta, 2.0) / (2.0 * py_pow(SIGMA, 2.0)),
+    );
     let mut val = [0.0f64; MAX_N];
     for k in 0..MAX_N {
         for (i, &(g, _)) in hyp.orders[k].iter().enumerate() {
@@ -80,9 +81,7 @@ pub fn item(
 }
 
 fn r_value(reference: &NgramCounts, r: &TfIdf, k: usize, g: u128) -> f64 {
-    reference
-        .position(k, g)
-        .map_or(0.0, |i| r.values[k][i])
+    reference.position(k, g).map_or(0.0, |i| r.values[k][i])
 }
 
 #[cfg(test)]

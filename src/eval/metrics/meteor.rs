@@ -54,7 +54,10 @@ impl MeteorOpts {
         if let Some(env) = std::env::var_os(JAR_ENV) {
             searched.push(PathBuf::from(env));
         }
-        for root in [PathBuf::from("."), PathBuf::from(env!("CARGO_MANIFEST_DIR"))] {
+        for root in [
+            PathBuf::from("."),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        ] {
             searched.extend(venv_jar_candidates(&root));
         }
         match searched.iter().find(|p| p.is_file()) {
@@ -216,8 +219,11 @@ fn read_line(r: &mut impl BufRead) -> Result<String, MetricsError> {
 }
 
 fn parse_score(line: &str) -> Result<f64, MetricsError> {
-    line.parse::<f64>()
-        .map_err(|_| protocol(format!("expected a score from the METEOR jar, got {line:?}")))
+    line.parse::<f64>().map_err(|_| {
+        protocol(format!(
+            "expected a score from the METEOR jar, got {line:?}"
+        ))
+    })
 }
 
 fn tail(s: &str) -> String {

@@ -36,7 +36,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong while scoring.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("{refs} references but {hyps} hypotheses: every hypothesis needs exactly one reference")]
+    #[error(
+        "{refs} references but {hyps} hypotheses: every hypothesis needs exactly one reference"
+    )]
     LengthMismatch { refs: usize, hyps: usize },
     #[error("nothing to score: the corpus is empty")]
     Empty,
@@ -72,8 +74,7 @@ pub const KEYS: [&str; 7] = [
 impl Scores {
     /// `(key, value)` pairs in [`KEYS`] order; METEOR is left out when it was not computed.
     pub fn entries(&self) -> Vec<(&'static str, f64)> {
-        let mut out: Vec<(&'static str, f64)> =
-            KEYS[..4].iter().copied().zip(self.bleu).collect();
+        let mut out: Vec<(&'static str, f64)> = KEYS[..4].iter().copied().zip(self.bleu).collect();
         if let Some(m) = self.meteor {
             out.push((KEYS[4], m));
         }
@@ -82,7 +83,23 @@ impl Scores {
         out
     }
 
-    /// A JSON object `{"BLEU_1": …, …, "CIDEr": …}` in [`KEYS`] order.
+    /// The `"BLEU_1":…,…,"CIDEr":…` members in [`KEYS`] order (serde_json's `Map` would sort
+    /// them, and readers of published tables expect pycocoevalcap's order).
+    pub fn json_members(&self) -> String {
+        self.entries()
+            .into_iter()
+            .map(|(k, v)| format!("\"{k}\":{}", serde_json::Value::from(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The JSON text `{"BLEU_1": …, …, "CIDEr": …}` in [`KEYS`] order.
+    pub fn to_json_string(&self) -> String {
+        format!("{{{}}}", self.json_members())
+    }
+
+    /// The scores as a serde_json map (note: serde_json sorts the keys of a `Map`; use
+    /// [`Scores::to_json_string`] where the order matters).
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
         self.entries()
             .into_iter()
@@ -152,7 +169,10 @@ pub fn score_without_meteor<'a>(
     let ref_words = words(&mut interner, refs);
     let hyp_words = words(&mut interner, hyps);
     let spaced = |interner: &mut Interner<'a>, texts: &'a [String]| -> Vec<Vec<u32>> {
-        texts.iter().map(|t| interner.sentence(t.split(' '))).collect()
+        texts
+            .iter()
+            .map(|t| interner.sentence(t.split(' ')))
+            .collect()
     };
     let ref_spaced = spaced(&mut interner, refs);
     let hyp_spaced = spaced(&mut interner, hyps);
@@ -225,6 +245,9 @@ mod tests {
             cider: 6.0,
         };
         let keys: Vec<&str> = sc.entries().iter().map(|e| e.0).collect();
-        assert_eq!(keys, ["BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "CIDEr"]);
+        assert_eq!(
+            keys,
+            ["BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "CIDEr"]
+        );
     }
 }

@@ -27,7 +27,7 @@ pub fn item(reference: &[u32], hyp: &[u32]) -> f64 {
     let prec = lcs / hyp.len() as f64;
     let rec = lcs / reference.len() as f64;
     if prec != 0.0 && rec != 0.0 {
-        let b2 = BETA.powf(2.0);
+        let b2 = super::ngrams::py_pow(BETA, 2.0);
         ((1.0 + b2) * prec * rec) / (rec + b2 * prec)
     } else {
         0.0

@@ -123,13 +123,13 @@ fn kill_9_of_one_rank_ends_every_process_quickly_and_keeps_the_last_checkpoint_v
     let status =
         wait_timeout(&mut child, Duration::from_secs(60)).expect("mpirun did not exit within 60 s");
     assert!(!status.success(), "{status:?}");
-    eprintln!(
-        "every process gone {:.1}s after kill -9",
-        t.elapsed().as_secs_f64()
-    );
-    for pid in ranks {
-        assert!(!alive(pid), "rank pid {pid} survived");
+    eprintln!("mpirun exited {:.1}s after kill -9", t.elapsed().as_secs_f64());
+    // mpirun may return before the surviving rank has finished dying; give it the rest of the 60 s.
+    while ranks.iter().any(|&p| alive(p)) {
+        assert!(t.elapsed() < Duration::from_secs(60), "ranks still alive: {ranks:?}");
+        std::thread::sleep(Duration::from_millis(100));
     }
+    eprintln!("every rank gone {:.1}s after kill -9", t.elapsed().as_secs_f64());
     let ck = newest(run.path());
     assert!(ck.meta.step >= 3, "checkpoint at step {}", ck.meta.step);
     assert!(ck.meta.step < STEPS);

@@ -94,10 +94,8 @@ fn greedy_inner(
     for t in 0..=max_len {
         let mut lp = step(model, mode, &history, &mut cache);
         if block && t >= 3 {
-            lp = lp
-                + trigram_mask(&seq, &mut trigrams, t as usize, v1).to_device(dev)
-                    * TRIGRAM_PENALTY
-                    * TRIGRAM_ALPHA;
+            let mask = trigram_mask(&seq, &mut trigrams, t as usize, v1).to_device(dev);
+            lp += mask * TRIGRAM_PENALTY * TRIGRAM_ALPHA;
         }
         if t == max_len {
             break;
@@ -105,10 +103,10 @@ fn greedy_inner(
         let mut it = lp.argmax(1, false);
         if t > 0 {
             it = it.where_self(&unfinished, &Tensor::zeros_like(&it));
-            lp = lp * unfinished.unsqueeze(1).to_kind(Kind::Float);
+            lp *= unfinished.unsqueeze(1).to_kind(Kind::Float);
         }
         unfinished = unfinished.logical_and(&it.ne(0));
-        let _ = seq_lp.select(1, t).copy_(&lp);
+        seq_lp.select(1, t).copy_(&lp);
         let chosen = Vec::<f32>::try_from(lp.gather(1, &it.unsqueeze(1), false).squeeze_dim(1))
             .unwrap_or_default();
         let ids = Vec::<i64>::try_from(&it).unwrap_or_default();
@@ -292,11 +290,11 @@ fn collect_best(done: Vec<Vec<Done>>, max_len: i64, v1: i64, dev: tch::Device) -
         beams.sort_by(|a, c| c.p.partial_cmp(&a.p).unwrap_or(std::cmp::Ordering::Equal));
         let best = &beams[0];
         let n = best.seq.len() as i64;
-        let _ = seq
+        seq
             .get(i as i64)
             .narrow(0, 0, n)
             .copy_(&Tensor::from_slice(&best.seq).to_device(dev));
-        let _ = logprobs.get(i as i64).narrow(0, 0, n).copy_(&best.rows);
+        logprobs.get(i as i64).narrow(0, 0, n).copy_(&best.rows);
         scores.push(best.p);
     }
     Decoded {

@@ -54,7 +54,7 @@ pub struct R2GenCmn {
 /// Checks the configuration against what the architecture can build.
 pub fn validate(cfg: &ModelConfig, views: usize, logit_dim: usize) -> Result<(), ModelError> {
     let bad = |m: String| Err(ModelError::Config(m));
-    if cfg.num_heads == 0 || cfg.d_model % cfg.num_heads != 0 {
+    if cfg.num_heads == 0 || !cfg.d_model.is_multiple_of(cfg.num_heads) {
         return bad(format!(
             "model.num_heads {} must divide model.d_model {}",
             cfg.num_heads, cfg.d_model
@@ -78,7 +78,7 @@ pub fn validate(cfg: &ModelConfig, views: usize, logit_dim: usize) -> Result<(),
             cfg.visual_layers
         ));
     }
-    if cfg.visual_width_per_group == 0 || (64 * cfg.visual_width_per_group) % 64 != 0 {
+    if cfg.visual_width_per_group == 0 {
         return bad("model.visual_width_per_group must be positive".into());
     }
     if cfg.d_vf != 2048 {

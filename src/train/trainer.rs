@@ -148,9 +148,9 @@ impl MetricsLog {
         Ok(MetricsLog { file, path })
     }
 
-    pub fn write(&mut self, value: &serde_json::Value) -> Result<(), TrainError> {
+    pub fn write(&mut self, line: &str) -> Result<(), TrainError> {
         if let Some(f) = &mut self.file {
-            writeln!(f, "{value}")
+            writeln!(f, "{line}")
                 .and_then(|_| f.flush())
                 .map_err(|source| TrainError::Io {
                     path: self.path.clone(),
@@ -161,24 +161,42 @@ impl MetricsLog {
     }
 }
 
-/// The JSON line of one training step.
-pub fn train_record(state: &TrainerState, t: &LossTerms, lam: f64, secs: f64) -> serde_json::Value {
-    serde_json::json!({
-        "kind": "train", "epoch": state.epoch, "step": state.step,
-        "loss": t.loss, "lm": t.lm, "l_cp": t.l_cp, "l_cs": t.l_cs,
-        "lr_ve": state.lrs[0], "lr_ed": state.lrs[1], "lambda": lam,
-        "samples_per_s": t.samples / secs.max(1e-9), "tokens_per_s": t.tokens / secs.max(1e-9),
-    })
+/// A JSON object with its keys in the given order (serde_json's own map sorts them, and
+/// readers of metrics.jsonl find `kind` first).
+pub fn ordered_json(pairs: &[(&str, serde_json::Value)]) -> String {
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(*k)))
+        .collect();
+    format!("{{{}}}", body.join(","))
 }
 
-/// The JSON line of a val/test evaluation.
-pub fn eval_record(kind: &str, state: &TrainerState, scores: &Scores) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("kind".into(), kind.into());
-    m.insert("epoch".into(), state.epoch.into());
-    m.insert("step".into(), state.step.into());
-    m.extend(scores.to_json());
-    serde_json::Value::Object(m)
+/// The JSON line of one training step.
+pub fn train_record(state: &TrainerState, t: &LossTerms, lam: f64, secs: f64) -> String {
+    let secs = secs.max(1e-9);
+    ordered_json(&[
+        ("kind", "train".into()),
+        ("epoch", state.epoch.into()),
+        ("step", state.step.into()),
+        ("loss", t.loss.into()),
+        ("lm", t.lm.into()),
+        ("l_cp", t.l_cp.into()),
+        ("l_cs", t.l_cs.into()),
+        ("lr_ve", state.lrs[0].into()),
+        ("lr_ed", state.lrs[1].into()),
+        ("lambda", lam.into()),
+        ("samples_per_s", (t.samples / secs).into()),
+        ("tokens_per_s", (t.tokens / secs).into()),
+    ])
+}
+
+/// The JSON line of a val/test evaluation: kind, epoch, step, then the scores in
+/// pycocoevalcap's order.
+pub fn eval_record(kind: &str, epoch: u64, step: u64, scores: &Scores) -> String {
+    let mut pairs: Vec<(&str, serde_json::Value)> =
+        vec![("kind", kind.into()), ("epoch", epoch.into()), ("step", step.into())];
+    pairs.extend(scores.entries().into_iter().map(|(k, v)| (k, v.into())));
+    ordered_json(&pairs)
 }
 
 /// Copies rank 0's parameters and buffers to every rank.
@@ -503,7 +521,13 @@ impl<'w> Trainer<'w> {
                 &self.run_dir.join(format!("predictions-{split}.jsonl")),
                 &preds,
             )?;
-            self.log.write(&eval_record(split, &self.state, s))?;
+            // The test pass runs after the loop advanced the epoch: it scores the best epoch's model.
+            let epoch = if split == "test" {
+                self.state.best_epoch.unwrap_or(self.state.epoch.saturating_sub(1).max(1))
+            } else {
+                self.state.epoch
+            };
+            self.log.write(&eval_record(split, epoch, self.state.step, s))?;
             tracing::info!(split, scores = %serde_json::Value::Object(s.to_json()), "evaluation");
         }
         Ok(scores)
@@ -589,7 +613,9 @@ mod tests {
             tokens: 160.0,
             times: Default::default(),
         };
-        let v = train_record(&s, &t, 0.99, 2.0);
+        let line = train_record(&s, &t, 0.99, 2.0);
+        assert!(line.starts_with(r#"{"kind":"train","epoch":1,"step":3,"loss":1.0,"#), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         let mut want = vec![
             "kind",

@@ -15,6 +15,7 @@
 
 pub mod drill;
 pub mod fsutil;
+pub mod hook;
 pub mod manager;
 pub mod meta;
 pub mod schedule;

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::trainer::{NoHook, Trainer};
+use super::trainer::Trainer;
+use crate::checkpoint::hook::{resume_trainer, TrainCheckpointing};
+use crate::checkpoint::ResumeArgs;
 use crate::cli::ConfigArgs;
 use crate::dist::World;
 
@@ -25,6 +27,9 @@ pub struct TrainArgs {
     /// Threads per rank for libtorch's CPU kernels (default: libtorch's choice).
     #[arg(long, value_name = "N")]
     pub threads: Option<i32>,
+    /// Checkpoint resume and preemption options (docs/resume.md).
+    #[command(flatten)]
+    pub resume: ResumeArgs,
 }
 
 /// Runs training on every rank; rank 0 prints the test scores.
@@ -34,9 +39,18 @@ pub fn run(args: TrainArgs, world: &World) -> anyhow::Result<i32> {
         tch::set_num_threads(n);
     }
     let mut trainer = Trainer::new(cfg, world, &args.run_dir, args.max_steps)?;
-    let scores = trainer.run(&mut NoHook)?;
+    // Checkpoints, --resume and preemption signals (exit code 3 after a signal checkpoint).
+    resume_trainer(&mut trainer, &args.resume)?;
+    let mut hook = TrainCheckpointing::new(
+        &trainer.cfg,
+        world,
+        &args.run_dir,
+        &args.resume,
+        args.max_steps,
+    )?;
+    let scores = trainer.run(&mut hook)?;
     if let Some(s) = scores {
         println!("{}", serde_json::Value::Object(s.to_json()));
     }
-    Ok(0)
+    Ok(hook.exit_code())
 }

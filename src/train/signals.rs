@@ -128,6 +128,9 @@ pub fn requeue_slurm_job() -> Result<String, RequeueError> {
     }
 }
 
+/// `last_beat_ms` value meaning "not armed".
+const PAUSED: u64 = u64::MAX;
+
 /// Aborts the job when no step completes within the timeout. Dropping it stops the thread.
 #[derive(Debug)]
 pub struct Watchdog {
@@ -137,11 +140,11 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts the watchdog thread; call [`Watchdog::beat`] after every completed step.
-    /// `rank` is only used in the message.
+    /// Starts the watchdog thread, paused: the first [`Watchdog::beat`] (after the first step)
+    /// arms it, so start-up (data, weights) is not timed. `rank` is only used in the message.
     pub fn start(timeout: Duration, rank: usize) -> Watchdog {
         let start = Instant::now();
-        let last_beat_ms = Arc::new(AtomicU64::new(0));
+        let last_beat_ms = Arc::new(AtomicU64::new(PAUSED));
         let stop = Arc::new(AtomicBool::new(false));
         let (beat, halt) = (Arc::clone(&last_beat_ms), Arc::clone(&stop));
         let poll = (timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -150,7 +153,11 @@ impl Watchdog {
             .spawn(move || {
                 while !halt.load(Ordering::SeqCst) {
                     std::thread::sleep(poll);
-                    let idle = start.elapsed().saturating_sub(Duration::from_millis(beat.load(Ordering::SeqCst)));
+                    let last = beat.load(Ordering::SeqCst);
+                    if last == PAUSED {
+                        continue;
+                    }
+                    let idle = start.elapsed().saturating_sub(Duration::from_millis(last));
                     if idle > timeout && !halt.load(Ordering::SeqCst) {
                         eprintln!(
                             "rank {rank}: watchdog: no step completed for {:.1}s (dist.timeout_s = {:.1}s); \
@@ -170,10 +177,16 @@ impl Watchdog {
         }
     }
 
-    /// Records progress: the next timeout is measured from now.
+    /// Records progress and arms the watchdog: the next timeout is measured from now.
     pub fn beat(&self) {
         self.last_beat_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Disarms the watchdog until the next [`Watchdog::beat`] (for phases outside the step
+    /// loop, such as validation, whose length has nothing to do with `dist.timeout_s`).
+    pub fn pause(&self) {
+        self.last_beat_ms.store(PAUSED, Ordering::SeqCst);
     }
 }
 

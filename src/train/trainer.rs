@@ -107,6 +107,8 @@ pub struct HookCtx<'a> {
     pub model: &'a R2GenCmn,
     pub optimizer: &'a Adam,
     pub run_dir: &'a Path,
+    /// Loader batches per epoch: `state.cursor.batches_consumed == epoch_batches` at an epoch end.
+    pub epoch_batches: u64,
 }
 
 /// Called after every optimizer step on every rank (collectively: hooks may communicate).
@@ -443,6 +445,7 @@ impl<'w> Trainer<'w> {
                 model: &self.model,
                 optimizer: &self.optimizer,
                 run_dir: &self.run_dir,
+                epoch_batches: self.train.epoch_batches() as u64,
             };
             let step = self.state.step;
             if hook

@@ -290,8 +290,7 @@ fn collect_best(done: Vec<Vec<Done>>, max_len: i64, v1: i64, dev: tch::Device) -
         beams.sort_by(|a, c| c.p.partial_cmp(&a.p).unwrap_or(std::cmp::Ordering::Equal));
         let best = &beams[0];
         let n = best.seq.len() as i64;
-        seq
-            .get(i as i64)
+        seq.get(i as i64)
             .narrow(0, 0, n)
             .copy_(&Tensor::from_slice(&best.seq).to_device(dev));
         logprobs.get(i as i64).narrow(0, 0, n).copy_(&best.rows);

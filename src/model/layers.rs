@@ -52,8 +52,47 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        if bf16_active() {
+            let bias = self.bias.as_ref().map(|b| b.to_kind(Kind::BFloat16));
+            return x
+                .to_kind(Kind::BFloat16)
+                .linear(&self.weight.to_kind(Kind::BFloat16), bias.as_ref())
+                .to_kind(Kind::Float);
+        }
         x.linear(&self.weight, self.bias.as_ref())
     }
+}
+
+/// Convolution without bias, in bf16 inside [`with_bf16`] (fp32 in and out).
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: i64, padding: i64) -> Tensor {
+    let none: Option<&Tensor> = None;
+    if bf16_active() {
+        let k = Kind::BFloat16;
+        return x
+            .to_kind(k)
+            .conv2d(&w.to_kind(k), none, stride, padding, 1, 1)
+            .to_kind(Kind::Float);
+    }
+    x.conv2d(w, none, stride, padding, 1, 1)
+}
+
+thread_local! {
+    static BF16: Cell<bool> = const { Cell::new(false) };
+}
+
+fn bf16_active() -> bool {
+    BF16.with(Cell::get)
+}
+
+/// Runs `f` with `model.precision = "bf16"` semantics: the heavy products (Linear layers and
+/// convolutions) compute in bfloat16 from fp32 master weights and return fp32, while softmax,
+/// LayerNorm, BatchNorm statistics and the losses stay fp32 — the autocast policy, done by
+/// hand because tch's `autocast` only offers float16. Gradients flow back to the fp32 weights.
+pub fn with_bf16<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    let prev = BF16.with(|c| c.replace(on));
+    let out = f();
+    BF16.with(|c| c.set(prev));
+    out
 }
 
 /// The reference LayerNorm: `a·(x − mean)/(std + eps) + b` with the unbiased std.
@@ -182,6 +221,29 @@ mod tests {
         assert_eq!(y.max().double_value(&[]), 2.0);
         // A second call in the same pass draws a different mask.
         assert!(!d.apply(&x, 0.5).equal(&y));
+    }
+
+    #[test]
+    fn bf16_linear_is_close_to_fp32_and_differentiable() {
+        let reg = std::cell::RefCell::new(super::super::weights::Registry::default());
+        tch::manual_seed(5);
+        let lin = Linear::new(
+            &Scope::root(&reg, Device::Cpu),
+            32,
+            8,
+            true,
+            LinearInit::Default,
+        );
+        let x = Tensor::randn([4, 32], (Kind::Float, Device::Cpu));
+        let full = lin.forward(&x);
+        let half = with_bf16(true, || lin.forward(&x));
+        assert_eq!(half.kind(), Kind::Float);
+        let err = (&full - &half).abs().max().double_value(&[]);
+        assert!(err > 0.0 && err < 5e-2, "bf16 error {err}");
+        half.sum(None).backward();
+        assert!(lin.weight.grad().defined());
+        // The flag is restored after the scope.
+        assert!(lin.forward(&x).equal(&full));
     }
 
     #[test]

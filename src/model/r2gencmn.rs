@@ -274,11 +274,13 @@ impl R2GenCmn {
         self.views
     }
 
-    /// Runs `f` under bf16 autocast when `model.precision = "bf16"` on a CUDA device.
+    /// Runs `f` in the configured precision: with `model.precision = "bf16"` on a CUDA device,
+    /// Linear layers and convolutions compute in bfloat16 ([`super::layers::with_bf16`]);
+    /// otherwise (and always on the CPU) everything is fp32.
     pub fn with_precision<T>(&self, f: impl FnOnce() -> T) -> T {
-        let on = self.precision == Precision::Bf16 && self.device.is_cuda();
-        if on {
-            tch::autocast(true, f)
+        // Only ever switches bf16 on, so an enclosing `with_bf16(true, ..)` scope is kept.
+        if self.precision == Precision::Bf16 && self.device.is_cuda() {
+            super::layers::with_bf16(true, f)
         } else {
             f()
         }
@@ -295,10 +297,12 @@ impl R2GenCmn {
             images.shallow_clone()
         };
         let views = images.size()[1];
-        let (atts, fcs): (Vec<Tensor>, Vec<Tensor>) = (0..views)
-            .map(|v| features(&self.visual.forward(&images.select(1, v), train)))
-            .unzip();
-        (Tensor::cat(&atts, 1), Tensor::cat(&fcs, 1))
+        self.with_precision(|| {
+            let (atts, fcs): (Vec<Tensor>, Vec<Tensor>) = (0..views)
+                .map(|v| features(&self.visual.forward(&images.select(1, v), train)))
+                .unzip();
+            (Tensor::cat(&atts, 1), Tensor::cat(&fcs, 1))
+        })
     }
 
     /// Encoder side: att_embed (Linear, ReLU, dropout) → + memory response → + position → encoder.
@@ -331,17 +335,19 @@ impl R2GenCmn {
         train: bool,
         seeds: Option<&[u64]>,
     ) -> (Tensor, Tensor) {
-        let drop = Dropout::new(train, seeds);
-        let memory = self.encode(att_feats, &drop);
-        let t = ids.size()[1] - 1;
-        let input = ids.narrow(1, 0, t);
-        let states = self.decoder.forward(
-            &self.embed_text(&input, &drop),
-            &memory,
-            &target_mask(&input),
-            &drop,
-        );
-        (self.logprobs(&states), states)
+        self.with_precision(|| {
+            let drop = Dropout::new(train, seeds);
+            let memory = self.encode(att_feats, &drop);
+            let t = ids.size()[1] - 1;
+            let input = ids.narrow(1, 0, t);
+            let states = self.decoder.forward(
+                &self.embed_text(&input, &drop),
+                &memory,
+                &target_mask(&input),
+                &drop,
+            );
+            (self.logprobs(&states), states)
+        })
     }
 
     /// Starts incremental decoding for `att_feats` (eval mode): the encoder runs once.

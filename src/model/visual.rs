@@ -8,6 +8,7 @@
 
 use tch::{Device, Kind, Tensor};
 
+use super::layers::conv2d;
 use super::weights::Scope;
 use crate::config::BatchNormMode;
 
@@ -105,20 +106,14 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: &Tensor, bs: bool) -> Tensor {
-        let none: Option<&Tensor> = None;
-        let y = self
-            .bn1
-            .forward(&x.conv2d(&self.conv1, none, 1, 0, 1, 1), bs)
-            .relu();
+        let y = self.bn1.forward(&conv2d(x, &self.conv1, 1, 0), bs).relu();
         let y = self
             .bn2
-            .forward(&y.conv2d(&self.conv2, none, self.stride, 1, 1, 1), bs)
+            .forward(&conv2d(&y, &self.conv2, self.stride, 1), bs)
             .relu();
-        let y = self
-            .bn3
-            .forward(&y.conv2d(&self.conv3, none, 1, 0, 1, 1), bs);
+        let y = self.bn3.forward(&conv2d(&y, &self.conv3, 1, 0), bs);
         let identity = match &self.downsample {
-            Some((w, bn)) => bn.forward(&x.conv2d(w, none, self.stride, 0, 1, 1), bs),
+            Some((w, bn)) => bn.forward(&conv2d(x, w, self.stride, 0), bs),
             None => x.shallow_clone(),
         };
         (y + identity).relu()
@@ -177,10 +172,9 @@ impl ResNet {
     /// `[N, 3, H, W]` → `[N, 2048, H/32, W/32]`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let bs = train && self.bn_mode == BatchNormMode::Local;
-        let none: Option<&Tensor> = None;
         let mut y = self
             .bn1
-            .forward(&x.conv2d(&self.conv1, none, 2, 3, 1, 1), bs)
+            .forward(&conv2d(x, &self.conv1, 2, 3), bs)
             .relu()
             .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for blk in self.stages.iter().flatten() {

@@ -1,0 +1,135 @@
+//! Training-mode behaviour of the model that the distributed trainer relies on, on a fresh
+//! tiny model (configs/tiny.toml dimensions; no fixture numbers involved): per-sample dropout
+//! seeds make a sample's forward independent of its batch, every parameter receives a gradient,
+//! BatchNorm `frozen` equals eval mode, and bf16 stays close to fp32.
+
+use ithn_dist::config::{BatchNormMode, Config, IthnConfig};
+use ithn_dist::model::layers::with_bf16;
+use ithn_dist::model::{ithn_forward, IthnBatch, R2GenCmn};
+use tch::{Device, Kind, Tensor};
+
+const V1: usize = 50;
+
+fn tiny(bn: BatchNormMode) -> R2GenCmn {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.toml");
+    let mut cfg = Config::load(&path, &[]).expect("configs/tiny.toml");
+    cfg.model.batchnorm = bn;
+    R2GenCmn::from_config(&cfg, V1, Device::Cpu).expect("tiny model")
+}
+
+fn ids(b: i64, t: i64) -> Tensor {
+    tch::manual_seed(1);
+    let ids = Tensor::randint_low(1, V1 as i64, [b, t], (Kind::Int64, Device::Cpu));
+    let _ = ids.narrow(1, 0, 1).fill_(0);
+    ids
+}
+
+#[test]
+fn seeded_dropout_makes_samples_independent_of_their_batch() {
+    let model = tiny(BatchNormMode::Local);
+    tch::manual_seed(2);
+    let att = Tensor::rand([3, 4, 2048], (Kind::Float, Device::Cpu));
+    let ids = ids(3, 9);
+    let (lp, st) = model.forward_teacher(&att, &ids, true, Some(&[10, 20, 30]));
+    let (lp1, st1) = model.forward_teacher(
+        &att.narrow(0, 1, 1),
+        &ids.narrow(0, 1, 1),
+        true,
+        Some(&[20]),
+    );
+    assert!(lp.get(1).allclose(&lp1.get(0), 1e-5, 1e-5, false));
+    assert!(st.get(1).allclose(&st1.get(0), 1e-5, 1e-5, false));
+    // Same seeds → same result; other seeds → another dropout draw; eval differs from train.
+    let (lp2, _) = model.forward_teacher(&att, &ids, true, Some(&[10, 20, 30]));
+    assert!(lp.equal(&lp2));
+    let (lp3, _) = model.forward_teacher(&att, &ids, true, Some(&[11, 20, 30]));
+    assert!(!lp3.get(0).allclose(&lp.get(0), 1e-5, 1e-5, false));
+    assert!(lp3.get(1).allclose(&lp.get(1), 1e-5, 1e-5, false));
+    let (lp4, _) = model.forward_teacher(&att, &ids, false, None);
+    assert!(!lp4.allclose(&lp, 1e-5, 1e-5, false));
+}
+
+fn batch(b: i64) -> IthnBatch {
+    tch::manual_seed(3);
+    let f = (Kind::Float, Device::Cpu);
+    let ids = ids(b, 7);
+    IthnBatch {
+        images: Tensor::randn([b, 3, 64, 64], f),
+        neg_images: Tensor::randn([b, 3, 64, 64], f),
+        masks: ids.ones_like(),
+        neg_ids: ids.flip([0]),
+        neg_masks: ids.ones_like(),
+        ids,
+        lambda: 0.9,
+    }
+}
+
+#[test]
+fn every_parameter_gets_a_gradient_in_training() {
+    let model = tiny(BatchNormMode::Local);
+    let out = ithn_forward(
+        &model,
+        &batch(3),
+        &IthnConfig::default(),
+        true,
+        Some(&[1, 2, 3]),
+    );
+    let loss = out.loss.double_value(&[]);
+    assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
+    out.loss.backward();
+    let params = model.parameters();
+    assert_eq!(
+        params.iter().filter(|(_, _, g)| *g == 0).count(),
+        51,
+        "visual group size"
+    );
+    for (name, p, _) in &params {
+        let g = p.grad();
+        assert!(g.defined(), "{name} has no gradient");
+        assert!(
+            bool::try_from(g.isfinite().all()).unwrap(),
+            "{name} gradient not finite"
+        );
+    }
+}
+
+#[test]
+fn batchnorm_frozen_uses_running_statistics_and_local_updates_them() {
+    let frozen = tiny(BatchNormMode::Frozen);
+    let imgs = batch(2).images;
+    let (a_train, _) = frozen.visual(&imgs, true);
+    let (a_eval, _) = frozen.visual(&imgs, false);
+    assert!(a_train.equal(&a_eval));
+    let local = tiny(BatchNormMode::Local);
+    let key = "visual_extractor.model.1.num_batches_tracked";
+    let tracked = |m: &R2GenCmn| {
+        m.registry()
+            .state_dict()
+            .into_iter()
+            .find(|(n, _)| n == key)
+            .unwrap()
+            .1
+            .int64_value(&[])
+    };
+    assert_eq!(tracked(&local), 0);
+    let (l_train, _) = local.visual(&imgs, true);
+    assert_eq!(tracked(&local), 1);
+    assert!(!l_train.allclose(&a_eval, 1e-4, 1e-4, false));
+}
+
+#[test]
+fn bf16_products_stay_close_to_fp32() {
+    let model = tiny(BatchNormMode::Local);
+    let b = batch(2);
+    let full = ithn_forward(&model, &b, &IthnConfig::default(), false, None);
+    let half = with_bf16(true, || {
+        ithn_forward(&model, &b, &IthnConfig::default(), false, None)
+    });
+    let (x, y) = (full.loss.double_value(&[]), half.loss.double_value(&[]));
+    assert!(x != y && ((x - y) / x).abs() < 2e-2, "fp32 {x} vs bf16 {y}");
+    half.loss.backward();
+    assert!(model
+        .parameters()
+        .iter()
+        .all(|(_, p, _)| p.grad().defined()));
+}

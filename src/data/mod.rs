@@ -2,6 +2,7 @@
 //! `text` turns report strings into cleaned text and token ids exactly as the reference does.
 
 pub mod image;
+pub mod loader;
 pub mod prepare;
 pub mod sampler;
 pub mod text;

@@ -143,7 +143,7 @@ pub fn train_slice(
     world: usize,
     rank: usize,
 ) -> Result<Slice, SamplerError> {
-    if batch % world != 0 {
+    if !batch.is_multiple_of(world) {
         return Err(SamplerError::Indivisible { batch, world });
     }
     slice(n, batch, drop_last, k, world, rank)

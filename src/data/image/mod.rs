@@ -330,25 +330,92 @@ pub fn hflip(img: &Image) -> Image {
     }
 }
 
-/// Write one image as `[3, H, W]` f32 planes: `/255` then ImageNet normalisation, grey replicated
-/// into the three channels. `out` must hold `3 * H * W` values.
-pub fn write_normalized(img: &Image, out: &mut [f32]) {
-    let plane = img.width as usize * img.height as usize;
-    assert_eq!(
-        out.len(),
-        3 * plane,
-        "output buffer does not match the image"
-    );
-    let c = img.channels as usize;
-    for ch in 0..3 {
-        let (mean, std) = (IMAGENET_MEAN[ch], IMAGENET_STD[ch]);
-        let src_ch = if c == 1 { 0 } else { ch };
-        let dst = &mut out[ch * plane..(ch + 1) * plane];
-        // Same f32 operations, in the same order, as ToTensor (`/255`) + Normalize.
-        for (d, px) in dst.iter_mut().zip(img.data.chunks_exact(c)) {
-            *d = (f32::from(px[src_ch]) / 255.0 - mean) / std;
+/// A window of an image to normalise: `w × h` pixels at `(x, y)`, optionally mirrored left to
+/// right. Writing a window directly fuses crop, flip and normalisation into one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+    pub flip: bool,
+}
+
+impl Window {
+    /// The whole image, unflipped.
+    pub fn full(img: &Image) -> Window {
+        Window {
+            x: 0,
+            y: 0,
+            w: img.width,
+            h: img.height,
+            flip: false,
         }
     }
+}
+
+/// `(v / 255 - mean) / std` for every byte value: the same f32 operations, in the same order,
+/// as ToTensor (`/255`) + Normalize, so a lookup gives bit-identical values at a fraction of the
+/// cost of two divisions per sample.
+fn normalize_table() -> &'static [[f32; 256]; 3] {
+    static TABLE: std::sync::OnceLock<[[f32; 256]; 3]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [[0f32; 256]; 3];
+        for (ch, row) in t.iter_mut().enumerate() {
+            for (v, out) in row.iter_mut().enumerate() {
+                *out = (v as f32 / 255.0 - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch];
+            }
+        }
+        t
+    })
+}
+
+/// Write window `win` of `img` as `[3, h, w]` f32 planes: `/255` then ImageNet normalisation,
+/// grey replicated into the three channels. `out` must hold `3 * w * h` values.
+pub fn write_normalized(img: &Image, win: Window, out: &mut [f32]) -> Result<(), ImageError> {
+    if win.w == 0 || win.h == 0 || win.x + win.w > img.width || win.y + win.h > img.height {
+        return Err(ImageError::Crop {
+            x: win.x,
+            y: win.y,
+            w: win.w,
+            h: win.h,
+            width: img.width,
+            height: img.height,
+        });
+    }
+    let (w, h) = (win.w as usize, win.h as usize);
+    assert_eq!(
+        out.len(),
+        3 * w * h,
+        "output buffer does not match the window"
+    );
+    let c = img.channels as usize;
+    let stride = img.width as usize * c;
+    let [lut0, lut1, lut2] = normalize_table();
+    // One pass over the source fills the three planes (grey: one byte feeds all three).
+    let (p0, rest) = out.split_at_mut(w * h);
+    let (p1, p2) = rest.split_at_mut(w * h);
+    for r in 0..h {
+        let start = (win.y as usize + r) * stride + win.x as usize * c;
+        let src = &img.data[start..start + w * c];
+        let (d0, d1, d2) = (
+            &mut p0[r * w..(r + 1) * w],
+            &mut p1[r * w..(r + 1) * w],
+            &mut p2[r * w..(r + 1) * w],
+        );
+        for (i, px) in src.chunks_exact(c).enumerate() {
+            let j = if win.flip { w - 1 - i } else { i };
+            let (a, b, e) = if c == 1 {
+                (px[0], px[0], px[0])
+            } else {
+                (px[0], px[1], px[2])
+            };
+            d0[j] = lut0[usize::from(a)];
+            d1[j] = lut1[usize::from(b)];
+            d2[j] = lut2[usize::from(e)];
+        }
+    }
+    Ok(())
 }
 
 /// Stack same-sized images into a `[n, 3, H, W]` f32 tensor (see [`write_normalized`]).
@@ -358,7 +425,7 @@ pub fn to_tensor_normalized(imgs: &[Image]) -> Tensor {
     let mut buf = vec![0f32; imgs.len() * plane];
     for (img, out) in imgs.iter().zip(buf.chunks_exact_mut(plane.max(1))) {
         assert_eq!((img.width, img.height), (w, h), "images differ in size");
-        write_normalized(img, out);
+        write_normalized(img, Window::full(img), out).expect("the full window always fits");
     }
     Tensor::from_slice(&buf).view([imgs.len() as i64, 3, i64::from(h), i64::from(w)])
 }

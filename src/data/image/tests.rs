@@ -139,3 +139,40 @@ fn raw_size_mismatch_is_an_error() {
     let err = Image::from_raw(4, 4, Channels::Rgb, vec![0; 47], "row 3 image_0").unwrap_err();
     assert!(err.to_string().contains("row 3 image_0"));
 }
+
+#[test]
+fn window_fuses_crop_flip_and_normalisation() {
+    // The fused path must equal crop → hflip → normalise of the whole crop, for grey and RGB.
+    for channels in [Channels::Gray, Channels::Rgb] {
+        let c = channels as u32;
+        let data = (0..9 * 7 * c).map(|i| (i * 37 % 256) as u8).collect();
+        let img = Image::from_raw(9, 7, channels, data, "t").unwrap();
+        for flip in [false, true] {
+            let win = Window {
+                x: 2,
+                y: 1,
+                w: 5,
+                h: 4,
+                flip,
+            };
+            let mut fused = vec![0f32; 3 * 5 * 4];
+            write_normalized(&img, win, &mut fused).unwrap();
+            let mut cut = crop(&img, 2, 1, 5, 4).unwrap();
+            if flip {
+                cut = hflip(&cut);
+            }
+            let want: Vec<f32> =
+                Vec::try_from(to_tensor_normalized(&[cut]).flatten(0, -1)).unwrap();
+            assert_eq!(fused, want, "{channels:?} flip={flip}");
+        }
+        let mut small = vec![0f32; 3 * 5 * 4];
+        let off = Window {
+            x: 5,
+            y: 0,
+            w: 5,
+            h: 4,
+            flip: false,
+        };
+        assert!(write_normalized(&img, off, &mut small).is_err());
+    }
+}

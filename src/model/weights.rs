@@ -474,3 +474,129 @@ pub fn kind_name(k: Kind) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry with one parameter, one int64 buffer and an alias of the parameter.
+    fn small() -> Registry {
+        let reg = RefCell::new(Registry::default());
+        let root = Scope::root(&reg, Device::Cpu);
+        root.sub("a")
+            .param("weight", Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)));
+        root.sub("a")
+            .buffer("n", Tensor::zeros([], (Kind::Int64, Device::Cpu)));
+        root.sub("b").alias("weight", "a.weight");
+        reg.into_inner()
+    }
+
+    fn map(entries: &[(&str, Tensor)]) -> HashMap<String, Tensor> {
+        entries
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.shallow_clone()))
+            .collect()
+    }
+
+    #[test]
+    fn registry_orders_and_classifies_entries() {
+        let reg = small();
+        let names: Vec<String> = reg.state_dict().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a.weight", "a.n", "b.weight"]);
+        let params = reg.parameters();
+        assert_eq!(params.len(), 1);
+        assert_eq!((params[0].0.as_str(), params[0].2), ("a.weight", 1));
+    }
+
+    #[test]
+    fn load_is_strict_and_names_the_key() {
+        let reg = small();
+        let p = Path::new("w.safetensors");
+        let w = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+        let n = Tensor::from(7i64);
+        // Aliases may be absent; the alias then shows the loaded source.
+        reg.load_map(
+            p,
+            map(&[("a.weight", w.shallow_clone()), ("a.n", n.shallow_clone())]),
+        )
+        .unwrap();
+        assert!(reg.state_dict()[2].1.equal(&w));
+        assert_eq!(reg.state_dict()[1].1.int64_value(&[]), 7);
+        let err = reg
+            .load_map(p, map(&[("a.n", n.shallow_clone())]))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ModelError::MissingKey { key, .. } if key == "a.weight"),
+            "{err}"
+        );
+        let extra = map(&[
+            ("a.weight", w.shallow_clone()),
+            ("a.n", n.shallow_clone()),
+            ("zz", n.shallow_clone()),
+        ]);
+        let err = reg.load_map(p, extra).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::UnexpectedKey { key, .. } if key == "zz"),
+            "{err}"
+        );
+        let bad = map(&[
+            ("a.weight", Tensor::ones([3, 2], (Kind::Float, Device::Cpu))),
+            ("a.n", n.shallow_clone()),
+        ]);
+        let err = reg.load_map(p, bad).unwrap_err();
+        assert!(err.to_string().contains("w.safetensors") && err.to_string().contains("a.weight"));
+        let tied = map(&[
+            ("a.weight", w.shallow_clone()),
+            ("a.n", n.shallow_clone()),
+            ("b.weight", w.zeros_like()),
+        ]);
+        let err = reg.load_map(p, tied).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::Tied { key, .. } if key == "b.weight"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn save_is_atomic_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = small();
+        let path = dir.path().join("m.safetensors");
+        reg.save_safetensors(&path).unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1, "no temp file left behind");
+        let back = read_safetensors(&path).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back["a.n"].kind(), Kind::Int64);
+        let err = read_safetensors(&dir.path().join("missing.safetensors")).unwrap_err();
+        assert!(err.to_string().contains("missing.safetensors"));
+    }
+
+    #[test]
+    fn vocab_file_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.json");
+        std::fs::write(
+            &p,
+            r#"{"dataset":"iu_xray","threshold":3,"tokens":["a","b","<unk>"]}"#,
+        )
+        .unwrap();
+        let v = VocabInfo::load(&p).unwrap();
+        assert_eq!(v.logit_dim, 4);
+        assert_eq!(v.decode(&[2, 1, 9, 0, 1]), "b a <9>");
+        std::fs::write(&p, r#"["x"]"#).unwrap();
+        assert_eq!(VocabInfo::load(&p).unwrap().logit_dim, 2);
+        std::fs::write(&p, r#"{"logit_dim": 5, "tokens": []}"#).unwrap();
+        assert_eq!(VocabInfo::load(&p).unwrap().logit_dim, 5);
+        std::fs::write(&p, r#"{"logit_dim": 5, "tokens": ["a"]}"#).unwrap();
+        assert!(VocabInfo::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("v.json"));
+        std::fs::write(&p, "not json").unwrap();
+        assert!(VocabInfo::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("v.json"));
+    }
+}

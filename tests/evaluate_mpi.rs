@@ -17,15 +17,36 @@ fn two_ranks_score_exactly_like_one() {
     let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
     let prepared_set = format!("data.prepared={:?}", s(&data));
     run(&[
-        "train", "--config", &s(&repo("configs/tiny.toml")), "--set", &prepared_set, "--set", "train.batch_size=8",
-        "--set", "eval.batch_size=4", "--set", "eval.max_seq_length=12", "--run-dir", &s(&run_dir), "--max-steps",
+        "train",
+        "--config",
+        &s(&repo("configs/tiny.toml")),
+        "--set",
+        &prepared_set,
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "eval.batch_size=4",
+        "--set",
+        "eval.max_seq_length=12",
+        "--run-dir",
+        &s(&run_dir),
+        "--max-steps",
         "2",
     ]);
     let ckpt = run_dir.join("final");
     let eval = |np: usize, out: &str| {
         let out_dir = dir.path().join(out);
         let args = [
-            "evaluate", "--checkpoint", &s(&ckpt), "--data", &s(&data), "--split", "test", "--beam", "3", "--out",
+            "evaluate",
+            "--checkpoint",
+            &s(&ckpt),
+            "--data",
+            &s(&data),
+            "--split",
+            "test",
+            "--beam",
+            "3",
+            "--out",
             &s(&out_dir),
         ];
         if np == 1 {
@@ -37,15 +58,26 @@ fn two_ranks_score_exactly_like_one() {
     };
     let one = eval(1, "one");
     let two = eval(2, "two");
-    let scores = |d: &std::path::Path| std::fs::read_to_string(d.join("scores.json")).expect("scores.json");
-    assert_eq!(scores(&one), scores(&two), "identical scores, byte for byte");
+    let scores =
+        |d: &std::path::Path| std::fs::read_to_string(d.join("scores.json")).expect("scores.json");
+    assert_eq!(
+        scores(&one),
+        scores(&two),
+        "identical scores, byte for byte"
+    );
     let p1 = jsonl(&one.join("predictions.jsonl"));
     let p2 = jsonl(&two.join("predictions.jsonl"));
     assert_eq!(p1.len(), 7, "every test sample exactly once");
     assert_eq!(p1, p2, "same predictions in the same (split) order");
     let ann: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("annotation.json")).unwrap()).unwrap();
-    let ids: Vec<&str> = ann["test"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("annotation.json")).unwrap())
+            .unwrap();
+    let ids: Vec<&str> = ann["test"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     let got: Vec<&str> = p1.iter().map(|p| p["id"].as_str().unwrap()).collect();
     assert_eq!(got, ids, "split order");
     for p in &p1 {

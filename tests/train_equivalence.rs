@@ -219,10 +219,18 @@ fn parent() {
                 .into_iter()
                 .collect();
         assert_eq!(single.len(), dist.len(), "{mode}: same keys");
-        let g_max = single.iter().filter(|(k, _)| k.starts_with("grad.")).map(|(_, t)| max_abs(t)).fold(0.0, f64::max);
+        let g_max = single
+            .iter()
+            .filter(|(k, _)| k.starts_with("grad."))
+            .map(|(_, t)| max_abs(t))
+            .fold(0.0, f64::max);
         let mut worst = ("", 0.0f64);
         for (k, want) in &single {
-            let floor = if k.starts_with("grad.") { 1e-6 * g_max } else { 0.0 };
+            let floor = if k.starts_with("grad.") {
+                1e-6 * g_max
+            } else {
+                0.0
+            };
             let r = rel(&dist[k], want, floor);
             if r > worst.1 {
                 worst = (k.as_str(), r);

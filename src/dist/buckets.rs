@@ -73,7 +73,10 @@ impl BucketPlan {
                     .collect();
                 // One bucket, one kind: the first gradient's (f32 in training, f64 in tests).
                 let kind = grads[0].kind();
-                let flat: Vec<Tensor> = grads.iter().map(|g| g.reshape([-1]).to_kind(kind)).collect();
+                let flat: Vec<Tensor> = grads
+                    .iter()
+                    .map(|g| g.reshape([-1]).to_kind(kind))
+                    .collect();
                 let mut fused = Tensor::cat(&flat, 0);
                 coll.all_reduce_sum(&mut fused)?;
                 let mut offset = 0i64;

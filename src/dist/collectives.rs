@@ -144,7 +144,9 @@ impl<'w> MpiCollectives<'w> {
 ///
 /// # Safety
 /// `t` must be contiguous, on the CPU, of the element type `T`, and not aliased elsewhere
-/// while the slice lives.
+/// while the slice lives. (A libtorch handle is shared by design, so the exclusive borrow is
+/// the caller's promise, not something `&Tensor` could express.)
+#[allow(clippy::mut_from_ref)]
 unsafe fn as_slice_mut<T>(t: &Tensor) -> &mut [T] {
     let n = t.numel();
     if n == 0 {

@@ -40,7 +40,11 @@ pub enum EvalError {
         source: crate::eval::metrics::MetricsError,
     },
     #[error("split {split}: sample {index} was decoded {count} times (expected exactly once)")]
-    Coverage { split: String, index: u64, count: usize },
+    Coverage {
+        split: String,
+        index: u64,
+        count: usize,
+    },
     #[error("rank {rank}: gathered predictions are not valid JSON lines: {message}")]
     Gather { rank: usize, message: String },
     #[error(transparent)]
@@ -78,7 +82,12 @@ impl DecodeOpts {
 }
 
 /// Decodes this rank's part of one eval batch.
-fn decode_batch(model: &R2GenCmn, batch: &Batch, vocab: &VocabInfo, opts: DecodeOpts) -> Vec<Prediction> {
+fn decode_batch(
+    model: &R2GenCmn,
+    batch: &Batch,
+    vocab: &VocabInfo,
+    opts: DecodeOpts,
+) -> Vec<Prediction> {
     if batch.indices.is_empty() {
         return Vec::new();
     }
@@ -105,7 +114,10 @@ fn decode_batch(model: &R2GenCmn, batch: &Batch, vocab: &VocabInfo, opts: Decode
 }
 
 /// Sends every rank's predictions to every rank (as JSON lines packed in an i64 tensor).
-fn gather_predictions(local: &[Prediction], coll: &dyn Collectives) -> Result<Vec<Prediction>, EvalError> {
+fn gather_predictions(
+    local: &[Prediction],
+    coll: &dyn Collectives,
+) -> Result<Vec<Prediction>, EvalError> {
     #[derive(Serialize, Deserialize)]
     struct Wire {
         index: u64,
@@ -179,10 +191,12 @@ pub fn evaluate_split(
     let scores = if coll.rank() == 0 {
         let refs: Vec<String> = all.iter().map(|p| p.reference.clone()).collect();
         let hyps: Vec<String> = all.iter().map(|p| p.prediction.clone()).collect();
-        Some(score_corpus(&refs, &hyps, meteor).map_err(|source| EvalError::Metrics {
-            split: split.clone(),
-            source,
-        })?)
+        Some(
+            score_corpus(&refs, &hyps, meteor).map_err(|source| EvalError::Metrics {
+                split: split.clone(),
+                source,
+            })?,
+        )
     } else {
         None
     };
@@ -193,7 +207,11 @@ pub fn evaluate_split(
 fn check_coverage(split: &str, sorted: &[Prediction], rows: usize) -> Result<(), EvalError> {
     for (want, p) in sorted.iter().enumerate() {
         if p.index != want as u64 {
-            let (index, count) = if p.index < want as u64 { (p.index, 2) } else { (want as u64, 0) };
+            let (index, count) = if p.index < want as u64 {
+                (p.index, 2)
+            } else {
+                (want as u64, 0)
+            };
             return Err(EvalError::Coverage {
                 split: split.into(),
                 index,
@@ -252,16 +270,32 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
     if let Some(d) = &args.data {
         cfg.data.prepared = d.to_string_lossy().into_owned();
     }
-    let device = if tch::Cuda::is_available() { Device::Cuda(world.local_rank) } else { Device::Cpu };
+    let device = if tch::Cuda::is_available() {
+        Device::Cuda(world.local_rank)
+    } else {
+        Device::Cpu
+    };
     let model = R2GenCmn::from_checkpoint(&ckpt, device)?;
-    let coll = crate::dist::collectives::select(world, cfg.dist.backend, Device::Cpu, cfg.dist.timeout_s)?;
+    let coll =
+        crate::dist::collectives::select(world, cfg.dist.backend, Device::Cpu, cfg.dist.timeout_s)?;
     let loader = Loader::new(&cfg, world, &args.split)?;
     let mut opts = DecodeOpts::from_config(&cfg);
     if let Some(b) = args.beam {
         opts.beam = b;
     }
-    let meteor = if args.meteor { Some(MeteorOpts::locate(None)?) } else { None };
-    let (preds, scores) = evaluate_split(&model, &loader, &ckpt.vocab, opts, coll.as_ref(), meteor.as_ref())?;
+    let meteor = if args.meteor {
+        Some(MeteorOpts::locate(None)?)
+    } else {
+        None
+    };
+    let (preds, scores) = evaluate_split(
+        &model,
+        &loader,
+        &ckpt.vocab,
+        opts,
+        coll.as_ref(),
+        meteor.as_ref(),
+    )?;
     if let Some(scores) = scores {
         let out = args.out.unwrap_or_else(|| args.checkpoint.clone());
         std::fs::create_dir_all(&out)?;
@@ -297,9 +331,13 @@ mod tests {
     #[test]
     fn coverage_names_missing_and_duplicate_samples() {
         assert!(check_coverage("val", &[p(0), p(1)], 2).is_ok());
-        let e = check_coverage("val", &[p(0), p(0), p(1)], 3).unwrap_err().to_string();
+        let e = check_coverage("val", &[p(0), p(0), p(1)], 3)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sample 0 was decoded 2 times"), "{e}");
-        let e = check_coverage("val", &[p(0), p(2)], 3).unwrap_err().to_string();
+        let e = check_coverage("val", &[p(0), p(2)], 3)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sample 1 was decoded 0 times"), "{e}");
         let e = check_coverage("test", &[p(0)], 2).unwrap_err().to_string();
         assert!(e.contains("sample 1"), "{e}");

@@ -38,7 +38,7 @@ impl StepLr {
     /// Ends an epoch: every `step_size`-th call multiplies each rate by gamma.
     pub fn step(&mut self) -> &[f64] {
         self.last_epoch += 1;
-        if self.last_epoch % self.step_size == 0 {
+        if self.last_epoch.is_multiple_of(self.step_size) {
             for lr in &mut self.lrs {
                 *lr *= self.gamma;
             }

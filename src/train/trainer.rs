@@ -195,8 +195,11 @@ pub fn train_record(state: &TrainerState, t: &LossTerms, lam: f64, secs: f64) ->
 /// The JSON line of a val/test evaluation: kind, epoch, step, then the scores in
 /// pycocoevalcap's order.
 pub fn eval_record(kind: &str, epoch: u64, step: u64, scores: &Scores) -> String {
-    let mut pairs: Vec<(&str, serde_json::Value)> =
-        vec![("kind", kind.into()), ("epoch", epoch.into()), ("step", step.into())];
+    let mut pairs: Vec<(&str, serde_json::Value)> = vec![
+        ("kind", kind.into()),
+        ("epoch", epoch.into()),
+        ("step", step.into()),
+    ];
     pairs.extend(scores.entries().into_iter().map(|(k, v)| (k, v.into())));
     ordered_json(&pairs)
 }
@@ -351,7 +354,11 @@ impl<'w> Trainer<'w> {
                 Flow::MaxSteps => break,
                 Flow::Next => {}
             }
-            let stop_early = if self.state.epoch % self.cfg.eval.every_epochs as u64 == 0 {
+            let stop_early = if self
+                .state
+                .epoch
+                .is_multiple_of(self.cfg.eval.every_epochs as u64)
+            {
                 self.validate()?
             } else {
                 false
@@ -418,7 +425,11 @@ impl<'w> Trainer<'w> {
             t0 = Instant::now();
             self.log
                 .write(&train_record(&self.state, &terms, lam, secs))?;
-            if self.state.step % self.cfg.log.every_steps as u64 == 0 {
+            if self
+                .state
+                .step
+                .is_multiple_of(self.cfg.log.every_steps as u64)
+            {
                 tracing::info!(
                     step = self.state.step,
                     epoch = self.state.epoch,
@@ -435,7 +446,7 @@ impl<'w> Trainer<'w> {
                 b.set_message(format!("loss {:.4}", terms.loss));
             }
             let every = self.cfg.dist.checksum_every as u64;
-            if every > 0 && self.state.step % every == 0 {
+            if every > 0 && self.state.step.is_multiple_of(every) {
                 check_in_sync(self.world, &self.model, self.state.step)?;
             }
             let ctx = HookCtx {
@@ -526,11 +537,14 @@ impl<'w> Trainer<'w> {
             )?;
             // The test pass runs after the loop advanced the epoch: it scores the best epoch's model.
             let epoch = if split == "test" {
-                self.state.best_epoch.unwrap_or(self.state.epoch.saturating_sub(1).max(1))
+                self.state
+                    .best_epoch
+                    .unwrap_or(self.state.epoch.saturating_sub(1).max(1))
             } else {
                 self.state.epoch
             };
-            self.log.write(&eval_record(split, epoch, self.state.step, s))?;
+            self.log
+                .write(&eval_record(split, epoch, self.state.step, s))?;
             tracing::info!(split, scores = %serde_json::Value::Object(s.to_json()), "evaluation");
         }
         Ok(scores)
@@ -617,7 +631,10 @@ mod tests {
             times: Default::default(),
         };
         let line = train_record(&s, &t, 0.99, 2.0);
-        assert!(line.starts_with(r#"{"kind":"train","epoch":1,"step":3,"loss":1.0,"#), "{line}");
+        assert!(
+            line.starts_with(r#"{"kind":"train","epoch":1,"step":3,"loss":1.0,"#),
+            "{line}"
+        );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         let mut want = vec![
@@ -653,7 +670,7 @@ mod tests {
             tokens: 80.0,
             times: Default::default(),
         };
-        let a = accumulate(accumulate(None, &t, 2), &t, 2);
+        let a = accumulate(Some(accumulate(None, &t, 2)), &t, 2);
         assert_eq!(a.loss, 2.0);
         assert_eq!(a.samples, 16.0);
     }

@@ -49,8 +49,12 @@ impl Assembler<'_> {
     ) -> Result<Batch, LoaderError> {
         let rows = &global[local.clone()];
         let negs_of = |rs: &[u64]| -> Result<Vec<u64>, LoaderError> {
-            let neg = self.meta.neg.as_ref().ok_or(LoaderError::NoNegatives)?;
-            Ok(rs.iter().map(|&r| neg[r as usize]).collect())
+            if self.meta.neg.iter().all(Option::is_none) {
+                return Err(LoaderError::NoNegatives);
+            }
+            rs.iter()
+                .map(|&r| self.meta.neg[r as usize].ok_or(LoaderError::MissingNegative { row: r }))
+                .collect()
         };
         let (neg_global, neg_rows) = match mode {
             Mode::Train { .. } => (negs_of(global)?, negs_of(rows)?),

@@ -67,8 +67,10 @@ pub enum LoaderError {
     },
     #[error("row {row} has {have} image view(s) but data.views = {want}")]
     Views { row: u64, have: usize, want: usize },
-    #[error("this split has no neg_index column: training batches need the train split")]
+    #[error("this split has no neg_index values: training batches need the train split")]
     NoNegatives,
+    #[error("row {row} has no hard negative (neg_index is null), so it cannot be trained on with ITHN; rerun prepare so every train row gets one")]
+    MissingNegative { row: u64 },
     #[error("invalid loader option {key}: {reason}")]
     Option { key: &'static str, reason: String },
     #[error(transparent)]
@@ -164,6 +166,10 @@ impl LoaderOptions {
 }
 
 struct Inner {
+    /// Why this split cannot be trained on (no or incomplete negatives), found once at open so
+    /// that training fails on its first batch rather than mid-epoch.
+    train_blocker: Option<fn(u64) -> LoaderError>,
+    first_missing_negative: u64,
     opts: LoaderOptions,
     store: Store,
     meta: Meta,
@@ -208,8 +214,16 @@ impl Loader {
                 key: "data.num_workers",
                 reason: e.to_string(),
             })?;
+        let missing = meta.neg.iter().position(Option::is_none);
+        let train_blocker: Option<fn(u64) -> LoaderError> = match missing {
+            None => None,
+            Some(_) if meta.neg.iter().all(Option::is_none) => Some(|_| LoaderError::NoNegatives),
+            Some(_) => Some(|row| LoaderError::MissingNegative { row }),
+        };
         Ok(Loader {
             inner: Arc::new(Inner {
+                train_blocker,
+                first_missing_negative: missing.unwrap_or(0) as u64,
                 opts,
                 store,
                 meta,
@@ -287,6 +301,9 @@ impl Inner {
     }
 
     fn train_batch(&self, order: &[u64], epoch: u64, k: usize) -> Result<Batch, LoaderError> {
+        if let Some(blocker) = self.train_blocker {
+            return Err(blocker(self.first_missing_negative));
+        }
         let o = &self.opts;
         let s = sampler::train_slice(
             order.len(),

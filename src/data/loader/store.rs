@@ -40,8 +40,8 @@ pub(crate) struct Meta {
     /// Token ids of every row, concatenated; row `i` is `tokens[offsets[i]..offsets[i + 1]]`.
     pub tokens: Vec<u32>,
     pub offsets: Vec<usize>,
-    /// `neg_index` per row, when the split has one (train).
-    pub neg: Option<Vec<u64>>,
+    /// `neg_index` per row (None: the row has no mined negative, or the split has none).
+    pub neg: Vec<Option<u64>>,
     pub n_views: Vec<u8>,
 }
 
@@ -189,17 +189,19 @@ impl Store {
             append_meta(&shard, entry.first_index, &batch, &mut meta, &mut negs)?;
             shards.push(shard);
         }
-        if negs.len() == meta.rows() {
-            let rows = meta.rows() as u64;
-            if let Some((row, &n)) = negs.iter().enumerate().find(|(_, &n)| n >= rows) {
-                return Err(LoaderError::Row {
-                    path: plan.dir.clone(),
-                    row: row as u64,
-                    reason: format!("neg_index {n} is outside the split ({rows} rows)"),
-                });
-            }
-            meta.neg = Some(negs);
+        let rows = meta.rows() as u64;
+        if let Some((row, n)) = negs
+            .iter()
+            .enumerate()
+            .find_map(|(r, n)| n.filter(|&n| n >= rows).map(|n| (r, n)))
+        {
+            return Err(LoaderError::Row {
+                path: plan.dir.clone(),
+                row: row as u64,
+                reason: format!("neg_index {n} is outside the split ({rows} rows)"),
+            });
         }
+        meta.neg = negs;
         let store = Store {
             shards,
             cache: Mutex::new(Cache::default()),
@@ -341,7 +343,7 @@ fn append_meta(
     first: u64,
     batch: &RecordBatch,
     meta: &mut Meta,
-    negs: &mut Vec<u64>,
+    negs: &mut Vec<Option<u64>>,
 ) -> Result<(), LoaderError> {
     let bad = |row: u64, reason: String| LoaderError::Row {
         path: shard.path.clone(),
@@ -378,9 +380,10 @@ fn append_meta(
         } else {
             n_views.value(r)
         });
-        if neg.is_valid(r) {
-            negs.push(neg.as_primitive::<UInt64Type>().value(r));
-        }
+        negs.push(
+            neg.is_valid(r)
+                .then(|| neg.as_primitive::<UInt64Type>().value(r)),
+        );
     }
     Ok(())
 }

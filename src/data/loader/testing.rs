@@ -187,9 +187,9 @@ fn record_batch(
         cols.push((name, Arc::new(UInt32Array::from(d.clone()))));
     }
     cols.push(("pixel_format", Arc::new(StringArray::from(formats))));
-    if rows.iter().all(|r| r.neg_index.is_some()) {
-        let negs = rows.iter().map(|r| r.neg_index.unwrap_or(0));
-        cols.push(("neg_index", Arc::new(UInt64Array::from_iter_values(negs))));
+    if rows.iter().any(|r| r.neg_index.is_some()) {
+        let negs: Vec<Option<u64>> = rows.iter().map(|r| r.neg_index).collect();
+        cols.push(("neg_index", Arc::new(UInt64Array::from(negs))));
     }
     let fields: Vec<Field> = cols
         .iter()

@@ -309,9 +309,13 @@ fn errors_name_what_is_wrong() {
     );
     // Unknown split and an indivisible world.
     assert!(ShardPlan::from_manifest(dir.path(), "nope").is_err());
-    let plan = ShardPlan::from_manifest(dir.path(), "val").unwrap();
-    let l = Loader::open(opts(dir.path(), "val"), &plan, 0, 3).unwrap();
-    assert!(matches!(l.train_batch(1, 0), Err(LoaderError::Sampler(_))));
+    let plan = ShardPlan::from_manifest(dir.path(), "test").unwrap();
+    let l = Loader::open(opts(dir.path(), "test"), &plan, 0, 3).unwrap();
+    let err = l.train_batch(1, 0).unwrap_err();
+    assert!(
+        matches!(err, LoaderError::Sampler(SamplerError::Indivisible { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -325,4 +329,26 @@ fn coordinated_plan_on_a_single_process() {
         matches!(err, LoaderError::Coordinator { rank: 0, .. }),
         "{err}"
     );
+}
+
+#[test]
+fn a_train_row_without_negative_fails_the_first_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rows(Channels::Gray);
+    r[17].neg_index = None;
+    write_split(dir.path(), "train", &r, TestPixels::Raw, 30, 8).unwrap();
+    let l = open(&opts(dir.path(), "train"), 0, 1);
+    let first = l
+        .iter_from(Cursor {
+            epoch: 1,
+            batches_consumed: 0,
+        })
+        .next()
+        .unwrap();
+    assert!(
+        matches!(first, Err(LoaderError::MissingNegative { row: 17 })),
+        "{first:?}"
+    );
+    // Evaluation of the same split does not need negatives.
+    assert!(l.eval_batch(0).is_ok());
 }

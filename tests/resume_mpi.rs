@@ -22,7 +22,7 @@ fn reference(
     np: usize,
 ) -> (
     tempfile::TempDir,
-    std::collections::BTreeMap<String, Vec<f32>>,
+    std::collections::BTreeMap<String, Vec<f64>>,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let out = drill_mpi(np, dir.path(), &[]);
@@ -123,13 +123,22 @@ fn kill_9_of_one_rank_ends_every_process_quickly_and_keeps_the_last_checkpoint_v
     let status =
         wait_timeout(&mut child, Duration::from_secs(60)).expect("mpirun did not exit within 60 s");
     assert!(!status.success(), "{status:?}");
-    eprintln!("mpirun exited {:.1}s after kill -9", t.elapsed().as_secs_f64());
+    eprintln!(
+        "mpirun exited {:.1}s after kill -9",
+        t.elapsed().as_secs_f64()
+    );
     // mpirun may return before the surviving rank has finished dying; give it the rest of the 60 s.
     while ranks.iter().any(|&p| alive(p)) {
-        assert!(t.elapsed() < Duration::from_secs(60), "ranks still alive: {ranks:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "ranks still alive: {ranks:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("every rank gone {:.1}s after kill -9", t.elapsed().as_secs_f64());
+    eprintln!(
+        "every rank gone {:.1}s after kill -9",
+        t.elapsed().as_secs_f64()
+    );
     let ck = newest(run.path());
     assert!(ck.meta.step >= 3, "checkpoint at step {}", ck.meta.step);
     assert!(ck.meta.step < STEPS);

@@ -94,32 +94,39 @@ pub fn newest(run: &Path) -> Checkpoint {
         .unwrap_or_else(|| panic!("no valid checkpoint in {}", run.display()))
 }
 
-/// Every tensor of a checkpoint's model.safetensors as f32 values, by name.
-pub fn weights(dir: &Path) -> BTreeMap<String, Vec<f32>> {
+/// Every tensor of a safetensors model file in a checkpoint directory, as f64 values by name
+/// (f32 parameters and i64 buffers such as BatchNorm's `num_batches_tracked`; both exact in f64).
+pub fn weights(dir: &Path) -> BTreeMap<String, Vec<f64>> {
     let bytes = std::fs::read(dir.join("model.safetensors")).expect("read model.safetensors");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse model.safetensors");
     st.tensors()
         .into_iter()
         .map(|(name, view)| {
-            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
-            let v = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let d = view.data();
+            let v: Vec<f64> = match view.dtype() {
+                safetensors::Dtype::F32 => d
+                    .chunks_exact(4)
+                    .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect(),
+                safetensors::Dtype::I64 => d
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                other => panic!("{name}: unexpected dtype {other:?}"),
+            };
             (name, v)
         })
         .collect()
 }
 
 /// Largest absolute difference between two weight sets with the same names and shapes.
-pub fn max_abs_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f32 {
+pub fn max_abs_diff(a: &BTreeMap<String, Vec<f64>>, b: &BTreeMap<String, Vec<f64>>) -> f64 {
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
         b.keys().collect::<Vec<_>>(),
         "tensor names differ"
     );
-    let mut worst = 0.0f32;
+    let mut worst = 0.0f64;
     for (name, x) in a {
         let y = &b[name];
         assert_eq!(x.len(), y.len(), "{name}: sizes differ");

@@ -26,6 +26,8 @@ pub struct Anatomy {
     pub lung: (f32, f32, f32, f32),
     /// Diaphragm dome base (lowest, lateral) y and dome height; right side sits higher.
     pub dome: (f32, f32),
+    /// Extra height of the lower half of the lungs (hyperinflation), 0 normally.
+    pub base_drop: f32,
     /// Heart half-width (the cardiothoracic ratio driver), half-height, centre y.
     pub heart: (f32, f32, f32),
     pub shift: (f32, f32),
@@ -50,6 +52,7 @@ impl Anatomy {
                 rng.range(0.12, 0.135),
                 rng.range(0.64, 0.67),
             ),
+            base_drop: 0.0,
             shift: (rng.range(-0.025, 0.025), rng.range(-0.025, 0.025)),
             scale: rng.range(0.95, 1.05),
             contrast: rng.range(0.9, 1.15),
@@ -59,9 +62,10 @@ impl Anatomy {
             match f.kind {
                 Kind::Cardiomegaly => a.heart.0 *= 1.0 + 0.38 * f.severity.factor(),
                 Kind::Hyperinflation => {
-                    a.dome.0 += 0.07;
+                    // Taller lungs with the apices where they were: only the bases move down.
+                    a.base_drop = 0.07;
+                    a.dome.0 += a.base_drop;
                     a.dome.1 *= 0.35;
-                    a.lung.3 += 0.04;
                     a.heart.0 *= 0.9;
                 }
                 _ => {}
@@ -115,7 +119,8 @@ fn heart_cover(a: &Anatomy, x: f32, y: f32) -> f32 {
 /// the mediastinum medially and the heart.
 fn lung_cover(a: &Anatomy, px: f32, x: f32, y: f32) -> f32 {
     let s = if x < 0.5 { -1.0 } else { 1.0 };
-    let (cx, rx, cy, ry) = (lung_x(a, s), a.lung.1, a.lung.2, a.lung.3);
+    let (cx, rx, cy) = (lung_x(a, s), a.lung.1, a.lung.2);
+    let ry = a.lung.3 + if y > cy { a.base_drop } else { 0.0 };
     let q = (((x - cx) / rx).powi(2) + ((y - cy) / ry).powi(2)).sqrt();
     let body = smoothstep(1.0, 1.0 - 1.5 * px / rx, q);
     let dome = smoothstep(0.0, 1.5 * px, dome_y(a, s, x) - y);
@@ -219,7 +224,8 @@ fn bones_frontal(c: &mut Canvas, rng: &mut Rng) {
 /// vessels do). `gain` > 1 for edema (engorged, more conspicuous vessels).
 fn vessels(m: &mut Canvas, a: &Anatomy, rng: &mut Rng, gain: f32) {
     for s in [-1.0f32, 1.0] {
-        let hilum = (0.5 + s * 0.07, a.lung.2 - 0.01);
+        // Anchored to the apex, so taller (hyperinflated) lungs do not move the hila.
+        let hilum = (0.5 + s * 0.07, a.lung.2 - a.lung.3 + 0.34);
         m.blob((hilum.0 + s * 0.03, hilum.1), (0.025, 0.04), 0.12 * gain);
         for k in 0..5 {
             // Trunks fan from up-and-out (k = 0) to down-and-out (k = 4), leaving the hilum
@@ -433,7 +439,8 @@ fn lateral(c: &mut Canvas, a: &Anatomy, findings: &[Finding], rng: &mut Rng, fx:
     });
     let mut lung = c.blank_like();
     lung.add_all(|x, y| {
-        let q = (((x - 0.52) / 0.29).powi(2) + ((y - a.lung.2) / a.lung.3).powi(2)).sqrt();
+        let ry = a.lung.3 + if y > a.lung.2 { a.base_drop } else { 0.0 };
+        let q = (((x - 0.52) / 0.29).powi(2) + ((y - a.lung.2) / ry).powi(2)).sqrt();
         let t = ((x - 0.52) / 0.33).clamp(-1.0, 1.0);
         let dome = dome0 - domeh * (1.0 - t * t) + 0.04 * t;
         let hq = ((x - heart.0) / heart.2).powi(2) + ((y - heart.1) / heart.3).powi(2);

@@ -5,10 +5,13 @@ Usage: .venv/bin/python ops/bench/metrics_pycoco.py PAIRS.json OUT.json [--meteo
 
 PAIRS.json = {"refs": [str], "hyps": [str]}. The inputs are built as the reference trainer
 builds them (gts = {i: [ref_i]}, res = {i: [hyp_i]}, integer keys in pair order, no PTB
-tokenizer). OUT.json = {"times": {metric: seconds}, "scores": {key: corpus},
-"per_item": {key: [per pair]}}. Only the compute_score calls are timed.
+tokenizer). OUT.json = {"times": {metric: wall seconds}, "cpu_times": {metric: process CPU seconds}, "scores": {key: corpus},
+"per_item": {key: [per pair]}, "bits": {key: [corpus, per pair...]}}, where "bits" holds the
+IEEE-754 bit patterns as integers so the Rust side can compare values exactly (JSON float
+parsers are not all correctly rounded). Only the compute_score calls are timed.
 """
 import json
+import struct
 import sys
 import time
 
@@ -25,6 +28,10 @@ def call(scorer, gts, res):
         return scorer.compute_score(gts, res)
 
 
+def to_bits(x):
+    return struct.unpack("<Q", struct.pack("<d", float(x)))[0]
+
+
 def main():
     pairs_path, out_path = sys.argv[1], sys.argv[2]
     with_meteor = "--meteor" in sys.argv[3:]
@@ -32,32 +39,34 @@ def main():
         pairs = json.load(f)
     gts = {i: [r] for i, r in enumerate(pairs["refs"])}
     res = {i: [h] for i, h in enumerate(pairs["hyps"])}
-    times, scores, per_item = {}, {}, {}
+    times, cpu_times, scores, per_item = {}, {}, {}, {}
 
-    t = time.perf_counter()
-    corpus, items = call(Bleu(4), gts, res)
-    times["BLEU"] = time.perf_counter() - t
+    def timed(key, fn):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn()
+        times[key] = time.perf_counter() - t
+        cpu_times[key] = time.process_time() - c
+        return out
+
+    corpus, items = timed("BLEU", lambda: call(Bleu(4), gts, res))
     for k in range(4):
         scores[f"BLEU_{k + 1}"] = corpus[k]
         per_item[f"BLEU_{k + 1}"] = [float(x) for x in items[k]]
 
     if with_meteor:
         from pycocoevalcap.meteor.meteor import Meteor
-        t = time.perf_counter()
-        corpus, items = call(Meteor(), gts, res)
-        times["METEOR"] = time.perf_counter() - t
+        corpus, items = timed("METEOR", lambda: call(Meteor(), gts, res))
         scores["METEOR"] = corpus
         per_item["METEOR"] = [float(x) for x in items]
 
     for key, scorer in (("ROUGE_L", Rouge()), ("CIDEr", Cider())):
-        t = time.perf_counter()
-        corpus, items = call(scorer, gts, res)
-        times[key] = time.perf_counter() - t
+        corpus, items = timed(key, lambda: call(scorer, gts, res))
         scores[key] = float(corpus)
         per_item[key] = [float(x) for x in items]
 
+    bits = {k: [to_bits(scores[k])] + [to_bits(x) for x in per_item[k]] for k in scores}
     with open(out_path, "w") as f:
-        json.dump({"times": times, "scores": scores, "per_item": per_item}, f)
+        json.dump({"times": times, "cpu_times": cpu_times, "scores": scores, "per_item": per_item, "bits": bits}, f)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::data::text::{clean_iu_xray, py_split_whitespace, read_annotation_reports, write_atomic};
+use crate::data::text::{
+    clean_iu_xray, py_split_whitespace, read_annotation_reports, write_atomic,
+};
 use crate::eval::metrics::{score_without_meteor, ScoreReport, KEYS};
 
 #[derive(Args, Debug)]
@@ -22,7 +24,11 @@ pub struct MetricsBenchArgs {
     #[arg(long, default_value_t = 3858)]
     pub pairs: usize,
     /// R2Gen annotation JSON whose reports seed the pairs.
-    #[arg(long, value_name = "FILE", default_value = "data/iu_xray/annotation.json")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "data/iu_xray/annotation.json"
+    )]
     pub ann: PathBuf,
     /// Seed of the pair generator.
     #[arg(long, default_value_t = 1234)]
@@ -34,7 +40,11 @@ pub struct MetricsBenchArgs {
     #[arg(long, value_name = "PYTHON", default_value = ".venv/bin/python")]
     pub python: PathBuf,
     /// The reference-side script.
-    #[arg(long, value_name = "SCRIPT", default_value = "ops/bench/metrics_pycoco.py")]
+    #[arg(
+        long,
+        value_name = "SCRIPT",
+        default_value = "ops/bench/metrics_pycoco.py"
+    )]
     pub script: PathBuf,
 }
 
@@ -57,7 +67,10 @@ impl Rng {
 /// Builds `n` (reference, hypothesis) pairs from cleaned reports.
 pub fn make_pairs(reports: &[String], n: usize, seed: u64) -> (Vec<String>, Vec<String>) {
     let mut rng = Rng(seed);
-    let words: Vec<&str> = reports.iter().flat_map(|r| py_split_whitespace(r)).collect();
+    let words: Vec<&str> = reports
+        .iter()
+        .flat_map(|r| py_split_whitespace(r))
+        .collect();
     let (mut refs, mut hyps) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
         let r = &reports[rng.below(reports.len())];
@@ -88,23 +101,50 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Times `repeat` runs of the Rust scorer on a rayon pool of `threads` threads.
+/// CPU time of this process. On a shared machine wall time swings with other people's load;
+/// CPU time does much less, so the bench reports both (Python measures `process_time`).
+fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Median wall and CPU times of `repeat` runs of the Rust scorer on a pool of `threads`.
 fn time_rust(
     refs: &[String],
     hyps: &[String],
     repeat: usize,
     threads: usize,
-) -> anyhow::Result<(Duration, ScoreReport)> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-    let mut times = Vec::new();
+) -> anyhow::Result<(Duration, Duration, ScoreReport)> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let (mut walls, mut cpus) = (Vec::new(), Vec::new());
     let mut last = None;
     for _ in 0..repeat.max(1) {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), process_cpu_time());
         let report = pool.install(|| score_without_meteor(refs, hyps))?;
-        times.push(t.elapsed());
+        walls.push(t.elapsed());
+        cpus.push(process_cpu_time().saturating_sub(c));
         last = Some(report);
     }
-    Ok((median(times), last.expect("at least one repetition")))
+    let report = last.expect("at least one repetition");
+    Ok((median(walls), median(cpus), report))
+}
+
+/// Sum of the Python side's BLEU + ROUGE-L + CIDEr times under `field`.
+fn python_seconds(py: &serde_json::Value, field: &str) -> f64 {
+    ["BLEU", "ROUGE_L", "CIDEr"]
+        .iter()
+        .map(|k| py[field][k].as_f64().unwrap_or(f64::NAN))
+        .sum()
 }
 
 pub fn run(a: MetricsBenchArgs) -> anyhow::Result<i32> {
@@ -112,7 +152,12 @@ pub fn run(a: MetricsBenchArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|split| read_annotation_reports(&a.ann, split))
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("reading the bench's reports from {} (pass --ann)", a.ann.display()))?
+        .with_context(|| {
+            format!(
+                "reading the bench's reports from {} (pass --ann)",
+                a.ann.display()
+            )
+        })?
         .into_iter()
         .flatten()
         .map(|(_, report)| clean_iu_xray(&report))
@@ -123,11 +168,14 @@ pub fn run(a: MetricsBenchArgs) -> anyhow::Result<i32> {
     let dir = tempfile_dir()?;
     let pairs_path = dir.join("pairs.json");
     let out_path = dir.join("pycoco.json");
-    write_atomic(&pairs_path, serde_json::to_string(&serde_json::json!({"refs": refs, "hyps": hyps}))?.as_bytes())?;
+    write_atomic(
+        &pairs_path,
+        serde_json::to_string(&serde_json::json!({"refs": refs, "hyps": hyps}))?.as_bytes(),
+    )?;
 
-    let threads = rayon::current_num_threads();
-    let (rust_1, report) = time_rust(&refs, &hyps, a.repeat, 1)?;
-    let (rust_n, _) = time_rust(&refs, &hyps, a.repeat, threads)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (wall_1, cpu_1, report) = time_rust(&refs, &hyps, a.repeat, 1)?;
+    let (wall_n, _, _) = time_rust(&refs, &hyps, a.repeat, threads)?;
 
     let status = Command::new(&a.python)
         .arg(&a.script)
@@ -139,44 +187,74 @@ pub fn run(a: MetricsBenchArgs) -> anyhow::Result<i32> {
     let py: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path)?)?;
     let _ = std::fs::remove_dir_all(&dir);
 
-    let py_time: f64 = ["BLEU", "ROUGE_L", "CIDEr"]
-        .iter()
-        .map(|k| py["times"][k].as_f64().unwrap_or(f64::NAN))
-        .sum();
-    println!("bench metrics: {} pairs from {}, BLEU-1..4 + ROUGE-L + CIDEr", a.pairs, a.ann.display());
-    println!("  pycocoevalcap (python)  {:>10.3} ms", py_time * 1e3);
-    for (label, t) in [("rust, 1 thread", rust_1), (&format!("rust, {threads} threads")[..], rust_n)] {
-        let secs = t.as_secs_f64();
-        println!("  {label:<22}  {:>10.3} ms   speed-up {:>7.1}x", secs * 1e3, py_time / secs);
-    }
+    let (py_wall, py_cpu) = (
+        python_seconds(&py, "times"),
+        python_seconds(&py, "cpu_times"),
+    );
+    println!(
+        "bench metrics: {} pairs from {}, BLEU-1..4 + ROUGE-L + CIDEr (median of {} Rust runs)",
+        a.pairs,
+        a.ann.display(),
+        a.repeat.max(1)
+    );
+    let row = |label: &str, secs: f64, reference: f64| {
+        println!(
+            "  {label:<30} {:>10.1} ms   pycocoevalcap / this = {:>6.1}x",
+            secs * 1e3,
+            reference / secs
+        )
+    };
+    println!("  {:<30} {:>10.1} ms", "pycocoevalcap, wall", py_wall * 1e3);
+    println!("  {:<30} {:>10.1} ms", "pycocoevalcap, CPU", py_cpu * 1e3);
+    row("rust 1 thread, wall", wall_1.as_secs_f64(), py_wall);
+    row("rust 1 thread, CPU", cpu_1.as_secs_f64(), py_cpu);
+    row(
+        &format!("rust {threads} threads, wall"),
+        wall_n.as_secs_f64(),
+        py_wall,
+    );
     let identical = compare(&py, &report);
     Ok(if identical { 0 } else { 1 })
 }
 
 /// Prints per-key agreement; true when every value (corpus and per item) is bit-identical.
+/// The Python side sends IEEE-754 bit patterns ("bits"), so the comparison is exact.
 fn compare(py: &serde_json::Value, report: &ScoreReport) -> bool {
     let mut all_identical = true;
     for key in KEYS.iter().filter(|k| **k != "METEOR") {
         let pick = |s: &crate::eval::metrics::Scores| {
-            s.entries().into_iter().find(|e| e.0 == *key).map(|e| e.1).unwrap_or(f64::NAN)
+            s.entries()
+                .into_iter()
+                .find(|e| e.0 == *key)
+                .map_or(f64::NAN, |e| e.1)
         };
-        let mut ours = vec![pick(&report.corpus)];
-        ours.extend(report.items.iter().map(pick));
-        let mut theirs = vec![py["scores"][key].as_f64().unwrap_or(f64::NAN)];
-        theirs.extend(
-            py["per_item"][key]
-                .as_array()
-                .map(|v| v.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect::<Vec<_>>())
-                .unwrap_or_default(),
-        );
+        let ours: Vec<f64> = std::iter::once(&report.corpus)
+            .chain(&report.items)
+            .map(pick)
+            .collect();
+        let theirs: Vec<f64> = py["bits"][key]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|b| b.as_u64().map_or(f64::NAN, f64::from_bits))
+                    .collect()
+            })
+            .unwrap_or_default();
         let same = ours.len() == theirs.len()
-            && ours.iter().zip(&theirs).all(|(a, b)| a.to_bits() == b.to_bits());
-        let max_diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            && ours
+                .iter()
+                .zip(&theirs)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        let max_diff = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         all_identical &= same;
         println!(
             "  {key:<8} corpus {:.12}  {}  (max |diff| {max_diff:.1e} over corpus + {} items)",
             ours[0],
-            if same { "identical" } else { "DIFFERENT" },
+            if same { "bit-identical" } else { "DIFFERENT" },
             ours.len() - 1
         );
     }
@@ -196,7 +274,10 @@ mod tests {
 
     #[test]
     fn pairs_are_deterministic_and_of_every_kind() {
-        let reports: Vec<String> = ["a b c d .", "e f g .", "a e i o u ."].iter().map(|s| s.to_string()).collect();
+        let reports: Vec<String> = ["a b c d .", "e f g .", "a e i o u ."]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let (r1, h1) = make_pairs(&reports, 10, 7);
         let (r2, h2) = make_pairs(&reports, 10, 7);
         assert_eq!((r1.clone(), h1.clone()), (r2, h2));

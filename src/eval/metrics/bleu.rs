@@ -9,7 +9,7 @@
 //! The corpus score is NOT the mean of the item scores: it applies the same formula to the
 //! match counts, guess counts and lengths summed over the corpus.
 
-use super::ngrams::{py_pow, NgramCounts, MAX_N};
+use super::ngrams::{py_pow, Alignment, NgramCounts, MAX_N};
 
 const TINY: f64 = 1e-15;
 const SMALL: f64 = 1e-9;
@@ -26,13 +26,22 @@ pub struct BleuStats {
 }
 
 impl BleuStats {
-    pub fn new(reference: &NgramCounts, ref_len: usize, hyp: &NgramCounts, hyp_len: usize) -> Self {
+    pub fn new(
+        reference: &NgramCounts,
+        ref_len: usize,
+        hyp: &NgramCounts,
+        hyp_len: usize,
+        alignment: &Alignment,
+    ) -> Self {
         let mut correct = [0u64; MAX_N];
         let mut guess = [0u64; MAX_N];
         for k in 0..MAX_N {
             correct[k] = hyp.orders[k]
                 .iter()
-                .map(|&(g, c)| c.min(reference.count(k, g)) as u64)
+                .zip(&alignment.ref_index[k])
+                .map(|(&(_, c), r)| {
+                    r.map_or(0, |r| c.min(reference.orders[k][r as usize].1)) as u64
+                })
                 .sum();
             guess[k] = hyp_len.saturating_sub(k) as u64;
         }
@@ -104,7 +113,8 @@ mod tests {
     use super::*;
 
     fn stats(r: &[u32], h: &[u32]) -> BleuStats {
-        BleuStats::new(&NgramCounts::new(r), r.len(), &NgramCounts::new(h), h.len())
+        let (r_c, h_c) = (NgramCounts::new(r), NgramCounts::new(h));
+        BleuStats::new(&r_c, r.len(), &h_c, h.len(), &Alignment::new(&r_c, &h_c))
     }
 
     #[test]

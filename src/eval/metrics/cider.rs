@@ -6,11 +6,14 @@
 //! number of 2-grams, and every float is accumulated in the same order as the Python dicts
 //! iterate (first appearance per order), which keeps results bit-identical.
 
-use super::ngrams::{numpy_sum, py_pow, FxMap, NgramCounts, MAX_N};
+use super::ngrams::{numpy_sum, py_pow, Alignment, FxMap, NgramCounts, MAX_N};
 
 const SIGMA: f64 = 6.0;
 
-/// Document frequency: in how many references each n-gram occurs.
+/// For every n-gram of the references, `ln(max(1, df))` where df is the number of references
+/// that contain it (pycocoevalcap's `np.log(max(1.0, document_frequency[ngram]))`, computed
+/// once per distinct n-gram instead of once per occurrence; n-grams absent from the map have
+/// df 0 and so log-df 0).
 pub fn document_frequency(refs: &[NgramCounts]) -> FxMap<u128, f64> {
     let mut df: FxMap<u128, f64> = FxMap::default();
     for r in refs {
@@ -19,6 +22,9 @@ pub fn document_frequency(refs: &[NgramCounts]) -> FxMap<u128, f64> {
                 *df.entry(g).or_insert(0.0) += 1.0;
             }
         }
+    }
+    for v in df.values_mut() {
+        *v = v.max(1.0).ln();
     }
     df
 }
@@ -30,16 +36,13 @@ struct TfIdf {
     length: u32,
 }
 
-fn tfidf(c: &NgramCounts, df: &FxMap<u128, f64>, log_n: f64) -> TfIdf {
+fn tfidf(c: &NgramCounts, log_df: &FxMap<u128, f64>, log_n: f64) -> TfIdf {
     let mut values: [Vec<f64>; MAX_N] = Default::default();
     let mut norms = [0.0; MAX_N];
     for k in 0..MAX_N {
         values[k] = c.orders[k]
             .iter()
-            .map(|&(g, tf)| {
-                let d = df.get(&g).copied().unwrap_or(0.0).max(1.0).ln();
-                tf as f64 * (log_n - d)
-            })
+            .map(|&(g, tf)| tf as f64 * (log_n - log_df.get(&g).copied().unwrap_or(0.0)))
             .collect();
         norms[k] = values[k]
             .iter()
@@ -54,10 +57,16 @@ fn tfidf(c: &NgramCounts, df: &FxMap<u128, f64>, log_n: f64) -> TfIdf {
     }
 }
 
-/// CIDEr-D of one pair, given the corpus document frequencies and `log_n = ln(N)`.
-pub fn item(reference: &NgramCounts, hyp: &NgramCounts, df: &FxMap<u128, f64>, log_n: f64) -> f64 {
-    let h = tfidf(hyp, df, log_n);
-    let r = tfidf(reference, df, log_n);
+/// CIDEr-D of one pair, given [`document_frequency`]'s log-df map and `log_n = ln(N)`.
+pub fn item(
+    reference: &NgramCounts,
+    hyp: &NgramCounts,
+    alignment: &Alignment,
+    log_df: &FxMap<u128, f64>,
+    log_n: f64,
+) -> f64 {
+    let h = tfidf(hyp, log_df, log_n);
+    let r = tfidf(reference, log_df, log_n);
     let delta = h.length as f64 - r.length as f64;
     let penalty = py_pow(
         std::f64::consts::E,
@@ -65,10 +74,10 @@ pub fn item(reference: &NgramCounts, hyp: &NgramCounts, df: &FxMap<u128, f64>, l
     );
     let mut val = [0.0f64; MAX_N];
     for k in 0..MAX_N {
-        for (i, &(g, _)) in hyp.orders[k].iter().enumerate() {
+        for (i, r_i) in alignment.ref_index[k].iter().enumerate() {
             let vh = h.values[k][i];
-            // The reference vector entry of g; absent entries read as 0.0 (a defaultdict).
-            let vr = r_value(reference, &r, k, g);
+            // The reference vector entry; absent entries read as 0.0 (a defaultdict).
+            let vr = r_i.map_or(0.0, |j| r.values[k][j as usize]);
             val[k] += vh.min(vr) * vr;
         }
         if h.norms[k] != 0.0 && r.norms[k] != 0.0 {
@@ -80,20 +89,28 @@ pub fn item(reference: &NgramCounts, hyp: &NgramCounts, df: &FxMap<u128, f64>, l
     numpy_sum(&val) / MAX_N as f64 / 1.0 * 10.0
 }
 
-fn r_value(reference: &NgramCounts, r: &TfIdf, k: usize, g: u128) -> f64 {
-    reference.position(k, g).map_or(0.0, |i| r.values[k][i])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn identical_pair_in_a_corpus_of_two_scores_ten() {
-        let refs = [NgramCounts::new(&[1, 2, 3]), NgramCounts::new(&[4, 5, 6])];
+        // Every order has n-grams (4 tokens) with idf ln 2 > 0: each cosine is 1 → 10 × 1.
+        let refs = [
+            NgramCounts::new(&[1, 2, 3, 4]),
+            NgramCounts::new(&[5, 6, 7, 8]),
+        ];
         let df = document_frequency(&refs);
-        let s = item(&refs[0], &NgramCounts::new(&[1, 2, 3]), &df, 2f64.ln());
+        let hyp = NgramCounts::new(&[1, 2, 3, 4]);
+        let al = Alignment::new(&refs[0], &hyp);
+        let s = item(&refs[0], &hyp, &al, &df, 2f64.ln());
         assert!((s - 10.0).abs() < 1e-12, "{s}");
+        // Three tokens have no 4-gram: that order contributes 0, so the mean is 3/4 → 7.5.
+        let short = [NgramCounts::new(&[1, 2, 3]), NgramCounts::new(&[5, 6, 7])];
+        let df = document_frequency(&short);
+        let al = Alignment::new(&short[0], &short[0]);
+        let s = item(&short[0], &short[0], &al, &df, 2f64.ln());
+        assert!((s - 7.5).abs() < 1e-12, "{s}");
     }
 
     #[test]
@@ -101,6 +118,8 @@ mod tests {
         // With N = 1 every idf is ln(1) - ln(1) = 0, so everything scores 0.
         let refs = [NgramCounts::new(&[1, 2, 3])];
         let df = document_frequency(&refs);
-        assert_eq!(item(&refs[0], &NgramCounts::new(&[1, 2, 3]), &df, 0.0), 0.0);
+        let hyp = NgramCounts::new(&[1, 2, 3]);
+        let al = Alignment::new(&refs[0], &hyp);
+        assert_eq!(item(&refs[0], &hyp, &al, &df, 0.0), 0.0);
     }
 }

@@ -29,7 +29,7 @@ pub mod rouge;
 
 pub use meteor::MeteorOpts;
 
-use ngrams::{numpy_mean, Interner, NgramCounts, MAX_N};
+use ngrams::{numpy_mean, Alignment, Interner, NgramCounts, MAX_N};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
@@ -168,20 +168,39 @@ pub fn score_without_meteor<'a>(
     };
     let ref_words = words(&mut interner, refs);
     let hyp_words = words(&mut interner, hyps);
-    let spaced = |interner: &mut Interner<'a>, texts: &'a [String]| -> Vec<Vec<u32>> {
-        texts
-            .iter()
-            .map(|t| interner.sentence(t.split(' ')))
-            .collect()
+    // split(' ') gives the same tokens as the whitespace split unless a text has other
+    // whitespace, leading/trailing or doubled spaces; intern again only for those.
+    let mut spaced = |i: usize, texts: &'a [String], words: &Vec<Vec<u32>>| -> Vec<u32> {
+        let t = &texts[i];
+        let plain = !t.is_empty()
+            && !t.starts_with(' ')
+            && !t.ends_with(' ')
+            && !t.contains("  ")
+            && !t
+                .chars()
+                .any(|c| c != ' ' && crate::data::text::is_py_whitespace(c));
+        if plain {
+            words[i].clone()
+        } else {
+            interner.sentence(t.split(' '))
+        }
     };
-    let ref_spaced = spaced(&mut interner, refs);
-    let hyp_spaced = spaced(&mut interner, hyps);
+    let ref_spaced: Vec<Vec<u32>> = (0..refs.len())
+        .map(|i| spaced(i, refs, &ref_words))
+        .collect();
+    let hyp_spaced: Vec<Vec<u32>> = (0..hyps.len())
+        .map(|i| spaced(i, hyps, &hyp_words))
+        .collect();
 
     let count = |w: &Vec<Vec<u32>>| -> Vec<NgramCounts> {
         w.par_iter().map(|t| NgramCounts::new(t)).collect()
     };
     let (ref_counts, hyp_counts) = (count(&ref_words), count(&hyp_words));
 
+    let alignments: Vec<Alignment> = (0..refs.len())
+        .into_par_iter()
+        .map(|i| Alignment::new(&ref_counts[i], &hyp_counts[i]))
+        .collect();
     let bleu_stats: Vec<bleu::BleuStats> = (0..refs.len())
         .into_par_iter()
         .map(|i| {
@@ -190,10 +209,11 @@ pub fn score_without_meteor<'a>(
                 ref_words[i].len(),
                 &hyp_counts[i],
                 hyp_words[i].len(),
+                &alignments[i],
             )
         })
         .collect();
-    let df = cider::document_frequency(&ref_counts);
+    let log_df = cider::document_frequency(&ref_counts);
     let log_n = (refs.len() as f64).ln();
     let items: Vec<Scores> = (0..refs.len())
         .into_par_iter()
@@ -201,7 +221,13 @@ pub fn score_without_meteor<'a>(
             bleu: bleu::item(&bleu_stats[i]),
             meteor: None,
             rouge_l: rouge::item(&ref_spaced[i], &hyp_spaced[i]),
-            cider: cider::item(&ref_counts[i], &hyp_counts[i], &df, log_n),
+            cider: cider::item(
+                &ref_counts[i],
+                &hyp_counts[i],
+                &alignments[i],
+                &log_df,
+                log_n,
+            ),
         })
         .collect();
     let rouges: Vec<f64> = items.iter().map(|s| s.rouge_l).collect();

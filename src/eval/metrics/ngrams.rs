@@ -67,43 +67,91 @@ fn pack(gram: &[u32]) -> u128 {
 }
 
 /// The 1..=4-gram counts of one sentence, per order in first-appearance order (Python dict order).
+///
+/// Built by sorting instead of hashing: sentences are short (tens of tokens), and a sort of a
+/// small vector beats allocating and filling a hash map per sentence.
 pub struct NgramCounts {
     /// `orders[k]` holds the (k+1)-grams as `(key, count)`.
     pub orders: [Vec<(u128, u32)>; MAX_N],
-    index: FxMap<u128, u32>,
+    /// `sorted[k]` holds `(key, index into orders[k])`, sorted by key, for lookups.
+    sorted: [Vec<(u128, u32)>; MAX_N],
 }
 
 impl NgramCounts {
     pub fn new(tokens: &[u32]) -> NgramCounts {
         let mut orders: [Vec<(u128, u32)>; MAX_N] = Default::default();
-        let mut index: FxMap<u128, u32> = FxMap::default();
-        index.reserve(tokens.len() * MAX_N);
-        for (k, order) in orders.iter_mut().enumerate() {
-            for gram in tokens.windows(k + 1) {
-                let key = pack(gram);
-                match index.get(&key) {
-                    Some(&i) => order[i as usize].1 += 1,
-                    None => {
-                        index.insert(key, order.len() as u32);
-                        order.push((key, 1));
-                    }
+        let mut sorted: [Vec<(u128, u32)>; MAX_N] = Default::default();
+        for k in 0..MAX_N {
+            // (key, position) sorted: equal keys adjacent, first occurrence first.
+            let mut grams: Vec<(u128, u32)> = tokens
+                .windows(k + 1)
+                .enumerate()
+                .map(|(pos, g)| (pack(g), pos as u32))
+                .collect();
+            grams.sort_unstable();
+            // Distinct n-grams in key order, each filed under its first position; first
+            // positions are distinct and < len, so a slot array orders them without a sort.
+            let mut by_first: Vec<Option<(u128, u32)>> = vec![None; grams.len()];
+            let mut keys_in_order: Vec<(u128, u32)> = Vec::new();
+            let mut i = 0;
+            while i < grams.len() {
+                let (key, first) = grams[i];
+                let mut j = i + 1;
+                while j < grams.len() && grams[j].0 == key {
+                    j += 1;
+                }
+                by_first[first as usize] = Some((key, (j - i) as u32));
+                keys_in_order.push((key, first));
+                i = j;
+            }
+            let mut rank = vec![0u32; grams.len()];
+            for (first, slot) in by_first.iter().enumerate() {
+                if let Some((key, n)) = *slot {
+                    rank[first] = orders[k].len() as u32;
+                    orders[k].push((key, n));
                 }
             }
+            sorted[k] = keys_in_order
+                .into_iter()
+                .map(|(key, first)| (key, rank[first as usize]))
+                .collect();
         }
-        NgramCounts { orders, index }
+        NgramCounts { orders, sorted }
     }
 
     /// Where the (order+1)-gram `key` sits in `orders[order]`, if it occurs.
     pub fn position(&self, order: usize, key: u128) -> Option<usize> {
-        let i = *self.index.get(&key)? as usize;
-        // Keys of different orders differ, but check so a wrong `order` cannot misread.
-        (self.orders[order].get(i)?.0 == key).then_some(i)
+        let index = &self.sorted[order];
+        index
+            .binary_search_by_key(&key, |&(k, _)| k)
+            .ok()
+            .map(|i| index[i].1 as usize)
     }
 
     /// How often the (order+1)-gram `key` occurs; 0 when absent.
     pub fn count(&self, order: usize, key: u128) -> u32 {
         self.position(order, key)
             .map_or(0, |i| self.orders[order][i].1)
+    }
+}
+
+/// For every hypothesis n-gram (per order, in `orders` order), its index in the reference's
+/// `orders`, if the reference has it. BLEU (clipping) and CIDEr (the reference weight) both
+/// need this, so it is looked up once per pair.
+pub struct Alignment {
+    pub ref_index: [Vec<Option<u32>>; MAX_N],
+}
+
+impl Alignment {
+    pub fn new(reference: &NgramCounts, hyp: &NgramCounts) -> Alignment {
+        let mut ref_index: [Vec<Option<u32>>; MAX_N] = Default::default();
+        for (k, idx) in ref_index.iter_mut().enumerate() {
+            *idx = hyp.orders[k]
+                .iter()
+                .map(|&(g, _)| reference.position(k, g).map(|i| i as u32))
+                .collect();
+        }
+        Alignment { ref_index }
     }
 }
 

@@ -46,6 +46,12 @@ pub struct LoaderBenchArgs {
     /// Views per sample.
     #[arg(long, default_value_t = 1)]
     pub views: usize,
+    /// Shorter side of the train resize (SPEC §1: 256).
+    #[arg(long, default_value_t = 256)]
+    pub resize: u32,
+    /// Side of the random crop (SPEC §1: 224).
+    #[arg(long, default_value_t = 224)]
+    pub image_size: u32,
     /// Skip the Python reference (only this loader's figure).
     #[arg(long)]
     pub no_python: bool,
@@ -122,8 +128,8 @@ fn rust_throughput(a: &LoaderBenchArgs) -> anyhow::Result<Throughput> {
         batch_size: a.batch_size,
         drop_last: true,
         views: a.views,
-        resize: 256,
-        image_size: 224,
+        resize: a.resize,
+        image_size: a.image_size,
         num_workers: a.threads,
         prefetch: 2,
         cache_mb: 256,
@@ -172,6 +178,8 @@ fn python_throughput(a: &LoaderBenchArgs) -> anyhow::Result<Throughput> {
         .args(["--batches", &a.batches.to_string()])
         .args(["--batch-size", &a.batch_size.to_string()])
         .args(["--views", &a.views.to_string()])
+        .args(["--resize", &a.resize.to_string()])
+        .args(["--size", &a.image_size.to_string()])
         .output()
         .with_context(|| format!("running {} {}", a.python.display(), a.script.display()))?;
     if !out.status.success() {

@@ -483,9 +483,11 @@ mod tests {
     fn small() -> Registry {
         let reg = RefCell::new(Registry::default());
         let root = Scope::root(&reg, Device::Cpu);
-        root.sub("a")
+        let _ = root
+            .sub("a")
             .param("weight", Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)));
-        root.sub("a")
+        let _ = root
+            .sub("a")
             .buffer("n", Tensor::zeros([], (Kind::Int64, Device::Cpu)));
         root.sub("b").alias("weight", "a.weight");
         reg.into_inner()

@@ -172,8 +172,21 @@ fn bad_samples_are_skipped_with_reasons_or_fatal_with_strict() {
     let o = run(&args);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("train1") && err.contains("--strict"), "{err}");
+    // Reports are checked before any image is opened, so the empty one is the first failure.
+    assert!(
+        err.contains("train4") && err.contains("empty report") && err.contains("--strict"),
+        "{err}"
+    );
     assert!(!strict_out.join("manifest.json").exists());
+    // With the report repaired, the first failure is train1's corrupt JPEG.
+    let mut root: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ann).expect("ann")).expect("json");
+    root["train"][4]["report"] = "Heart size normal.".into();
+    std::fs::write(&ann, serde_json::to_vec(&root).expect("json")).expect("write");
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("train1") && err.contains("corrupt"), "{err}");
 }
 
 #[test]

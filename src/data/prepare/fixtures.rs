@@ -72,6 +72,30 @@ pub fn sentences<'a>(reports: impl IntoIterator<Item = &'a str>) -> Vec<String> 
     out
 }
 
+/// Every sentence occurrence of a set of reports (duplicates kept, sorted), so that sampling
+/// from it follows the real sentence frequencies: templated normal sentences dominate, as in
+/// MIMIC-CXR, and near-identical reports are common.
+pub fn sentence_pool<'a>(reports: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = reports
+        .into_iter()
+        .flat_map(|r| r.split(". "))
+        .map(|s| s.trim().trim_end_matches('.').trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("{s}."))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A report of 3–8 sentences drawn from `pool` (see [`sentence_pool`]).
+pub fn pooled_report(rng: &mut Rng, pool: &[String]) -> String {
+    let n = 3 + rng.below(6);
+    (0..n)
+        .map(|_| pool[rng.below(pool.len())].as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A report of 2–6 sentences; half of the reports come from a small "normal" pool, so that
 /// identical reports are common (as in MIMIC).
 pub fn report(rng: &mut Rng, sentences: &[String]) -> String {

@@ -33,8 +33,9 @@ use crate::data::text::py_split_whitespace;
 
 /// Safety margin on every pruning bound (scores live in [0, 1]).
 const SLACK: f64 = 1e-4;
-/// How many best texts a distinct text keeps, so that patient exclusion rarely needs a rerun.
-const TOP_K: usize = 3;
+/// How many best texts a distinct text keeps. One keeps the pruning threshold as high as
+/// possible from the first term on; patient exclusion reruns the search when needed.
+const TOP_K: usize = 1;
 
 /// The negative chosen for one sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,6 +56,8 @@ struct Index {
     post_ptr: Vec<usize>,
     post_doc: Vec<u32>,
     post_w: Vec<f32>,
+    /// The largest weight of each term over all texts (a per-term bound on any product).
+    max_w: Vec<f32>,
 }
 
 impl Index {
@@ -177,6 +180,10 @@ fn build_index(cleaned: &[String], texts: &Texts) -> Index {
             fill[t] += 1;
         }
     }
+    let mut max_w = vec![0f32; df.len()];
+    for (&t, &w) in terms.iter().zip(&weights) {
+        max_w[t as usize] = max_w[t as usize].max(w);
+    }
     Index {
         ptr,
         terms,
@@ -184,6 +191,7 @@ fn build_index(cleaned: &[String], texts: &Texts) -> Index {
         post_ptr,
         post_doc,
         post_w,
+        max_w,
     }
 }
 
@@ -230,6 +238,26 @@ impl TopK {
     }
 }
 
+/// A candidate text with its score bound, ordered by bound (then lower text first).
+struct Cand(f64, u32);
+
+impl PartialEq for Cand {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Cand {}
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Cand {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+    }
+}
+
 /// Per-thread scratch space of one query, reused across queries.
 struct Scratch {
     acc: Vec<f32>,
@@ -269,11 +297,17 @@ fn search(
     // Largest query weights (rarest terms) first: the unread norm shrinks fastest.
     let mut order: Vec<usize> = (0..qt.len()).collect();
     order.sort_by(|&a, &b| qw[b].total_cmp(&qw[a]).then(qt[a].cmp(&qt[b])));
+    // Two bounds on what the unread terms can add to any text: Cauchy–Schwarz (‖q_rest‖₂,
+    // tight for rare terms) and Σ q_t·max_w_t (tight for common terms, whose weights are small).
     let mut rest2: f64 = order.iter().map(|&i| f64::from(qw[i]).powi(2)).sum();
+    let mut rest_lin: f64 = order
+        .iter()
+        .map(|&i| f64::from(qw[i]) * f64::from(index.max_w[qt[i] as usize]))
+        .sum();
+    let rest_bound = |rest2: f64, rest_lin: f64| rest2.max(0.0).sqrt().min(rest_lin.max(0.0));
     let mut top = TopK::new(k);
     for &i in &order {
-        let rest = rest2.max(0.0).sqrt();
-        if rest + SLACK < top.threshold() {
+        if rest_bound(rest2, rest_lin) + SLACK < top.threshold() {
             break;
         }
         let q = qw[i];
@@ -297,17 +331,37 @@ fn search(
             }
         }
         rest2 -= f64::from(q).powi(2);
+        rest_lin -= f64::from(q) * f64::from(index.max_w[qt[i] as usize]);
         // The best partial sum is a good candidate: its exact score raises the threshold early.
         if let Some((_, d)) = best {
             top.offer((index.dot(u, d as usize), d as usize));
         }
     }
     let rest = rest2.max(0.0).sqrt();
-    for &d in &s.touched {
+    let rest_lin = rest_lin.max(0.0);
+    // Survivors of the per-text bound, best bound first, so the threshold rises quickly and
+    // the scan stops at the first bound below it.
+    let threshold = top.threshold();
+    let cands: Vec<(f64, u32)> = s
+        .touched
+        .iter()
+        .filter_map(|&d| {
+            let di = d as usize;
+            let cs = rest * (1.0 - f64::from(s.acc2[di])).max(0.0).sqrt();
+            let bound = f64::from(s.acc[di]) + cs.min(rest_lin) + SLACK;
+            (bound >= threshold).then_some((bound, d))
+        })
+        .collect();
+    // A heap, not a sort: usually only a few candidates are popped before the bound drops
+    // below the threshold, and heapify is linear.
+    let mut heap: std::collections::BinaryHeap<Cand> =
+        cands.into_iter().map(|(b, d)| Cand(b, d)).collect();
+    while let Some(Cand(bound, d)) = heap.pop() {
+        if bound < top.threshold() {
+            break;
+        }
         let di = d as usize;
-        let bound =
-            f64::from(s.acc[di]) + rest * (1.0 - f64::from(s.acc2[di])).max(0.0).sqrt() + SLACK;
-        if bound >= top.threshold() && !top.contains(di) && admissible(di) {
+        if !top.contains(di) && admissible(di) {
             top.offer((index.dot(u, di), di));
         }
     }

@@ -314,6 +314,49 @@ mod tests {
     }
 
     #[test]
+    fn ascent_makes_negatives_harder_within_the_radius() {
+        tch::manual_seed(2);
+        let f = (Kind::Float, Device::Cpu);
+        let unit = |t: Tensor| normalize_rows(&t, 1e-12);
+        let (z, u, zn, un) = (
+            unit(Tensor::randn([6, 8], f)),
+            unit(Tensor::randn([6, 8], f)),
+            unit(Tensor::randn([6, 8], f)),
+            unit(Tensor::randn([6, 8], f)),
+        );
+        let (t1, t3) = (Tensor::from(2.0f32), Tensor::from(2.6f32));
+        let cfg = IthnConfig {
+            negatives: Negatives::Ascent,
+            ascent_steps: 5,
+            ascent_lr: 1.0,
+            ascent_radius: 1.0,
+            ..IthnConfig::default()
+        };
+        let l_cp = |h: &Tensor| {
+            contrastive_loss(&z, &u, &zn, &un, h, &t1, &t3)
+                .0
+                .double_value(&[])
+        };
+        let h = ascend_negatives(&z, &u, &zn, &un, &t1, &t3, 0.5, &cfg);
+        assert!(
+            l_cp(&h) > l_cp(&un) + 1e-4,
+            "ascent raises L_cp: {} vs {}",
+            l_cp(&h),
+            l_cp(&un)
+        );
+        let dist = (&h - &un)
+            .norm_scalaropt_dim(2, [-1i64].as_slice(), false)
+            .max()
+            .double_value(&[]);
+        assert!(dist <= 0.5 + 1e-4, "within (1 − λ)·radius: {dist}");
+        let fixed = ascend_negatives(&z, &u, &zn, &un, &t1, &t3, 1.0, &cfg);
+        assert!(
+            fixed.allclose(&un, 1e-6, 1e-6, false),
+            "λ = 1 leaves h = u⁻"
+        );
+    }
+
+    #[test]
     fn cap_projection_keeps_unit_norm_and_radius() {
         tch::manual_seed(1);
         let f = (Kind::Float, Device::Cpu);

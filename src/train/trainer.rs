@@ -226,10 +226,19 @@ pub fn parameter_checksum(model: &R2GenCmn) -> f64 {
 
 /// Compares checksums across ranks; an error names the step and every rank's value.
 pub fn check_in_sync(world: &World, model: &R2GenCmn, step: u64) -> Result<(), DistError> {
-    let sums = world.all_gather_f64(parameter_checksum(model));
+    compare_checksums(
+        world.rank,
+        step,
+        world.all_gather_f64(parameter_checksum(model)),
+    )
+}
+
+/// Every rank's checksum must be bit-identical (the ranks run the same arithmetic on the same
+/// reduced gradients); anything else is a divergence.
+fn compare_checksums(rank: usize, step: u64, sums: Vec<f64>) -> Result<(), DistError> {
     if sums.iter().any(|&s| s.to_bits() != sums[0].to_bits()) {
         return Err(DistError::Diverged {
-            rank: world.rank,
+            rank,
             step,
             checksums: sums,
         });
@@ -657,6 +666,19 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(v["samples_per_s"], 8.0);
         assert_eq!(v["lr_ed"], 5e-4);
+    }
+
+    #[test]
+    fn diverged_checksums_name_step_and_every_rank() {
+        assert!(compare_checksums(1, 5, vec![1.5, 1.5, 1.5]).is_ok());
+        let e = compare_checksums(1, 40, vec![1.5, 1.5000000000000002])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("step 40") && e.contains("1.5000000000000002"),
+            "{e}"
+        );
+        assert!(e.starts_with("rank 1"), "{e}");
     }
 
     #[test]

@@ -133,3 +133,49 @@ fn bf16_products_stay_close_to_fp32() {
         .iter()
         .all(|(_, p, _)| p.grad().defined()));
 }
+
+#[test]
+fn visual_weights_load_only_the_resnet_trunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.toml");
+    let mut cfg = Config::load(&path, &[]).unwrap();
+    // A "pretrained" trunk: the visual entries of a model built from another seed.
+    cfg.train.seed = 99;
+    let donor = R2GenCmn::from_config(&cfg, V1, Device::Cpu).unwrap();
+    let trunk: Vec<(String, Tensor)> = donor
+        .registry()
+        .state_dict()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("visual_extractor."))
+        .collect();
+    let file = dir.path().join("resnet.safetensors");
+    ithn_dist::model::weights::write_safetensors_atomic(&file, &trunk).unwrap();
+    cfg.train.seed = 1;
+    cfg.model.visual_weights = Some(file.to_string_lossy().into_owned());
+    let model = R2GenCmn::for_training(&cfg, V1, Device::Cpu).unwrap();
+    let fresh = R2GenCmn::from_config(&cfg, V1, Device::Cpu).unwrap();
+    for (((name, got), (_, want)), (_, other)) in model
+        .registry()
+        .state_dict()
+        .into_iter()
+        .zip(donor.registry().state_dict())
+        .zip(fresh.registry().state_dict())
+    {
+        if name.starts_with("visual_extractor.") {
+            assert!(got.equal(&want), "{name} not loaded");
+        } else {
+            assert!(got.equal(&other), "{name} should keep its seed-1 init");
+        }
+    }
+    // A trunk with a missing tensor is refused, naming the file and key.
+    let file2 = dir.path().join("partial.safetensors");
+    ithn_dist::model::weights::write_safetensors_atomic(&file2, &trunk[1..]).unwrap();
+    cfg.model.visual_weights = Some(file2.to_string_lossy().into_owned());
+    let err = R2GenCmn::for_training(&cfg, V1, Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("partial.safetensors") && err.contains(&trunk[0].0),
+        "{err}"
+    );
+}

@@ -327,6 +327,7 @@ fn spill_images(
     let mut samples = samples.into_iter().peekable();
     while samples.peek().is_some() {
         let chunk: Vec<SourceSample> = samples.by_ref().take(IMAGE_CHUNK).collect();
+        let n = chunk.len() as u64;
         let results: Vec<Result<StoredViews, String>> = chunk
             .par_iter()
             .map(|s| images::process(&s.images, &opts.image))
@@ -351,7 +352,7 @@ fn spill_images(
                 Err(reason) => reject(skipped, opts.strict, &sample, reason)?,
             }
         }
-        pb.inc(IMAGE_CHUNK as u64);
+        pb.inc(n);
     }
     pb.finish_and_clear();
     out.flush().map_err(werr)?;

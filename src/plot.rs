@@ -208,6 +208,7 @@ fn line_chart(
     chart
         .configure_mesh()
         .x_desc(x_desc)
+        .x_label_formatter(&|v| format_x(*v))
         .y_label_formatter(&|v| format_tick(*v))
         .label_style(("sans-serif", 16))
         .draw()
@@ -238,6 +239,15 @@ fn line_chart(
         .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(|e| e.to_string())
+}
+
+/// Steps and epochs are integers: label whole ticks only (a blank label for 1.5 epochs).
+fn format_x(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-6 {
+        format!("{}", v.round() as i64)
+    } else {
+        String::new()
+    }
 }
 
 /// Tick labels that stay readable for losses (~1), metrics (~0.1) and learning rates (~1e-4).
@@ -492,5 +502,7 @@ mod tests {
         assert_eq!(format_tick(0.25), "0.250");
         assert_eq!(format_tick(5e-4), "5.0e-4");
         assert_eq!(format_tick(0.0), "0.000");
+        assert_eq!(format_x(150.0), "150");
+        assert_eq!(format_x(1.5), "");
     }
 }

@@ -15,7 +15,10 @@ fn shared(rel: &str) -> PathBuf {
 }
 
 fn bin(args: &[&str]) -> Output {
+    // One libtorch thread per process: the tests run several binaries at once, and OpenMP
+    // spinning on oversubscribed cores makes each run many times slower.
     Command::new(env!("CARGO_BIN_EXE_ithn-dist"))
+        .env("OMP_NUM_THREADS", "1")
         .args(args)
         .output()
         .expect("run ithn-dist")

@@ -389,33 +389,44 @@ pub fn write_normalized(img: &Image, win: Window, out: &mut [f32]) -> Result<(),
         3 * w * h,
         "output buffer does not match the window"
     );
-    let c = img.channels as usize;
-    let stride = img.width as usize * c;
-    let [lut0, lut1, lut2] = normalize_table();
-    // One pass over the source fills the three planes (grey: one byte feeds all three).
-    let (p0, rest) = out.split_at_mut(w * h);
-    let (p1, p2) = rest.split_at_mut(w * h);
-    for r in 0..h {
-        let start = (win.y as usize + r) * stride + win.x as usize * c;
-        let src = &img.data[start..start + w * c];
-        let (d0, d1, d2) = (
-            &mut p0[r * w..(r + 1) * w],
-            &mut p1[r * w..(r + 1) * w],
-            &mut p2[r * w..(r + 1) * w],
-        );
-        for (i, px) in src.chunks_exact(c).enumerate() {
-            let j = if win.flip { w - 1 - i } else { i };
-            let (a, b, e) = if c == 1 {
-                (px[0], px[0], px[0])
-            } else {
-                (px[0], px[1], px[2])
-            };
-            d0[j] = lut0[usize::from(a)];
-            d1[j] = lut1[usize::from(b)];
-            d2[j] = lut2[usize::from(e)];
-        }
+    match img.channels {
+        Channels::Gray => write_planes::<1>(img, win, out),
+        Channels::Rgb => write_planes::<3>(img, win, out),
     }
     Ok(())
+}
+
+/// The per-plane loops of [`write_normalized`], monomorphised on the channel count so the
+/// inner loop is a plain table lookup per pixel (this is the loader's hottest loop).
+fn write_planes<const C: usize>(img: &Image, win: Window, out: &mut [f32]) {
+    let (w, h) = (win.w as usize, win.h as usize);
+    let stride = img.width as usize * C;
+    let table = normalize_table();
+    for (ch, plane) in out.chunks_exact_mut(w * h).enumerate() {
+        let lut = &table[ch];
+        let src_ch = if C == 1 { 0 } else { ch };
+        for (r, dst) in plane.chunks_exact_mut(w).enumerate() {
+            let start = (win.y as usize + r) * stride + win.x as usize * C;
+            let src = &img.data[start..start + w * C];
+            if C == 1 {
+                // Grey: a straight byte → f32 lookup (no strided access at all).
+                fill(dst, src.iter().map(|&p| lut[usize::from(p)]), win.flip);
+            } else {
+                let values = src.chunks_exact(C).map(|px| lut[usize::from(px[src_ch])]);
+                fill(dst, values, win.flip);
+            }
+        }
+    }
+}
+
+/// Write `values` into `dst` left to right, or right to left when `flip`.
+#[inline(always)]
+fn fill(dst: &mut [f32], values: impl Iterator<Item = f32>, flip: bool) {
+    if flip {
+        dst.iter_mut().rev().zip(values).for_each(|(d, v)| *d = v);
+    } else {
+        dst.iter_mut().zip(values).for_each(|(d, v)| *d = v);
+    }
 }
 
 /// Stack same-sized images into a `[n, 3, H, W]` f32 tensor (see [`write_normalized`]).

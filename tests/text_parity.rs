@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 fn fixture() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/public/text.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/public/text.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("text.json is JSON")
 }
@@ -29,10 +30,9 @@ fn write_annotation(fx: &Value, dir: &std::path::Path) -> PathBuf {
     }
     for r in fx["records"].as_array().unwrap() {
         let split = r["split"].as_str().unwrap();
-        splits[split]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"id": r["id"], "report": r["report_raw"], "image_path": [], "split": split}));
+        splits[split].as_array_mut().unwrap().push(
+            json!({"id": r["id"], "report": r["report_raw"], "image_path": [], "split": split}),
+        );
     }
     let path = dir.join("annotation.json");
     std::fs::write(&path, Value::Object(splits).to_string()).unwrap();
@@ -52,12 +52,19 @@ fn vocab_and_every_record_match_the_reference_through_the_binary() {
         .arg(&vocab_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let vocab = Vocab::load(&vocab_path).unwrap();
     let expected: Vec<String> = serde_json::from_value(fx["vocab"].clone()).unwrap();
     assert_eq!(vocab.tokens(), expected.as_slice(), "vocabulary differs");
-    assert_eq!(vocab.threshold(), fx["threshold"].as_u64().unwrap() as usize);
+    assert_eq!(
+        vocab.threshold(),
+        fx["threshold"].as_u64().unwrap() as usize
+    );
     assert_eq!(vocab.dataset(), Dataset::IuXray);
 
     let records = fx["records"].as_array().unwrap();
@@ -79,7 +86,11 @@ fn vocab_and_every_record_match_the_reference_through_the_binary() {
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -104,7 +115,11 @@ fn every_mimic_cleaner_case_matches() {
     assert_eq!(cases.len(), 330);
     for c in cases {
         let raw = c["raw"].as_str().unwrap();
-        assert_eq!(clean_mimic_cxr(raw), c["cleaned"].as_str().unwrap(), "raw {raw:?}");
+        assert_eq!(
+            clean_mimic_cxr(raw),
+            c["cleaned"].as_str().unwrap(),
+            "raw {raw:?}"
+        );
     }
 }
 

@@ -105,7 +105,21 @@ fn replace_n(s: String, from: &str, to: &str, times: usize) -> String {
 fn is_reference_punct(c: char) -> bool {
     matches!(
         c,
-        '.' | ',' | '?' | ';' | '*' | '!' | '%' | '^' | '&' | '_' | '+' | '(' | ')' | ']' | '{' | '}'
+        '.' | ','
+            | '?'
+            | ';'
+            | '*'
+            | '!'
+            | '%'
+            | '^'
+            | '&'
+            | '_'
+            | '+'
+            | '('
+            | ')'
+            | ']'
+            | '{'
+            | '}'
     ) || (':'..='[').contains(&c)
 }
 
@@ -306,7 +320,10 @@ impl Vocab {
 
     /// The id of `token`, `<unk>`'s id when it is not in the vocabulary.
     pub fn id(&self, token: &str) -> i64 {
-        self.ids.get(token).copied().unwrap_or_else(|| self.unk_id())
+        self.ids
+            .get(token)
+            .copied()
+            .unwrap_or_else(|| self.unk_id())
     }
 
     /// The token of `id` (1..=V); `None` for 0 and out-of-range ids.
@@ -363,10 +380,11 @@ pub fn read_annotation_reports(
         path: path.to_path_buf(),
         what,
     };
-    let records = root
-        .get(split)
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| bad(format!("missing list `{split}` (an R2Gen annotation has train/val/test lists)")))?;
+    let records = root.get(split).and_then(|v| v.as_array()).ok_or_else(|| {
+        bad(format!(
+            "missing list `{split}` (an R2Gen annotation has train/val/test lists)"
+        ))
+    })?;
     records
         .iter()
         .enumerate()

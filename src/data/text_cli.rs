@@ -121,7 +121,11 @@ pub fn run(cmd: TextCmd) -> anyhow::Result<i32> {
         }
         TextCmd::Clean(a) => {
             for_each_report(stdin, |id, report| {
-                writeln!(out, "{}", json!({"id": id, "cleaned": a.dataset.clean(report)}))
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"id": id, "cleaned": a.dataset.clean(report)})
+                )
             })?;
         }
     }

@@ -158,11 +158,11 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, ScoreError> {
     Ok(out)
 }
 
-/// Pairs hypotheses with references by id, in reference order: `(ids, refs, hyps)`.
-pub fn pair_by_id(
-    refs: &[Record],
-    hyps: &[Record],
-) -> Result<(Vec<String>, Vec<String>, Vec<String>), ScoreError> {
+/// Matched inputs in reference order: ids, reference texts, hypothesis texts.
+pub type Paired = (Vec<String>, Vec<String>, Vec<String>);
+
+/// Pairs hypotheses with references by id, in reference order.
+pub fn pair_by_id(refs: &[Record], hyps: &[Record]) -> Result<Paired, ScoreError> {
     let by_id: HashMap<&str, &str> = hyps
         .iter()
         .map(|r| (r.id.as_str(), r.report.as_str()))

@@ -72,19 +72,18 @@ pub fn item(
         std::f64::consts::E,
         -py_pow(delta, 2.0) / (2.0 * py_pow(SIGMA, 2.0)),
     );
-    let mut val = [0.0f64; MAX_N];
-    for k in 0..MAX_N {
-        for (i, r_i) in alignment.ref_index[k].iter().enumerate() {
-            let vh = h.values[k][i];
+    let val: [f64; MAX_N] = std::array::from_fn(|k| {
+        let mut v = 0.0f64;
+        for (&vh, r_i) in h.values[k].iter().zip(&alignment.ref_index[k]) {
             // The reference vector entry; absent entries read as 0.0 (a defaultdict).
             let vr = r_i.map_or(0.0, |j| r.values[k][j as usize]);
-            val[k] += vh.min(vr) * vr;
+            v += vh.min(vr) * vr;
         }
         if h.norms[k] != 0.0 && r.norms[k] != 0.0 {
-            val[k] /= h.norms[k] * r.norms[k];
+            v /= h.norms[k] * r.norms[k];
         }
-        val[k] *= penalty;
-    }
+        v * penalty
+    });
     // np.mean over the 4 orders, / one reference, × 10.
     numpy_sum(&val) / MAX_N as f64 / 1.0 * 10.0
 }

@@ -215,7 +215,7 @@ mod tests {
     fn numpy_sum_differs_from_sequential_sum_like_numpy_does() {
         // 1e16 + 1 + 1 ... : sequential loses every +1, blocked partial sums keep some.
         let mut a = vec![1e16];
-        a.extend(std::iter::repeat(1.0).take(15));
+        a.extend([1.0; 15]);
         let sequential = a.iter().fold(0.0, |s, &x| s + x);
         let pairwise = numpy_sum(&a);
         assert_eq!(sequential, 1e16);

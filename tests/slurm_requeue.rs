@@ -12,10 +12,21 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn slurm_env() -> String {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the local SLURM cluster needs root (CI runs as root)");
-    let out = Command::new("bash").arg(root().join("ops/slurm-local/start.sh")).output().expect("run start.sh");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the local SLURM cluster needs root (CI runs as root)"
+    );
+    let out = Command::new("bash")
+        .arg(root().join("ops/slurm-local/start.sh"))
+        .output()
+        .expect("run start.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "ops/slurm-local/start.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ops/slurm-local/start.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
         .lines()
         .find_map(|l| l.strip_prefix("export SLURM_CONF="))
@@ -24,7 +35,11 @@ fn slurm_env() -> String {
 }
 
 fn job_field(conf: &str, job: &str, field: &str) -> String {
-    let out = Command::new("scontrol").args(["show", "job", job, "-o"]).env("SLURM_CONF", conf).output().unwrap();
+    let out = Command::new("scontrol")
+        .args(["show", "job", job, "-o"])
+        .env("SLURM_CONF", conf)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
@@ -36,8 +51,14 @@ fn job_field(conf: &str, job: &str, field: &str) -> String {
 fn sbatch_time_limit_signal_checkpoints_requeues_resumes_and_completes_identically() {
     let conf = slurm_env();
     let reference = tempfile::tempdir().unwrap();
-    let out = mpirun(2, &drill_args(reference.path(), &[])).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = mpirun(2, &drill_args(reference.path(), &[]))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expected = weights(&newest(reference.path()).dir);
 
     let run = tempfile::tempdir().unwrap();
@@ -47,7 +68,12 @@ fn sbatch_time_limit_signal_checkpoints_requeues_resumes_and_completes_identical
     args.remove(0); // "drill" comes from ITHN_COMMAND
     let log = run.path().join("slurm-%j.out");
     let out = Command::new("sbatch")
-        .args(["--parsable", "--time=1", "--signal=B:USR1@50", "--ntasks-per-node=2"])
+        .args([
+            "--parsable",
+            "--time=1",
+            "--signal=B:USR1@50",
+            "--ntasks-per-node=2",
+        ])
         .arg(format!("--output={}", log.display()))
         .arg(root().join("launch/slurm/train.sbatch"))
         .args(&args)
@@ -57,15 +83,26 @@ fn sbatch_time_limit_signal_checkpoints_requeues_resumes_and_completes_identical
         .env("ITHN_BIN", BIN)
         .output()
         .expect("run sbatch");
-    assert!(out.status.success(), "sbatch: {}", String::from_utf8_lossy(&out.stderr));
-    let job = String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap().to_string();
+    assert!(
+        out.status.success(),
+        "sbatch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let log = run.path().join(format!("slurm-{job}.out"));
 
     let t = Instant::now();
     let state = loop {
         let state = job_field(&conf, &job, "JobState");
         match state.as_str() {
-            "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL" | "OUT_OF_MEMORY" => break state,
+            "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL" | "OUT_OF_MEMORY" => {
+                break state
+            }
             "PENDING" if job_field(&conf, &job, "Reason") == "BeginTime" => {
                 // A requeued job waits for its begin time; release it now.
                 Command::new("scontrol")
@@ -77,8 +114,14 @@ fn sbatch_time_limit_signal_checkpoints_requeues_resumes_and_completes_identical
             _ => {}
         }
         if t.elapsed() > Duration::from_secs(420) {
-            let _ = Command::new("scancel").arg(&job).env("SLURM_CONF", &conf).status();
-            panic!("job {job} did not finish in 7 min (state {state}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            let _ = Command::new("scancel")
+                .arg(&job)
+                .env("SLURM_CONF", &conf)
+                .status();
+            panic!(
+                "job {job} did not finish in 7 min (state {state}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_secs(2));
     };
@@ -86,9 +129,18 @@ fn sbatch_time_limit_signal_checkpoints_requeues_resumes_and_completes_identical
     assert_eq!(state, "COMPLETED", "{text}");
     let restarts: u32 = job_field(&conf, &job, "Restarts").parse().unwrap();
     assert!(restarts >= 1, "the job was never requeued:\n{text}");
-    assert!(text.contains("USR1 received") && text.contains("checkpointed on a signal: requeueing"), "{text}");
-    assert!(text.contains("resuming") && text.contains("drill: finished at step 18"), "{text}");
-    eprintln!("job {job}: {restarts} restart(s) in {:.0}s", t.elapsed().as_secs_f64());
+    assert!(
+        text.contains("USR1 received") && text.contains("checkpointed on a signal: requeueing"),
+        "{text}"
+    );
+    assert!(
+        text.contains("resuming") && text.contains("drill: finished at step 18"),
+        "{text}"
+    );
+    eprintln!(
+        "job {job}: {restarts} restart(s) in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
     let got = weights(&newest(run.path()).dir);
     assert_eq!(max_abs_diff(&expected, &got), 0.0);
 }

@@ -68,6 +68,12 @@ struct State {
     stale_epochs: u64,
 }
 
+/// Named tensors, as a checkpoint file holds them.
+type Named = Vec<(String, Tensor)>;
+
+/// One value per parameter (W, b).
+type Pair = [Vec<f32>; 2];
+
 const NAMES: [&str; 2] = ["linear.weight", "linear.bias"];
 const SHAPES: [&[i64]; 2] = [&[OUT as i64, IN as i64], &[OUT as i64]];
 
@@ -153,14 +159,14 @@ impl State {
         let n = (self.step + 1) as i32;
         let (bc1, bc2) = (1.0 - b1.powi(n), 1.0 - b2.powi(n));
         let mut offset = 0;
-        for p in 0..2 {
+        for (p, &lr_p) in lr.iter().enumerate() {
             for k in 0..self.params[p].len() {
                 let g = grads[offset + k] + t.weight_decay as f32 * self.params[p][k];
                 let m = b1 * self.exp_avg[p][k] + (1.0 - b1) * g;
                 let v = b2 * self.exp_avg_sq[p][k] + (1.0 - b2) * g * g;
                 let vmax = self.max_exp_avg_sq[p][k].max(v);
                 let denom = (vmax.sqrt() / bc2.sqrt()) + t.adam_eps as f32;
-                self.params[p][k] -= (lr[p] as f32 / bc1) * m / denom;
+                self.params[p][k] -= (lr_p as f32 / bc1) * m / denom;
                 (
                     self.exp_avg[p][k],
                     self.exp_avg_sq[p][k],
@@ -172,7 +178,8 @@ impl State {
         self.step += 1;
     }
 
-    fn tensors(&self) -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
+    /// (model state_dict, optimizer state) as named tensors.
+    fn tensors(&self) -> (Named, Named) {
         let t = |v: &Vec<f32>, p: usize| Tensor::from_slice(v).reshape(SHAPES[p]);
         let model = (0..2)
             .map(|p| (NAMES[p].to_string(), t(&self.params[p], p)))
@@ -210,7 +217,9 @@ impl State {
                 }
             };
         let lens = [OUT * IN, OUT];
-        let both = |f: &dyn Fn(usize) -> Result<Vec<f32>, DrillError>| -> Result<[Vec<f32>; 2], DrillError> { Ok([f(0)?, f(1)?]) };
+        let both = |f: &dyn Fn(usize) -> Result<Vec<f32>, DrillError>| -> Result<Pair, DrillError> {
+            Ok([f(0)?, f(1)?])
+        };
         let m = &ck.meta;
         Ok(State {
             params: both(&|p| get(&model, NAMES[p], lens[p]))?,

@@ -100,7 +100,9 @@ impl StepHook for TrainCheckpointing {
     fn after_step(&mut self, ctx: &HookCtx<'_>) -> Result<HookAction, String> {
         let step = ctx.state.step;
         let epoch_end = ctx.state.cursor.batches_consumed >= ctx.epoch_batches;
-        let decision = self.schedule.after_step(ctx.world, step, epoch_end, self.signals.pending());
+        let decision = self
+            .schedule
+            .after_step(ctx.world, step, epoch_end, self.signals.pending());
         let last = self.max_steps.is_some_and(|m| step >= m);
         if let Some(reason) = decision.save.or(last.then_some(SaveReason::Final)) {
             let dir = self.save(ctx, reason).map_err(|e| e.to_string())?;
@@ -115,7 +117,11 @@ impl StepHook for TrainCheckpointing {
         let Some(sig) = decision.signal else {
             return Ok(HookAction::Continue);
         };
-        tracing::warn!(step, "{} received: checkpoint written, stopping", signals::signal_name(sig));
+        tracing::warn!(
+            step,
+            "{} received: checkpoint written, stopping",
+            signals::signal_name(sig)
+        );
         if self.requeue && ctx.world.is_root() {
             match signals::requeue_slurm_job() {
                 Ok(job) => tracing::info!("requeued SLURM job {job}"),
@@ -128,9 +134,17 @@ impl StepHook for TrainCheckpointing {
 }
 
 /// `trainer.json` for the trainer's state.
-pub fn trainer_meta(cfg: &Config, world: &World, s: &TrainerState, reason: SaveReason) -> TrainerMeta {
+pub fn trainer_meta(
+    cfg: &Config,
+    world: &World,
+    s: &TrainerState,
+    reason: SaveReason,
+) -> TrainerMeta {
     let mut extra = serde_json::Map::new();
-    extra.insert(STATE_KEY.into(), serde_json::to_value(s).expect("TrainerState serialises"));
+    extra.insert(
+        STATE_KEY.into(),
+        serde_json::to_value(s).expect("TrainerState serialises"),
+    );
     TrainerMeta {
         format_version: FORMAT_VERSION,
         step: s.step,
@@ -155,7 +169,10 @@ pub fn trainer_meta(cfg: &Config, world: &World, s: &TrainerState, reason: SaveR
 /// Chooses the checkpoint for `args` (`--resume auto|never|PATH`), checks its configuration
 /// and loads weights, optimizer state and trainer state into `trainer`. Returns the step
 /// resumed from (None = fresh start). Every rank reads the same files.
-pub fn resume_trainer(trainer: &mut Trainer<'_>, args: &ResumeArgs) -> Result<Option<u64>, ResumeError> {
+pub fn resume_trainer(
+    trainer: &mut Trainer<'_>,
+    args: &ResumeArgs,
+) -> Result<Option<u64>, ResumeError> {
     let mgr = CheckpointManager::new(&trainer.run_dir, trainer.cfg.checkpoint.keep_last);
     let Some(ck) = mgr.resolve(&args.mode()?)? else {
         return Ok(None);
@@ -178,8 +195,14 @@ fn restore(trainer: &mut Trainer<'_>, ck: &Checkpoint) -> Result<(), ResumeError
         .extra
         .get(STATE_KEY)
         .cloned()
-        .ok_or_else(|| fail(format!("trainer.json has no extra.{STATE_KEY} (not written by `train`)")))
-        .and_then(|v| serde_json::from_value(v).map_err(|e| fail(format!("extra.{STATE_KEY}: {e}"))))?;
+        .ok_or_else(|| {
+            fail(format!(
+                "trainer.json has no extra.{STATE_KEY} (not written by `train`)"
+            ))
+        })
+        .and_then(|v| {
+            serde_json::from_value(v).map_err(|e| fail(format!("extra.{STATE_KEY}: {e}")))
+        })?;
     trainer
         .model
         .load_safetensors(&ck.dir.join(MODEL_FILE))

@@ -60,7 +60,7 @@ impl SaveSchedule {
             Some(SaveReason::Signal)
         } else if epoch_end && self.every_epoch {
             Some(SaveReason::EpochEnd)
-        } else if self.every_steps > 0 && step % self.every_steps == 0 {
+        } else if self.every_steps > 0 && step.is_multiple_of(self.every_steps) {
             Some(SaveReason::Steps)
         } else if flags[1] > 0 {
             Some(SaveReason::Minutes)

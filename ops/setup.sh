@@ -12,7 +12,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-APT_PKGS=(openmpi-bin libopenmpi-dev libclang-dev clang pkg-config default-jre-headless slurm-wlm munge)
+APT_PKGS=(openmpi-bin libopenmpi-dev libclang-dev clang pkg-config default-jre-headless slurm-wlm munge
+          libfontconfig1-dev fonts-dejavu-core)  # plotters (`ithn-dist plot`): fontconfig + a sans font
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -91,9 +91,9 @@ fn max_diff(ours: &Image, theirs: &Image, what: &str) -> u8 {
     let c = ours.channels() as usize;
     let mut worst = 0;
     for (i, t) in theirs.pixels().chunks_exact(3).enumerate() {
-        for ch in 0..3 {
+        for (ch, &theirs) in t.iter().enumerate() {
             let o = ours.pixels()[i * c + if c == 1 { 0 } else { ch }];
-            worst = worst.max(o.abs_diff(t[ch]));
+            worst = worst.max(o.abs_diff(theirs));
         }
     }
     worst

@@ -468,7 +468,7 @@ impl Config {
         check(m.d_model > 0, "model.d_model", "must be > 0")?;
         check(m.num_heads > 0, "model.num_heads", "must be > 0")?;
         check(
-            m.d_model % m.num_heads == 0,
+            m.d_model.is_multiple_of(m.num_heads),
             "model.d_model",
             format!(
                 "d_model ({}) must be divisible by num_heads ({})",
@@ -502,7 +502,7 @@ impl Config {
             format!("must be four block counts ≥ 1, got {:?}", m.visual_layers),
         )?;
         check(
-            m.visual_width_per_group >= 4 && m.visual_width_per_group % 4 == 0,
+            m.visual_width_per_group >= 4 && m.visual_width_per_group.is_multiple_of(4),
             "model.visual_width_per_group",
             "must be a positive multiple of 4",
         )?;
@@ -529,7 +529,7 @@ impl Config {
             "must be ≥ 1",
         )?;
         check(
-            t.batch_size % t.accumulation_steps == 0,
+            t.batch_size.is_multiple_of(t.accumulation_steps),
             "train.accumulation_steps",
             format!(
                 "must divide train.batch_size ({}), got {}",

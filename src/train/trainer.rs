@@ -296,7 +296,8 @@ impl<'w> Trainer<'w> {
             Device::Cpu
         };
         let vocab = VocabInfo::load(&Path::new(&cfg.data.prepared).join("vocab.json"))?;
-        let model = R2GenCmn::from_config(&cfg, vocab.logit_dim, device)?;
+        // Rank 0's weights (incl. model.visual_weights, the ImageNet ResNet) become everyone's below.
+        let model = R2GenCmn::for_training(&cfg, vocab.logit_dim, device)?;
         let coll = collectives::select(world, cfg.dist.backend, device, cfg.dist.timeout_s)?;
         broadcast_weights(&model, coll.as_ref())?;
         let params = model.parameters();

@@ -7,6 +7,7 @@
 //! * elastic: a checkpoint written by 2 ranks resumed on 1 (and 1 → 2), BatchNorm frozen, ends no
 //!   further from the uninterrupted run than uninterrupted 1-rank and 2-rank runs are from each
 //!   other (see the test for why that, not 1e-5, is the trainer's bound today).
+//!
 //! Expected weights come from the uninterrupted runs made inside each test.
 
 mod resume_support;

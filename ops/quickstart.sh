@@ -46,7 +46,7 @@ step "plot the run"
 "$B" plot "$QS/ithn" --out "$QS/ithn/plots"
 
 step "generate a report for a bundled real radiograph"
-"$B" generate --checkpoint "$QS/ithn/best" --image data/images/nih_cxr14/00000013_019.png
+"$B" generate --checkpoint "$QS/ithn/best" --image data/images/nih_cxr14/00000001_000.png
 
 step "summary (test split)"
 .venv/bin/python ops/quickstart_summary.py --bin "$B" --qs "$QS"

@@ -45,6 +45,7 @@ pub struct PrepareBenchArgs {
     /// Python with Pillow, for the per-image reference.
     #[arg(long, value_name = "PYTHON", default_value = ".venv/bin/python")]
     pub python: PathBuf,
+    /// The Pillow reference script, run with `--python`.
     #[arg(
         long,
         value_name = "SCRIPT",

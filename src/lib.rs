@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod eval;
+pub mod fsutil;
 pub mod logging;
 pub mod model;
 pub mod plot;

@@ -27,20 +27,7 @@ pub fn fsync_dir(path: &Path) -> Result<(), CheckpointError> {
 /// Writes `bytes` to `path` atomically: the file either keeps its old content or has all of
 /// the new one. The temporary name starts with a dot so that directory listings skip it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let dir = parent_of(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    write().map_err(|e| CheckpointError::io("write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| CheckpointError::io("rename into", path, e))?;
-    fsync_dir(dir)
+    crate::fsutil::write_atomic(path, bytes).map_err(|e| CheckpointError::io("write", path, e))
 }
 
 /// Writes `bytes` to a new file and fsyncs it (inside a directory that is itself renamed

@@ -14,7 +14,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
@@ -290,51 +289,33 @@ pub fn write_safetensors_atomic(
     })
 }
 
-/// Runs `write` on a temporary path beside `path`, then fsyncs and renames it into place.
+/// Runs `write` on a temporary path beside `path`, then fsyncs and renames it into place
+/// ([`crate::fsutil::write_atomic_with`]); the writer's own error is returned unchanged.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), ModelError>,
 ) -> Result<(), ModelError> {
-    let io = |source| ModelError::Io {
-        path: path.into(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    // Make the rename itself durable.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    let mut inner = None;
+    crate::fsutil::write_atomic_with(path, |tmp| {
+        write(tmp).map_err(|e| {
+            let message = e.to_string();
+            inner = Some(e);
+            std::io::Error::other(message)
+        })
+    })
+    .map_err(|source| {
+        inner.take().unwrap_or(ModelError::Io {
+            path: path.into(),
+            source,
+        })
+    })
 }
 
 /// Writes bytes atomically (see [`write_atomic`]).
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    write_atomic(path, |tmp| {
-        let mut f = std::fs::File::create(tmp).map_err(|source| ModelError::Io {
-            path: tmp.into(),
-            source,
-        })?;
-        f.write_all(bytes).map_err(|source| ModelError::Io {
-            path: tmp.into(),
-            source,
-        })
+    crate::fsutil::write_atomic(path, bytes).map_err(|source| ModelError::Io {
+        path: path.into(),
+        source,
     })
 }
 

@@ -19,7 +19,6 @@ pub mod canvas;
 pub mod phantom;
 pub mod reader;
 
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use clap::Args;
@@ -340,30 +339,8 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SynthError> {
     })
 }
 
-/// Atomic write: temp file in the same directory, fsync, rename; parent dirs are created.
-/// Readers see the old file or the new one, never a torn one. (Also used by `plot`.)
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Unique per process *and* call: rayon workers may write into the same directory.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}-{k}.tmp", std::process::id()));
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
+/// Atomic write (shared implementation; also used by `plot`).
+pub use crate::fsutil::write_atomic;
 
 /// CLI entry: runs and prints a one-line summary.
 pub fn run_cli(args: SynthArgs) -> anyhow::Result<i32> {

@@ -2,8 +2,6 @@
 //! loader's tests and its benchmark do not depend on `prepare` or on real datasets. Writes are
 //! atomic (temp file, fsync, rename) and the manifest is written last, like `prepare` does.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -102,15 +100,10 @@ fn pq(path: &Path, e: parquet::errors::ParquetError) -> LoaderError {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LoaderError> {
-    let io = |source| LoaderError::Io {
+    crate::fsutil::write_atomic(path, bytes).map_err(|source| LoaderError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 fn record_batch(

@@ -33,7 +33,7 @@ if [[ "$(id -u)" == 0 ]]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 
-cores="$(nproc)"
+cores="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"  # nproc honours OMP_NUM_THREADS
 opts=()
 if (( cores < np )); then
   opts+=(--oversubscribe --bind-to none)

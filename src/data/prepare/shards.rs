@@ -164,17 +164,26 @@ pub fn write_shard(
     Ok((bytes, super::manifest::sha256_file(path)?))
 }
 
-/// Reads a whole shard back as record batches (checking that its schema is ours).
-pub fn read_shard(path: &Path) -> Result<Vec<RecordBatch>, PrepareError> {
-    let pq = |e: &dyn std::fmt::Display| PrepareError::Parquet {
+fn parquet_error(path: &Path, e: &dyn std::fmt::Display) -> PrepareError {
+    PrepareError::Parquet {
         path: path.to_path_buf(),
         message: e.to_string(),
-    };
+    }
+}
+
+/// Opens a shard for reading (shared by [`read_shard`] and [`row_groups`]).
+fn open_reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, PrepareError> {
     let file = File::open(path).map_err(|source| PrepareError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq(&e))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_error(path, &e))
+}
+
+/// Reads a whole shard back as record batches (checking that its schema is ours).
+pub fn read_shard(path: &Path) -> Result<Vec<RecordBatch>, PrepareError> {
+    let pq = |e: &dyn std::fmt::Display| parquet_error(path, e);
+    let builder = open_reader(path)?;
     if builder.schema().fields() != schema().fields() {
         return Err(pq(&"schema differs from the prepared-format schema"));
     }
@@ -187,16 +196,7 @@ pub fn read_shard(path: &Path) -> Result<Vec<RecordBatch>, PrepareError> {
 
 /// Row groups and their row counts of a shard (for checks of the random-access layout).
 pub fn row_groups(path: &Path) -> Result<Vec<i64>, PrepareError> {
-    let pq = |e: &dyn std::fmt::Display| PrepareError::Parquet {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let file = File::open(path).map_err(|source| PrepareError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq(&e))?;
-    Ok(builder
+    Ok(open_reader(path)?
         .metadata()
         .row_groups()
         .iter()

@@ -100,17 +100,7 @@ impl Image {
         data: Vec<u8>,
         what: &str,
     ) -> Result<Image, ImageError> {
-        let expected = width as usize * height as usize * channels as usize;
-        if data.len() != expected || width == 0 || height == 0 {
-            return Err(ImageError::RawSize {
-                what: what.to_string(),
-                width,
-                height,
-                channels: channels as usize,
-                expected,
-                got: data.len(),
-            });
-        }
+        check_raw_size(width, height, channels, data.len(), what)?;
         Ok(Image {
             width,
             height,
@@ -135,6 +125,90 @@ impl Image {
     pub fn into_pixels(self) -> Vec<u8> {
         self.data
     }
+}
+
+/// A borrowed 8-bit image: the same layout as [`Image`], over bytes someone else owns (a
+/// `raw_*8` shard cell inside an Arrow buffer, or an [`Image`]). The loader reads raw-pixel
+/// shards through it so that pixels go from the Parquet page to the batch tensor without an
+/// intermediate copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageView<'a> {
+    width: u32,
+    height: u32,
+    channels: Channels,
+    data: &'a [u8],
+}
+
+impl<'a> ImageView<'a> {
+    /// Borrow raw pixels; the same checks and error as [`Image::from_raw`].
+    pub fn from_raw(
+        width: u32,
+        height: u32,
+        channels: Channels,
+        data: &'a [u8],
+        what: &str,
+    ) -> Result<ImageView<'a>, ImageError> {
+        check_raw_size(width, height, channels, data.len(), what)?;
+        Ok(ImageView {
+            width,
+            height,
+            channels,
+            data,
+        })
+    }
+
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+    pub fn channels(&self) -> Channels {
+        self.channels
+    }
+    pub fn pixels(&self) -> &'a [u8] {
+        self.data
+    }
+    pub fn to_image(&self) -> Image {
+        Image {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            data: self.data.to_vec(),
+        }
+    }
+}
+
+impl<'a> From<&'a Image> for ImageView<'a> {
+    fn from(img: &'a Image) -> ImageView<'a> {
+        ImageView {
+            width: img.width,
+            height: img.height,
+            channels: img.channels,
+            data: &img.data,
+        }
+    }
+}
+
+fn check_raw_size(
+    width: u32,
+    height: u32,
+    channels: Channels,
+    got: usize,
+    what: &str,
+) -> Result<(), ImageError> {
+    let expected = width as usize * height as usize * channels as usize;
+    if got != expected || width == 0 || height == 0 {
+        return Err(ImageError::RawSize {
+            what: what.to_string(),
+            width,
+            height,
+            channels: channels as usize,
+            expected,
+            got,
+        });
+    }
+    Ok(())
 }
 
 /// Decode a PNG or JPEG held in memory; `origin` names it in errors.
@@ -242,9 +316,10 @@ fn high_bytes(src: &[u16], stride: usize, keep: usize) -> Vec<u8> {
 }
 
 /// Pillow's antialiased bilinear resize to exactly `width × height`.
-pub fn resize_exact(img: &Image, width: u32, height: u32) -> Image {
+pub fn resize_exact<'a>(img: impl Into<ImageView<'a>>, width: u32, height: u32) -> Image {
+    let img = img.into();
     let data = resample::resize_u8(
-        &img.data,
+        img.data,
         img.width as usize,
         img.height as usize,
         img.channels as usize,
@@ -272,7 +347,8 @@ pub fn shorter_side_size(width: u32, height: u32, side: u32) -> (u32, u32) {
 }
 
 /// torchvision `Resize(side)` on a PIL image.
-pub fn resize_shorter(img: &Image, side: u32) -> Image {
+pub fn resize_shorter<'a>(img: impl Into<ImageView<'a>>, side: u32) -> Image {
+    let img = img.into();
     let (w, h) = shorter_side_size(img.width, img.height, side);
     resize_exact(img, w, h)
 }
@@ -343,7 +419,8 @@ pub struct Window {
 
 impl Window {
     /// The whole image, unflipped.
-    pub fn full(img: &Image) -> Window {
+    pub fn full<'a>(img: impl Into<ImageView<'a>>) -> Window {
+        let img = img.into();
         Window {
             x: 0,
             y: 0,
@@ -372,7 +449,12 @@ fn normalize_table() -> &'static [[f32; 256]; 3] {
 
 /// Write window `win` of `img` as `[3, h, w]` f32 planes: `/255` then ImageNet normalisation,
 /// grey replicated into the three channels. `out` must hold `3 * w * h` values.
-pub fn write_normalized(img: &Image, win: Window, out: &mut [f32]) -> Result<(), ImageError> {
+pub fn write_normalized<'a>(
+    img: impl Into<ImageView<'a>>,
+    win: Window,
+    out: &mut [f32],
+) -> Result<(), ImageError> {
+    let img = img.into();
     if win.w == 0 || win.h == 0 || win.x + win.w > img.width || win.y + win.h > img.height {
         return Err(ImageError::Crop {
             x: win.x,
@@ -398,7 +480,7 @@ pub fn write_normalized(img: &Image, win: Window, out: &mut [f32]) -> Result<(),
 
 /// The per-plane loops of [`write_normalized`], monomorphised on the channel count so the
 /// inner loop is a plain table lookup per pixel (this is the loader's hottest loop).
-fn write_planes<const C: usize>(img: &Image, win: Window, out: &mut [f32]) {
+fn write_planes<const C: usize>(img: ImageView<'_>, win: Window, out: &mut [f32]) {
     let (w, h) = (win.w as usize, win.h as usize);
     let stride = img.width as usize * C;
     let table = normalize_table();

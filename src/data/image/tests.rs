@@ -176,3 +176,54 @@ fn window_fuses_crop_flip_and_normalisation() {
         assert!(write_normalized(&img, off, &mut small).is_err());
     }
 }
+
+#[test]
+fn normalisation_table_is_bit_identical_to_torchvision_arithmetic() {
+    // The loader normalises by table lookup; it must give exactly what ToTensor
+    // (`byte.to(float32).div(255)`) followed by Normalize (`sub_(mean).div_(std)`) give, for
+    // every byte and channel. Expected values come from libtorch itself (the library under
+    // torchvision) and from the scalar f32 expression the table replaced.
+    let table = normalize_table();
+    let bytes = Tensor::arange(256, (tch::Kind::Uint8, tch::Device::Cpu));
+    let scaled = bytes.to_kind(tch::Kind::Float).divide_scalar(255);
+    for ch in 0..3 {
+        let mean = Tensor::from_slice(&[IMAGENET_MEAN[ch]]);
+        let std = Tensor::from_slice(&[IMAGENET_STD[ch]]);
+        let torch: Vec<f32> = Vec::try_from((&scaled - mean) / std).unwrap();
+        for v in 0..256 {
+            let scalar = (v as f32 / 255.0 - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch];
+            let got = table[ch][v];
+            assert_eq!(
+                got.to_bits(),
+                torch[v].to_bits(),
+                "ch {ch} byte {v}: libtorch"
+            );
+            assert_eq!(got.to_bits(), scalar.to_bits(), "ch {ch} byte {v}: scalar");
+        }
+    }
+}
+
+#[test]
+fn borrowed_and_owned_images_normalise_alike() {
+    // The loader writes raw shard cells through `ImageView` without copying them into an
+    // `Image`; both paths must give the same floats, and the view checks sizes the same way.
+    let data: Vec<u8> = (0..6 * 5 * 3).map(|i| (i * 11 % 256) as u8).collect();
+    let owned = Image::from_raw(6, 5, Channels::Rgb, data.clone(), "t").unwrap();
+    let view = ImageView::from_raw(6, 5, Channels::Rgb, &data, "t").unwrap();
+    assert_eq!(view, ImageView::from(&owned));
+    assert_eq!(view.to_image(), owned);
+    let win = Window {
+        x: 1,
+        y: 1,
+        w: 4,
+        h: 3,
+        flip: true,
+    };
+    let (mut a, mut b) = (vec![0f32; 36], vec![0f32; 36]);
+    write_normalized(&owned, win, &mut a).unwrap();
+    write_normalized(view, win, &mut b).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(resize_exact(view, 3, 2), resize_exact(&owned, 3, 2));
+    let err = ImageView::from_raw(6, 5, Channels::Rgb, &data[1..], "row 9 image_1").unwrap_err();
+    assert!(err.to_string().contains("row 9 image_1"), "{err}");
+}

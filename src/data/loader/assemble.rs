@@ -18,7 +18,7 @@ use tch::Tensor;
 
 use super::store::{Meta, PixelFormat, RowGroup, Store};
 use super::{Batch, LoaderError, LoaderOptions};
-use crate::data::image::{self, Image, Window};
+use crate::data::image::{self, ImageView, Window};
 use crate::data::sampler::sample_rng;
 
 /// Train (random crop + flip, negatives) or eval (exact resize, no negatives).
@@ -155,57 +155,66 @@ impl Assembler<'_> {
                 .try_for_each(|(slot, out)| {
                     let (row, view) = (rows[slot / views], slot % views);
                     let group = &groups[&self.store.locate(row)];
-                    let (img, win) = self.view(mode, group, row, view, negative)?;
-                    image::write_normalized(&img, win, out)?;
-                    Ok::<(), LoaderError>(())
+                    self.write_view(mode, group, (row, view), negative, out)
                 })
         })?;
         Ok(tensor)
     }
 
-    /// Decode one view; return it with the window that SPEC §1's transform for `mode` keeps
-    /// (crop and flip are applied while normalising, without intermediate copies).
-    fn view(
+    /// Decode view `view` of `row`, apply SPEC §1's transform for `mode` and write it,
+    /// normalised, into `out` (`3 * S * S` values of the batch tensor). Raw-pixel cells are
+    /// read in place from the Arrow buffer and prepared images already have the train size, so
+    /// on raw shards the bytes go from the Parquet page to the tensor in one pass.
+    fn write_view(
         &self,
         mode: Mode,
         group: &RowGroup,
-        row: u64,
-        view: usize,
+        (row, view): (u64, usize),
         negative: bool,
-    ) -> Result<(Image, Window), LoaderError> {
+        out: &mut [f32],
+    ) -> Result<(), LoaderError> {
         let cell = group.cell(row, view)?;
         let origin = format!("{}: row {row} image_{view}", self.opts.dir.display());
-        let img = match cell.format {
-            PixelFormat::Encoded => image::decode(cell.bytes, Path::new(&origin)),
+        let decoded;
+        let src = match cell.format {
+            PixelFormat::Encoded => {
+                decoded = image::decode(cell.bytes, Path::new(&origin))?;
+                ImageView::from(&decoded)
+            }
             PixelFormat::Raw(ch) => {
-                Image::from_raw(cell.width, cell.height, ch, cell.bytes.to_vec(), &origin)
+                ImageView::from_raw(cell.width, cell.height, ch, cell.bytes, &origin)?
             }
-        }?;
+        };
         let s = self.opts.image_size;
-        match mode {
-            Mode::Eval => {
-                let img = image::resize_exact(&img, s, s);
-                let win = Window::full(&img);
-                Ok((img, win))
+        let target = match mode {
+            Mode::Eval => (s, s),
+            Mode::Train { .. } => {
+                image::shorter_side_size(src.width(), src.height(), self.opts.resize)
             }
+        };
+        let resized = (target != (src.width(), src.height()))
+            .then(|| image::resize_exact(src, target.0, target.1));
+        let img = resized.as_ref().map_or(src, ImageView::from);
+        let win = match mode {
+            Mode::Eval => Window::full(img),
             Mode::Train { epoch } => {
-                let img = resize_shorter_if_needed(img, self.opts.resize);
                 let role = if negative { NEGATIVE_ROLE } else { 0 };
                 let mut rng = sample_rng(self.opts.seed, epoch, row, view as u64 | role);
                 // torchvision RandomCrop: top in 0..=H-S, left in 0..=W-S; then flip with p=0.5.
                 let y = rng.below(u64::from(img.height() - s) + 1) as u32;
                 let x = rng.below(u64::from(img.width() - s) + 1) as u32;
                 let flip = rng.unit() < 0.5;
-                let win = Window {
+                Window {
                     x,
                     y,
                     w: s,
                     h: s,
                     flip,
-                };
-                Ok((img, win))
+                }
             }
-        }
+        };
+        image::write_normalized(img, win, out)?;
+        Ok(())
     }
 }
 
@@ -221,15 +230,4 @@ fn tensor_slice(t: &mut Tensor) -> &mut [f32] {
     // elements; nothing else references its storage, and the returned slice borrows `t`
     // mutably, so the storage outlives the slice and is not aliased while it is written.
     unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) }
-}
-
-/// Prepared images usually already have the train shorter side; skip the copy then.
-fn resize_shorter_if_needed(img: Image, side: u32) -> Image {
-    if img.width().min(img.height()) == side {
-        let (w, h) = image::shorter_side_size(img.width(), img.height(), side);
-        if (w, h) == (img.width(), img.height()) {
-            return img;
-        }
-    }
-    image::resize_shorter(&img, side)
 }

@@ -34,6 +34,7 @@ use tch::Tensor;
 
 use crate::config::Config;
 use crate::data::image::ImageError;
+use crate::data::prepare::PrepareError;
 use crate::data::sampler::{self, permutation, Cursor, SamplerError};
 use crate::dist::world::World;
 use assemble::{Assembler, Mode};
@@ -73,6 +74,9 @@ pub enum LoaderError {
     MissingNegative { row: u64 },
     #[error("invalid loader option {key}: {reason}")]
     Option { key: &'static str, reason: String },
+    /// The manifest could not be read or failed `prepare`'s checks, or a shard could not be hashed.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]

@@ -1,6 +1,7 @@
 //! A minimal writer of prepared-format shards (the schema of `docs/prepared-format.md`), so the
 //! loader's tests and its benchmark do not depend on `prepare` or on real datasets. Writes are
-//! atomic (temp file, fsync, rename) and the manifest is written last, like `prepare` does.
+//! atomic (temp file, fsync, rename) and the manifest — a complete `prepare` manifest, read back
+//! by the same reader — is written last, like `prepare` does.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,9 +14,15 @@ use arrow::datatypes::{Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use super::plan::{sha256_file, ShardEntry};
 use super::LoaderError;
 use crate::data::image::{encode_jpeg, Channels, Image};
+use crate::data::prepare::images::{ImageParams, PixelMode};
+use crate::data::prepare::manifest::{
+    read_manifest, sha256_file, write_manifest, Manifest, NegativesSummary, Preprocessing,
+    ShardEntry, VocabSummary, FORMAT_VERSION, MANIFEST_FILE, VOCAB_FILE,
+};
+use crate::data::prepare::{PrepareError, Split};
+use crate::data::text::{Dataset, Vocab};
 
 /// One sample to write.
 #[derive(Debug, Clone)]
@@ -45,6 +52,10 @@ pub fn write_split(
     shard_rows: usize,
     row_group_rows: usize,
 ) -> Result<(), LoaderError> {
+    let split = Split::parse(split).ok_or_else(|| LoaderError::Option {
+        key: "split",
+        reason: format!("{split:?} is not train, val or test"),
+    })?;
     std::fs::create_dir_all(dir).map_err(|source| LoaderError::Io {
         path: dir.to_path_buf(),
         source,
@@ -52,7 +63,7 @@ pub fn write_split(
     let mut entries = Vec::new();
     for (i, chunk) in rows.chunks(shard_rows.max(1)).enumerate() {
         let first = (i * shard_rows) as u64;
-        let file = format!("{split}-{i:05}.parquet");
+        let file = format!("{}-{i:05}.parquet", split.name());
         let path = dir.join(&file);
         let batch = record_batch(first, chunk, pixels)?;
         let props = WriterProperties::builder()
@@ -66,30 +77,112 @@ pub fn write_split(
         write_atomic(&path, &bytes)?;
         entries.push(ShardEntry {
             file,
-            split: split.to_string(),
+            split,
             first_index: first,
             rows: chunk.len() as u64,
-            sha256: Some(sha256_file(&path)?),
+            row_group_rows,
+            bytes: bytes.len() as u64,
+            sha256: sha256_file(&path)?,
         });
     }
-    let manifest = dir.join("manifest.json");
-    let mut shards: Vec<serde_json::Value> = match std::fs::read(&manifest) {
-        Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
-            .ok()
-            .and_then(|v| v.get("shards").and_then(|s| s.as_array().cloned()))
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
+    write_manifest_for(
+        dir,
+        split,
+        rows,
+        pixels,
+        shard_rows,
+        row_group_rows,
+        entries,
+    )
+}
+
+/// Merge `entries` (split `split`) into the directory's manifest — a complete `prepare`
+/// manifest, so the loader reads test shards through the same reader and checks as real ones —
+/// and write it (with a small vocab.json, which the manifest must name) atomically, last.
+fn write_manifest_for(
+    dir: &Path,
+    split: Split,
+    rows: &[TestRow],
+    pixels: TestPixels,
+    shard_rows: usize,
+    row_group_rows: usize,
+    entries: Vec<ShardEntry>,
+) -> Result<(), LoaderError> {
+    let mut manifest = if dir.join(MANIFEST_FILE).exists() {
+        read_manifest(dir)?
+    } else {
+        empty_manifest(dir)?
     };
-    shards.retain(|s| s.get("split").and_then(|x| x.as_str()) != Some(split));
-    shards.extend(
-        entries
-            .iter()
-            .map(|e| serde_json::to_value(e).expect("plain struct")),
-    );
-    let text =
-        serde_json::to_vec_pretty(&serde_json::json!({ "format_version": 1, "shards": shards }))
-            .expect("json");
-    write_atomic(&manifest, &text)
+    manifest.shards.retain(|s| s.split != split);
+    manifest.shards.extend(entries);
+    manifest.shards.sort_by_key(|s| (s.split, s.first_index));
+    manifest.counts.insert(split, rows.len() as u64);
+    let p = &mut manifest.preprocessing;
+    p.image = ImageParams {
+        resize: None,
+        pixels: match pixels {
+            TestPixels::Jpeg { .. } => PixelMode::Jpeg,
+            TestPixels::Raw => PixelMode::Raw,
+        },
+        jpeg_quality: match pixels {
+            TestPixels::Jpeg { quality } => quality,
+            TestPixels::Raw => 95,
+        },
+    };
+    p.views = p
+        .views
+        .max(rows.iter().map(|r| r.images.len()).max().unwrap_or(0));
+    p.max_seq_length = p
+        .max_seq_length
+        .max(rows.iter().map(|r| r.ids.len()).max().unwrap_or(0));
+    (p.shard_rows, p.row_group_rows) = (shard_rows, row_group_rows);
+    if split == Split::Train {
+        let with = rows.iter().filter(|r| r.neg_index.is_some()).count() as u64;
+        manifest.negatives.train_with_negative = with;
+        manifest.negatives.train_without_negative = rows.len() as u64 - with;
+    }
+    write_manifest(dir, &manifest)?;
+    Ok(())
+}
+
+/// A manifest with no shards yet, and the vocab.json it names (a few placeholder tokens: the
+/// test rows' ids are arbitrary numbers, not encoded words).
+fn empty_manifest(dir: &Path) -> Result<Manifest, LoaderError> {
+    let vocab_path = dir.join(VOCAB_FILE);
+    Vocab::build(["tok_a tok_b tok_c"], Dataset::IuXray, 1)
+        .save(&vocab_path)
+        .map_err(PrepareError::from)?;
+    Ok(Manifest {
+        format_version: FORMAT_VERSION,
+        source: serde_json::json!({ "kind": "loader-testing" }),
+        dataset: Dataset::IuXray,
+        counts: Default::default(),
+        skipped: Vec::new(),
+        preprocessing: Preprocessing {
+            image: ImageParams {
+                resize: None,
+                pixels: PixelMode::Raw,
+                jpeg_quality: 95,
+            },
+            views: 0,
+            max_seq_length: 0,
+            shard_rows: 0,
+            row_group_rows: 0,
+        },
+        vocab: VocabSummary {
+            file: VOCAB_FILE.into(),
+            threshold: 1,
+            size: 4,
+            sha256: sha256_file(&vocab_path)?,
+        },
+        negatives: NegativesSummary {
+            method: "given by the test rows".into(),
+            train_with_negative: 0,
+            train_without_negative: 0,
+            source_neg_report_kept: false,
+        },
+        shards: Vec::new(),
+    })
 }
 
 fn pq(path: &Path, e: parquet::errors::ParquetError) -> LoaderError {

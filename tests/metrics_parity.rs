@@ -5,7 +5,9 @@
 //! BLEU, ROUGE-L and CIDEr must agree within 1e-9 and METEOR within 1e-6. METEOR needs Java
 //! and the jar from the pycocoevalcap wheel in .venv (ops/setup.sh installs both).
 
-use ithn_dist::eval::metrics::{score_items, score_without_meteor, MeteorOpts, Scores, KEYS};
+use ithn_dist::eval::metrics::{
+    bleu, cider, rouge, score_items, score_without_meteor, MeteorOpts, Scores, KEYS,
+};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -95,6 +97,30 @@ fn bleu_rouge_cider_match_within_1e9() {
         identical, compared,
         "values not bit-identical to pycocoevalcap"
     );
+}
+
+#[test]
+fn each_metric_scored_alone_is_bit_identical_too() {
+    // `bleu::score`, `rouge::score`, `cider::score` tokenise and count on their own (what the
+    // bench times per metric); they must give the fixture's values exactly, like the one pass.
+    let (raw, fx) = fixture();
+    let (refs, hyps) = pairs(&fx);
+    let (b, b_items) = bleu::score(&refs, &hyps).unwrap();
+    let (r, r_items) = rouge::score(&refs, &hyps).unwrap();
+    let (c, c_items) = cider::score(&refs, &hyps).unwrap();
+    let scores = |bleu: [f64; 4], rouge_l: f64, cider: f64| Scores {
+        bleu,
+        meteor: None,
+        rouge_l,
+        cider,
+    };
+    let corpus = scores(b, r, c);
+    let items: Vec<Scores> = (0..refs.len())
+        .map(|i| scores(b_items[i], r_items[i], c_items[i]))
+        .collect();
+    let keys: Vec<&str> = KEYS.iter().copied().filter(|k| *k != "METEOR").collect();
+    let (compared, identical) = check(&raw, &corpus, &items, &keys);
+    assert_eq!((compared, identical), (6 * 201, 6 * 201));
 }
 
 #[test]

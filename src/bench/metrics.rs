@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use crate::data::text::{
     clean_iu_xray, py_split_whitespace, read_annotation_reports, write_atomic,
 };
-use crate::eval::metrics::{score_without_meteor, ScoreReport, KEYS};
+use crate::eval::metrics::bleu::{self, BleuScores};
+use crate::eval::metrics::{
+    cider, rouge, score_without_meteor, MetricsError, ScoreReport, Scores, KEYS,
+};
 
 #[derive(Args, Debug)]
 pub struct MetricsBenchArgs {
@@ -116,13 +119,13 @@ fn process_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Median wall and CPU times of `repeat` runs of the Rust scorer on a pool of `threads`.
-fn time_rust(
-    refs: &[String],
-    hyps: &[String],
-    repeat: usize,
+/// Median wall and CPU times of `repeat` runs of `score` on a pool of `threads`, and its
+/// last result.
+fn time_on<T: Send>(
     threads: usize,
-) -> anyhow::Result<(Duration, Duration, ScoreReport)> {
+    repeat: usize,
+    score: impl Fn() -> Result<T, MetricsError> + Send + Sync,
+) -> anyhow::Result<Timed<T>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
@@ -130,21 +133,87 @@ fn time_rust(
     let mut last = None;
     for _ in 0..repeat.max(1) {
         let (t, c) = (Instant::now(), process_cpu_time());
-        let report = pool.install(|| score_without_meteor(refs, hyps))?;
+        let out = pool.install(&score)?;
         walls.push(t.elapsed());
         cpus.push(process_cpu_time().saturating_sub(c));
-        last = Some(report);
+        last = Some(out);
     }
-    let report = last.expect("at least one repetition");
-    Ok((median(walls), median(cpus), report))
+    Ok(Timed {
+        wall: median(walls).as_secs_f64(),
+        cpu: median(cpus).as_secs_f64(),
+        out: last.expect("at least one repetition"),
+    })
 }
 
-/// Sum of the Python side's BLEU + ROUGE-L + CIDEr times under `field`.
-fn python_seconds(py: &serde_json::Value, field: &str) -> f64 {
-    ["BLEU", "ROUGE_L", "CIDEr"]
-        .iter()
-        .map(|k| py[field][k].as_f64().unwrap_or(f64::NAN))
-        .sum()
+struct Timed<T> {
+    wall: f64,
+    cpu: f64,
+    out: T,
+}
+
+/// Wall seconds on 1 thread and on N threads.
+fn walls<T>(t: &[Timed<T>; 2]) -> [f64; 2] {
+    [t[0].wall, t[1].wall]
+}
+
+/// The Python side's time for `key` (`field` = "times" for wall, "cpu_times" for CPU).
+fn python_seconds(py: &serde_json::Value, field: &str, key: &str) -> f64 {
+    py[field][key].as_f64().unwrap_or(f64::NAN)
+}
+
+/// Runs pycocoevalcap on the pairs (written to a private temp dir) and returns its output.
+fn run_python(
+    a: &MetricsBenchArgs,
+    refs: &[String],
+    hyps: &[String],
+) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile_dir()?;
+    let pairs_path = dir.join("pairs.json");
+    let out_path = dir.join("pycoco.json");
+    write_atomic(
+        &pairs_path,
+        serde_json::to_string(&serde_json::json!({"refs": refs, "hyps": hyps}))?.as_bytes(),
+    )?;
+    let status = Command::new(&a.python)
+        .arg(&a.script)
+        .arg(&pairs_path)
+        .arg(&out_path)
+        .status()
+        .with_context(|| format!("running {} {}", a.python.display(), a.script.display()))?;
+    anyhow::ensure!(status.success(), "{} failed ({status})", a.script.display());
+    let py = serde_json::from_slice(&std::fs::read(&out_path)?)
+        .with_context(|| format!("reading {}", out_path.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(py)
+}
+
+/// Each metric alone and all three in one pass, on 1 thread and on `threads`.
+struct RustTimes {
+    bleu: [Timed<BleuScores>; 2],
+    rouge: [Timed<(f64, Vec<f64>)>; 2],
+    cider: [Timed<(f64, Vec<f64>)>; 2],
+    all: [Timed<ScoreReport>; 2],
+}
+
+fn time_rust(
+    refs: &[String],
+    hyps: &[String],
+    repeat: usize,
+    threads: usize,
+) -> anyhow::Result<RustTimes> {
+    fn both<T: Send>(
+        threads: usize,
+        repeat: usize,
+        f: impl Fn() -> Result<T, MetricsError> + Send + Sync,
+    ) -> anyhow::Result<[Timed<T>; 2]> {
+        Ok([time_on(1, repeat, &f)?, time_on(threads, repeat, &f)?])
+    }
+    Ok(RustTimes {
+        bleu: both(threads, repeat, || bleu::score(refs, hyps))?,
+        rouge: both(threads, repeat, || rouge::score(refs, hyps))?,
+        cider: both(threads, repeat, || cider::score(refs, hyps))?,
+        all: both(threads, repeat, || score_without_meteor(refs, hyps))?,
+    })
 }
 
 pub fn run(a: MetricsBenchArgs) -> anyhow::Result<i32> {
@@ -165,56 +234,116 @@ pub fn run(a: MetricsBenchArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(!reports.is_empty(), "{} has no reports", a.ann.display());
     let (refs, hyps) = make_pairs(&reports, a.pairs, a.seed);
 
-    let dir = tempfile_dir()?;
-    let pairs_path = dir.join("pairs.json");
-    let out_path = dir.join("pycoco.json");
-    write_atomic(
-        &pairs_path,
-        serde_json::to_string(&serde_json::json!({"refs": refs, "hyps": hyps}))?.as_bytes(),
-    )?;
-
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (wall_1, cpu_1, report) = time_rust(&refs, &hyps, a.repeat, 1)?;
-    let (wall_n, _, _) = time_rust(&refs, &hyps, a.repeat, threads)?;
+    let rust = time_rust(&refs, &hyps, a.repeat, threads)?;
+    let py = run_python(&a, &refs, &hyps)?;
 
-    let status = Command::new(&a.python)
-        .arg(&a.script)
-        .arg(&pairs_path)
-        .arg(&out_path)
-        .status()
-        .with_context(|| format!("running {} {}", a.python.display(), a.script.display()))?;
-    anyhow::ensure!(status.success(), "{} failed ({status})", a.script.display());
-    let py: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path)?)?;
-    let _ = std::fs::remove_dir_all(&dir);
-
-    let (py_wall, py_cpu) = (
-        python_seconds(&py, "times"),
-        python_seconds(&py, "cpu_times"),
-    );
+    let profile = if cfg!(debug_assertions) {
+        "DEBUG build (timings not representative; use --release)"
+    } else {
+        "release build"
+    };
     println!(
-        "bench metrics: {} pairs from {}, BLEU-1..4 + ROUGE-L + CIDEr (median of {} Rust runs)",
+        "bench metrics ({profile}): {} pairs from {}, median of {} Rust runs; \
+         pycocoevalcap times only its compute_score calls",
         a.pairs,
         a.ann.display(),
         a.repeat.max(1)
     );
-    let row = |label: &str, secs: f64, reference: f64| {
+    println!(
+        "  {:<26} {:>13} {:>12} {:>8} {:>12} {:>8}",
+        "wall time",
+        "pycocoevalcap",
+        "rust 1 thr",
+        "ratio",
+        format!("rust {threads} thr"),
+        "ratio"
+    );
+    let row = |label: &str, py_s: f64, rust: [f64; 2]| {
         println!(
-            "  {label:<30} {:>10.1} ms   pycocoevalcap / this = {:>6.1}x",
-            secs * 1e3,
-            reference / secs
+            "  {label:<26} {:>10.1} ms {:>9.2} ms {:>7.1}x {:>9.2} ms {:>7.1}x",
+            py_s * 1e3,
+            rust[0] * 1e3,
+            py_s / rust[0],
+            rust[1] * 1e3,
+            py_s / rust[1],
         )
     };
-    println!("  {:<30} {:>10.1} ms", "pycocoevalcap, wall", py_wall * 1e3);
-    println!("  {:<30} {:>10.1} ms", "pycocoevalcap, CPU", py_cpu * 1e3);
-    row("rust 1 thread, wall", wall_1.as_secs_f64(), py_wall);
-    row("rust 1 thread, CPU", cpu_1.as_secs_f64(), py_cpu);
-    row(
-        &format!("rust {threads} threads, wall"),
-        wall_n.as_secs_f64(),
-        py_wall,
+    let py_wall = |k: &str| python_seconds(&py, "times", k);
+    row("BLEU-1..4", py_wall("BLEU"), walls(&rust.bleu));
+    row("ROUGE-L", py_wall("ROUGE_L"), walls(&rust.rouge));
+    row("CIDEr", py_wall("CIDEr"), walls(&rust.cider));
+    let py_total = py_wall("BLEU") + py_wall("ROUGE_L") + py_wall("CIDEr");
+    let sum = |i: usize| rust.bleu[i].wall + rust.rouge[i].wall + rust.cider[i].wall;
+    row("sum of the three", py_total, [sum(0), sum(1)]);
+    row("all three, one pass", py_total, walls(&rust.all));
+    let py_cpu: f64 = ["BLEU", "ROUGE_L", "CIDEr"]
+        .iter()
+        .map(|k| python_seconds(&py, "cpu_times", k))
+        .sum();
+    println!(
+        "  CPU time, all three: pycocoevalcap {:.1} ms, rust one pass on 1 thread {:.2} ms: {:.1}x",
+        py_cpu * 1e3,
+        rust.all[0].cpu * 1e3,
+        py_cpu / rust.all[0].cpu
     );
-    let identical = compare(&py, &report);
+    let report = &rust.all[1].out;
+    let alone_agree = agrees_alone(&rust, report);
+    println!(
+        "  each metric alone, on 1 and {threads} threads, gives the one-pass values: {}",
+        if alone_agree {
+            "bit-identical"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    let identical = compare(&py, report) && alone_agree;
     Ok(if identical { 0 } else { 1 })
+}
+
+/// The BLEU-1..4, ROUGE-L and CIDEr columns of a report as IEEE bits: corpus value, then items.
+fn columns(r: &ScoreReport) -> Vec<Vec<u64>> {
+    let col = |pick: &dyn Fn(&Scores) -> f64| -> Vec<u64> {
+        std::iter::once(&r.corpus)
+            .chain(&r.items)
+            .map(|s| pick(s).to_bits())
+            .collect()
+    };
+    let mut out: Vec<Vec<u64>> = (0..4).map(|k| col(&|s| s.bleu[k])).collect();
+    out.push(col(&|s| s.rouge_l));
+    out.push(col(&|s| s.cider));
+    out
+}
+
+/// The same columns from the metrics run one by one.
+fn alone_columns(b: &BleuScores, r: &(f64, Vec<f64>), c: &(f64, Vec<f64>)) -> Vec<Vec<u64>> {
+    let mut out: Vec<Vec<u64>> = (0..4)
+        .map(|k| {
+            std::iter::once(b.0[k])
+                .chain(b.1.iter().map(|x| x[k]))
+                .map(f64::to_bits)
+                .collect()
+        })
+        .collect();
+    for (corpus, items) in [r, c] {
+        out.push(
+            std::iter::once(*corpus)
+                .chain(items.iter().copied())
+                .map(f64::to_bits)
+                .collect(),
+        );
+    }
+    out
+}
+
+/// True when every run (each metric alone and all in one pass, on 1 and N threads) gave
+/// bit for bit `report`'s values.
+fn agrees_alone(rust: &RustTimes, report: &ScoreReport) -> bool {
+    let want = columns(report);
+    (0..2).all(|i| {
+        columns(&rust.all[i].out) == want
+            && alone_columns(&rust.bleu[i].out, &rust.rouge[i].out, &rust.cider[i].out) == want
+    })
 }
 
 /// Prints per-key agreement; true when every value (corpus and per item) is bit-identical.
@@ -222,7 +351,7 @@ pub fn run(a: MetricsBenchArgs) -> anyhow::Result<i32> {
 fn compare(py: &serde_json::Value, report: &ScoreReport) -> bool {
     let mut all_identical = true;
     for key in KEYS.iter().filter(|k| **k != "METEOR") {
-        let pick = |s: &crate::eval::metrics::Scores| {
+        let pick = |s: &Scores| {
             s.entries()
                 .into_iter()
                 .find(|e| e.0 == *key)

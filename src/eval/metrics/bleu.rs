@@ -9,7 +9,10 @@
 //! The corpus score is NOT the mean of the item scores: it applies the same formula to the
 //! match counts, guess counts and lengths summed over the corpus.
 
-use super::ngrams::{py_pow, Alignment, NgramCounts, MAX_N};
+use super::ngrams::{NgramIndex, PairGrams, MAX_N};
+use super::pymath::py_pow;
+use super::tokens::Vocab;
+use super::MetricsError;
 
 const TINY: f64 = 1e-15;
 const SMALL: f64 = 1e-9;
@@ -26,30 +29,19 @@ pub struct BleuStats {
 }
 
 impl BleuStats {
-    pub fn new(
-        reference: &NgramCounts,
-        ref_len: usize,
-        hyp: &NgramCounts,
-        hyp_len: usize,
-        alignment: &Alignment,
-    ) -> Self {
-        let mut correct = [0u64; MAX_N];
-        let mut guess = [0u64; MAX_N];
-        for k in 0..MAX_N {
-            correct[k] = hyp.orders[k]
+    /// The counts of the pair loaded in `grams`; `ref_len` / `hyp_len` are its word counts.
+    pub fn new(grams: &PairGrams, ref_len: usize, hyp_len: usize) -> Self {
+        let correct = std::array::from_fn(|k| {
+            grams.hyps[k]
                 .iter()
-                .zip(&alignment.ref_index[k])
-                .map(|(&(_, c), r)| {
-                    r.map_or(0, |r| c.min(reference.orders[k][r as usize].1)) as u64
-                })
-                .sum();
-            guess[k] = hyp_len.saturating_sub(k) as u64;
-        }
+                .map(|g| g.tf.min(grams.ref_tf(k, g)) as u64)
+                .sum()
+        });
         BleuStats {
             hyp_len,
             ref_len,
             correct,
-            guess,
+            guess: std::array::from_fn(|k| hyp_len.saturating_sub(k) as u64),
         }
     }
 }
@@ -108,18 +100,50 @@ pub fn corpus(stats: &[BleuStats]) -> [f64; MAX_N] {
     )
 }
 
+/// Corpus BLEU-1..4 and the per-item BLEU-1..4.
+pub type BleuScores = ([f64; MAX_N], Vec<[f64; MAX_N]>);
+
+/// BLEU-1..4 alone: `(corpus, per item)`, tokenising and counting only what BLEU needs (what
+/// a caller of pycocoevalcap's `Bleu(4)` waits for; [`super::score_without_meteor`] shares this
+/// work with the other metrics).
+pub fn score(refs: &[String], hyps: &[String]) -> Result<BleuScores, MetricsError> {
+    super::check_pairs(refs, hyps)?;
+    let mut vocab = Vocab::default();
+    let words = vocab.words(refs, hyps);
+    let index = NgramIndex::new(&words, vocab.len());
+    let per_pair = super::map_pairs(
+        refs.len(),
+        || PairGrams::new(&index),
+        |grams, i| {
+            grams.load(&index, i);
+            let (ref_len, hyp_len) = words.lens(i);
+            let stats = BleuStats::new(grams, ref_len, hyp_len);
+            (stats, item(&stats))
+        },
+    );
+    let (stats, items): (Vec<BleuStats>, Vec<_>) = per_pair.into_iter().unzip();
+    Ok((corpus(&stats), items))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::ngrams::NgramIndex;
+    use super::super::tokens::Vocab;
     use super::*;
 
-    fn stats(r: &[u32], h: &[u32]) -> BleuStats {
-        let (r_c, h_c) = (NgramCounts::new(r), NgramCounts::new(h));
-        BleuStats::new(&r_c, r.len(), &h_c, h.len(), &Alignment::new(&r_c, &h_c))
+    fn stats(r: &str, h: &str) -> BleuStats {
+        let (refs, hyps) = ([r.to_string()], [h.to_string()]);
+        let mut vocab = Vocab::default();
+        let w = vocab.words(&refs, &hyps);
+        let idx = NgramIndex::new(&w, vocab.len());
+        let mut g = PairGrams::new(&idx);
+        g.load(&idx, 0);
+        BleuStats::new(&g, w.refs.sentence(0).len(), w.hyps.sentence(0).len())
     }
 
     #[test]
     fn identical_pair_scores_one_up_to_the_constants() {
-        let s = stats(&[1, 2, 3, 4, 5], &[1, 2, 3, 4, 5]);
+        let s = stats("a b c d e", "a b c d e");
         for v in item(&s) {
             assert!((v - 1.0).abs() < 1e-9, "{v}");
         }
@@ -128,10 +152,18 @@ mod tests {
     #[test]
     fn matches_are_clipped_by_reference_counts() {
         // "the the the" against "the cat": one clipped unigram match out of three guesses.
-        let s = stats(&[1, 2], &[1, 1, 1]);
+        let s = stats("the cat", "the the the");
         assert_eq!(s.correct, [1, 0, 0, 0]);
         assert_eq!(s.guess, [3, 2, 1, 0]);
         let b1 = item(&s)[0];
         assert!((b1 - (1.0 + TINY) / (3.0 + SMALL)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn corpus_sums_counts_before_the_formula() {
+        let (a, b) = (stats("a b c", "a b"), stats("d e", "d x e f"));
+        let c = corpus(&[a, b]);
+        // correct 1-grams 2 + 2, guesses 2 + 4; hyp length 6 ≥ ref length 5: no brevity.
+        assert_eq!(c[0], (4.0 + TINY) / (6.0 + SMALL));
     }
 }

@@ -4,83 +4,91 @@
 //! from the references *of the evaluated set* (so a score depends on the whole corpus, and
 //! `log N` with N = number of pairs), the "length" used by the Gaussian length penalty is the
 //! number of 2-grams, and every float is accumulated in the same order as the Python dicts
-//! iterate (first appearance per order), which keeps results bit-identical.
+//! iterate (first appearance per order, see [`PairGrams`]), which keeps results bit-identical.
+//!
+//! Why [`Idf`] caches by document frequency: an n-gram's tf-idf weight is
+//! `tf · (ln N − ln max(1, df))`, and almost every n-gram occurs once in its sentence, so its
+//! weight and the weight's square (C `pow`, the costly part) depend on `df` alone. They are
+//! computed once per df value (≤ N + 1 values) instead of once per n-gram occurrence; `1.0 · x`
+//! is exactly `x`, so the cached values are the very floats the reference computes.
 
-use super::ngrams::{numpy_sum, py_pow, Alignment, FxMap, NgramCounts, MAX_N};
+use super::ngrams::{NgramIndex, PairGrams, MAX_N};
+use super::pymath::{numpy_mean, numpy_sum, py_pow};
+use super::tokens::Vocab;
+use super::MetricsError;
 
 const SIGMA: f64 = 6.0;
 
-/// For every n-gram of the references, `ln(max(1, df))` where df is the number of references
-/// that contain it (pycocoevalcap's `np.log(max(1.0, document_frequency[ngram]))`, computed
-/// once per distinct n-gram instead of once per occurrence; n-grams absent from the map have
-/// df 0 and so log-df 0).
-pub fn document_frequency(refs: &[NgramCounts]) -> FxMap<u128, f64> {
-    let mut df: FxMap<u128, f64> = FxMap::default();
-    for r in refs {
-        for order in &r.orders {
-            for &(g, _) in order {
-                *df.entry(g).or_insert(0.0) += 1.0;
-            }
+/// tf-idf weights for a corpus of `n` references.
+pub struct Idf {
+    /// `by_df[d]` = `ln N − ln max(1, d)`, the weight of an n-gram with tf 1 and df d.
+    by_df: Vec<f64>,
+    /// `square_by_df[d]` = `by_df[d] ** 2` (C `pow`, as `pow(x, 2)` in the reference).
+    square_by_df: Vec<f64>,
+}
+
+impl Idf {
+    /// Weights for document frequencies `0..=n` (a df never exceeds the number of references).
+    pub fn new(n: usize) -> Idf {
+        let log_n = (n as f64).ln();
+        let by_df: Vec<f64> = (0..=n).map(|d| log_n - (d as f64).max(1.0).ln()).collect();
+        let square_by_df = by_df.iter().map(|&w| py_pow(w, 2.0)).collect();
+        Idf {
+            by_df,
+            square_by_df,
         }
     }
-    for v in df.values_mut() {
-        *v = v.max(1.0).ln();
-    }
-    df
-}
 
-/// The tf-idf vector of one sentence per order (in n-gram order), its norms and its "length".
-struct TfIdf {
-    values: [Vec<f64>; MAX_N],
-    norms: [f64; MAX_N],
-    length: u32,
-}
-
-fn tfidf(c: &NgramCounts, log_df: &FxMap<u128, f64>, log_n: f64) -> TfIdf {
-    let mut values: [Vec<f64>; MAX_N] = Default::default();
-    let mut norms = [0.0; MAX_N];
-    for k in 0..MAX_N {
-        values[k] = c.orders[k]
-            .iter()
-            .map(|&(g, tf)| tf as f64 * (log_n - log_df.get(&g).copied().unwrap_or(0.0)))
-            .collect();
-        norms[k] = values[k]
-            .iter()
-            .fold(0.0, |acc, &v| acc + py_pow(v, 2.0))
-            .sqrt();
-    }
-    let length = c.orders[1].iter().map(|&(_, tf)| tf).sum();
-    TfIdf {
-        values,
-        norms,
-        length,
+    /// The weight `tf · idf` of an n-gram and its square.
+    fn weight(&self, tf: u32, df: u32) -> (f64, f64) {
+        let d = df as usize;
+        if tf == 1 {
+            (self.by_df[d], self.square_by_df[d])
+        } else {
+            let w = tf as f64 * self.by_df[d];
+            (w, py_pow(w, 2.0))
+        }
     }
 }
 
-/// CIDEr-D of one pair, given [`document_frequency`]'s log-df map and `log_n = ln(N)`.
+/// CIDEr-D of the pair loaded in `grams`, whose sentences have `ref_len` and `hyp_len` words.
+/// `ref_weights` is scratch reused across pairs.
 pub fn item(
-    reference: &NgramCounts,
-    hyp: &NgramCounts,
-    alignment: &Alignment,
-    log_df: &FxMap<u128, f64>,
-    log_n: f64,
+    grams: &PairGrams,
+    index: &NgramIndex,
+    idf: &Idf,
+    ref_len: usize,
+    hyp_len: usize,
+    ref_weights: &mut Vec<f64>,
 ) -> f64 {
-    let h = tfidf(hyp, log_df, log_n);
-    let r = tfidf(reference, log_df, log_n);
-    let delta = h.length as f64 - r.length as f64;
+    // The "length" is the number of 2-grams (the sum of their counts).
+    let delta = hyp_len.saturating_sub(1) as f64 - ref_len.saturating_sub(1) as f64;
     let penalty = py_pow(
         std::f64::consts::E,
         -py_pow(delta, 2.0) / (2.0 * py_pow(SIGMA, 2.0)),
     );
     let val: [f64; MAX_N] = std::array::from_fn(|k| {
-        let mut v = 0.0f64;
-        for (&vh, r_i) in h.values[k].iter().zip(&alignment.ref_index[k]) {
-            // The reference vector entry; absent entries read as 0.0 (a defaultdict).
-            let vr = r_i.map_or(0.0, |j| r.values[k][j as usize]);
-            v += vh.min(vr) * vr;
+        ref_weights.clear();
+        let mut ref_norm = 0.0f64;
+        for g in &grams.refs[k] {
+            let (w, sq) = idf.weight(g.tf, index.df(k, g.id));
+            ref_weights.push(w);
+            ref_norm += sq;
         }
-        if h.norms[k] != 0.0 && r.norms[k] != 0.0 {
-            v /= h.norms[k] * r.norms[k];
+        let (mut hyp_norm, mut v) = (0.0f64, 0.0f64);
+        for g in &grams.hyps[k] {
+            let (w, sq) = idf.weight(g.tf, index.df(k, g.id));
+            hyp_norm += sq;
+            // An n-gram the reference lacks reads 0.0 there (a defaultdict) and would add
+            // min(w, 0)·0 = 0.0, which leaves the non-negative sum unchanged: skip it.
+            if let Some(r) = g.in_ref {
+                let wr = ref_weights[r as usize];
+                v += w.min(wr) * wr;
+            }
+        }
+        let (hyp_norm, ref_norm) = (hyp_norm.sqrt(), ref_norm.sqrt());
+        if hyp_norm != 0.0 && ref_norm != 0.0 {
+            v /= hyp_norm * ref_norm;
         }
         v * penalty
     });
@@ -88,37 +96,85 @@ pub fn item(
     numpy_sum(&val) / MAX_N as f64 / 1.0 * 10.0
 }
 
+/// CIDEr-D alone: `(corpus, per item)`, tokenising and counting only what CIDEr needs (what a
+/// caller of pycocoevalcap's `Cider()` waits for; [`super::score_without_meteor`] shares this
+/// work with the other metrics).
+pub fn score(refs: &[String], hyps: &[String]) -> Result<(f64, Vec<f64>), MetricsError> {
+    super::check_pairs(refs, hyps)?;
+    let mut vocab = Vocab::default();
+    let words = vocab.words(refs, hyps);
+    let index = NgramIndex::new(&words, vocab.len());
+    let idf = Idf::new(refs.len());
+    let items = super::map_pairs(
+        refs.len(),
+        || (PairGrams::new(&index), Vec::new()),
+        |(grams, weights), i| {
+            grams.load(&index, i);
+            let (ref_len, hyp_len) = words.lens(i);
+            item(grams, &index, &idf, ref_len, hyp_len, weights)
+        },
+    );
+    Ok((numpy_mean(&items), items))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::tokens::Vocab;
     use super::*;
+
+    /// CIDEr of every pair of a small corpus.
+    fn scores(refs: &[&str], hyps: &[&str]) -> Vec<f64> {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (refs, hyps) = (s(refs), s(hyps));
+        let mut vocab = Vocab::default();
+        let w = vocab.words(&refs, &hyps);
+        let idx = NgramIndex::new(&w, vocab.len());
+        let idf = Idf::new(refs.len());
+        let mut g = PairGrams::new(&idx);
+        let mut scratch = Vec::new();
+        (0..refs.len())
+            .map(|i| {
+                g.load(&idx, i);
+                let (r, h) = (w.refs.sentence(i).len(), w.hyps.sentence(i).len());
+                item(&g, &idx, &idf, r, h, &mut scratch)
+            })
+            .collect()
+    }
 
     #[test]
     fn identical_pair_in_a_corpus_of_two_scores_ten() {
         // Every order has n-grams (4 tokens) with idf ln 2 > 0: each cosine is 1 → 10 × 1.
-        let refs = [
-            NgramCounts::new(&[1, 2, 3, 4]),
-            NgramCounts::new(&[5, 6, 7, 8]),
-        ];
-        let df = document_frequency(&refs);
-        let hyp = NgramCounts::new(&[1, 2, 3, 4]);
-        let al = Alignment::new(&refs[0], &hyp);
-        let s = item(&refs[0], &hyp, &al, &df, 2f64.ln());
-        assert!((s - 10.0).abs() < 1e-12, "{s}");
+        let s = scores(&["a b c d", "e f g h"], &["a b c d", "x"]);
+        assert!((s[0] - 10.0).abs() < 1e-12, "{}", s[0]);
         // Three tokens have no 4-gram: that order contributes 0, so the mean is 3/4 → 7.5.
-        let short = [NgramCounts::new(&[1, 2, 3]), NgramCounts::new(&[5, 6, 7])];
-        let df = document_frequency(&short);
-        let al = Alignment::new(&short[0], &short[0]);
-        let s = item(&short[0], &short[0], &al, &df, 2f64.ln());
-        assert!((s - 7.5).abs() < 1e-12, "{s}");
+        let s = scores(&["a b c", "e f g"], &["a b c", "x"]);
+        assert!((s[0] - 7.5).abs() < 1e-12, "{}", s[0]);
     }
 
     #[test]
     fn ngrams_in_every_reference_weigh_nothing() {
         // With N = 1 every idf is ln(1) - ln(1) = 0, so everything scores 0.
-        let refs = [NgramCounts::new(&[1, 2, 3])];
-        let df = document_frequency(&refs);
-        let hyp = NgramCounts::new(&[1, 2, 3]);
-        let al = Alignment::new(&refs[0], &hyp);
-        assert_eq!(item(&refs[0], &hyp, &al, &df, 0.0), 0.0);
+        assert_eq!(scores(&["a b c"], &["a b c"]), [0.0]);
+    }
+
+    #[test]
+    fn repeated_ngrams_are_clipped_to_the_reference_weight() {
+        // "a a" vs "a b" in a corpus of 2 (second pair unrelated): unigram weights are
+        // hyp a: 2·ln2, ref a: ln2, ref b: ln2 → min(2ln2, ln2)·ln2 = ln2², norms 2ln2 and
+        // √2·ln2, cosine 1/(2√2); the bigrams share nothing; equal lengths: no penalty.
+        let s = scores(&["a b", "c d"], &["a a", "c d"]);
+        let expected = (1.0 / (2.0 * 2f64.sqrt())) / 4.0 * 10.0;
+        assert!((s[0] - expected).abs() < 1e-12, "{} vs {expected}", s[0]);
+    }
+
+    #[test]
+    fn cached_weights_equal_the_direct_formula() {
+        let idf = Idf::new(3858);
+        for (tf, df) in [(1, 0), (1, 1), (1, 3858), (2, 7), (5, 1)] {
+            let direct = tf as f64 * ((3858f64).ln() - (df as f64).max(1.0).ln());
+            let (w, sq) = idf.weight(tf, df);
+            assert_eq!(w.to_bits(), direct.to_bits());
+            assert_eq!(sq.to_bits(), py_pow(direct, 2.0).to_bits());
+        }
     }
 }

@@ -25,13 +25,17 @@ pub mod bleu;
 pub mod cider;
 pub mod meteor;
 pub mod ngrams;
+pub mod pymath;
 pub mod rouge;
+pub mod tokens;
 
 pub use meteor::MeteorOpts;
 
-use ngrams::{numpy_mean, Alignment, Interner, NgramCounts, MAX_N};
+use ngrams::{NgramIndex, PairGrams};
+use pymath::numpy_mean;
 use rayon::prelude::*;
 use std::path::PathBuf;
+use tokens::Vocab;
 
 /// Everything that can go wrong while scoring.
 #[derive(Debug, thiserror::Error)]
@@ -145,10 +149,54 @@ pub fn score_items(
 }
 
 /// BLEU-1..4, ROUGE-L and CIDEr (no Java), corpus and per item.
-pub fn score_without_meteor<'a>(
-    refs: &'a [String],
-    hyps: &'a [String],
-) -> Result<ScoreReport, MetricsError> {
+///
+/// One pass does all three: the corpus is tokenised once, its n-grams indexed once, and each
+/// pair's n-gram counts serve both BLEU and CIDEr. Pairs are scored in parallel (rayon); every
+/// corpus-level sum runs afterwards, sequentially in pair order, so the result does not depend
+/// on the number of threads.
+pub fn score_without_meteor(refs: &[String], hyps: &[String]) -> Result<ScoreReport, MetricsError> {
+    check_pairs(refs, hyps)?;
+    let mut vocab = Vocab::default();
+    let words = vocab.words(refs, hyps);
+    let spaced = vocab.spaced(refs, hyps, Some(&words));
+    let index = NgramIndex::new(&words, vocab.len());
+    let idf = cider::Idf::new(refs.len());
+    let b2 = rouge::beta_squared();
+    let init = || {
+        (
+            PairGrams::new(&index),
+            rouge::Lcs::new(vocab.len()),
+            Vec::new(),
+        )
+    };
+    let per_pair = map_pairs(refs.len(), init, |(grams, lcs, weights), i| {
+        grams.load(&index, i);
+        let (ref_len, hyp_len) = words.lens(i);
+        let stats = bleu::BleuStats::new(grams, ref_len, hyp_len);
+        let (r, h) = (spaced.refs.sentence(i), spaced.hyps.sentence(i));
+        let scores = Scores {
+            bleu: bleu::item(&stats),
+            meteor: None,
+            rouge_l: rouge::item(lcs.length(r, h), r.len(), h.len(), b2),
+            cider: cider::item(grams, &index, &idf, ref_len, hyp_len, weights),
+        };
+        (stats, scores)
+    });
+    let (stats, items): (Vec<bleu::BleuStats>, Vec<Scores>) = per_pair.into_iter().unzip();
+    let rouges: Vec<f64> = items.iter().map(|s| s.rouge_l).collect();
+    let ciders: Vec<f64> = items.iter().map(|s| s.cider).collect();
+    let corpus = Scores {
+        bleu: bleu::corpus(&stats),
+        meteor: None,
+        rouge_l: numpy_mean(&rouges),
+        cider: numpy_mean(&ciders),
+    };
+    Ok(ScoreReport { corpus, items })
+}
+
+/// The checks every scorer makes: as many references as hypotheses, and at least one pair
+/// (pycocoevalcap divides by zero / takes `ln 0` on an empty corpus).
+fn check_pairs(refs: &[String], hyps: &[String]) -> Result<(), MetricsError> {
     if refs.len() != hyps.len() {
         return Err(MetricsError::LengthMismatch {
             refs: refs.len(),
@@ -158,88 +206,23 @@ pub fn score_without_meteor<'a>(
     if refs.is_empty() {
         return Err(MetricsError::Empty);
     }
-    // BLEU and CIDEr split on Python whitespace runs; ROUGE-L on single ' ' characters.
-    let mut interner = Interner::default();
-    let words = |interner: &mut Interner<'a>, texts: &'a [String]| -> Vec<Vec<u32>> {
-        texts
-            .iter()
-            .map(|t| interner.sentence(crate::data::text::py_split_whitespace(t)))
-            .collect()
-    };
-    let ref_words = words(&mut interner, refs);
-    let hyp_words = words(&mut interner, hyps);
-    // split(' ') gives the same tokens as the whitespace split unless a text has other
-    // whitespace, leading/trailing or doubled spaces; intern again only for those.
-    let mut spaced = |i: usize, texts: &'a [String], words: &Vec<Vec<u32>>| -> Vec<u32> {
-        let t = &texts[i];
-        let plain = !t.is_empty()
-            && !t.starts_with(' ')
-            && !t.ends_with(' ')
-            && !t.contains("  ")
-            && !t
-                .chars()
-                .any(|c| c != ' ' && crate::data::text::is_py_whitespace(c));
-        if plain {
-            words[i].clone()
-        } else {
-            interner.sentence(t.split(' '))
-        }
-    };
-    let ref_spaced: Vec<Vec<u32>> = (0..refs.len())
-        .map(|i| spaced(i, refs, &ref_words))
-        .collect();
-    let hyp_spaced: Vec<Vec<u32>> = (0..hyps.len())
-        .map(|i| spaced(i, hyps, &hyp_words))
-        .collect();
+    Ok(())
+}
 
-    let count = |w: &Vec<Vec<u32>>| -> Vec<NgramCounts> {
-        w.par_iter().map(|t| NgramCounts::new(t)).collect()
-    };
-    let (ref_counts, hyp_counts) = (count(&ref_words), count(&hyp_words));
-
-    let alignments: Vec<Alignment> = (0..refs.len())
+/// `f(scratch, i)` for every pair `i < n`, in parallel, results in pair order. Each rayon job
+/// gets its own scratch from `init`; jobs are at least `n / (4 · threads)` pairs long, so the
+/// (large, dense) scratch tables are set up a handful of times, not once per pair.
+fn map_pairs<W, T: Send>(
+    n: usize,
+    init: impl Fn() -> W + Sync + Send,
+    f: impl Fn(&mut W, usize) -> T + Sync + Send,
+) -> Vec<T> {
+    let min_len = n.div_ceil(4 * rayon::current_num_threads()).max(1);
+    (0..n)
         .into_par_iter()
-        .map(|i| Alignment::new(&ref_counts[i], &hyp_counts[i]))
-        .collect();
-    let bleu_stats: Vec<bleu::BleuStats> = (0..refs.len())
-        .into_par_iter()
-        .map(|i| {
-            bleu::BleuStats::new(
-                &ref_counts[i],
-                ref_words[i].len(),
-                &hyp_counts[i],
-                hyp_words[i].len(),
-                &alignments[i],
-            )
-        })
-        .collect();
-    let log_df = cider::document_frequency(&ref_counts);
-    let log_n = (refs.len() as f64).ln();
-    let items: Vec<Scores> = (0..refs.len())
-        .into_par_iter()
-        .map(|i| Scores {
-            bleu: bleu::item(&bleu_stats[i]),
-            meteor: None,
-            rouge_l: rouge::item(&ref_spaced[i], &hyp_spaced[i]),
-            cider: cider::item(
-                &ref_counts[i],
-                &hyp_counts[i],
-                &alignments[i],
-                &log_df,
-                log_n,
-            ),
-        })
-        .collect();
-    let rouges: Vec<f64> = items.iter().map(|s| s.rouge_l).collect();
-    let ciders: Vec<f64> = items.iter().map(|s| s.cider).collect();
-    let corpus = Scores {
-        bleu: bleu::corpus(&bleu_stats),
-        meteor: None,
-        rouge_l: numpy_mean(&rouges),
-        cider: numpy_mean(&ciders),
-    };
-    debug_assert_eq!(corpus.bleu.len(), MAX_N);
-    Ok(ScoreReport { corpus, items })
+        .with_min_len(min_len)
+        .map_init(init, f)
+        .collect()
 }
 
 #[cfg(test)]

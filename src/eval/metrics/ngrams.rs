@@ -1,225 +1,286 @@
-//! Tokens and n-gram counts shared by BLEU and CIDEr, plus numpy's float summation.
+//! N-gram ids for a whole corpus, document frequencies, and the per-pair n-gram counts that
+//! BLEU and CIDEr share.
 //!
-//! pycocoevalcap keeps n-grams in Python dicts, whose iteration order is insertion order
-//! (all 1-grams by first appearance, then 2-grams, …). CIDEr sums floats in that order, so
-//! [`NgramCounts`] keeps exactly that order to give bit-identical sums. Tokens are interned to
-//! `u32` ids ≥ 1 and an n-gram (n ≤ 4) is packed into one `u128` (32 bits per token; unused
-//! leading slots stay 0, so n-grams of different orders never collide).
+//! Why this shape: pycocoevalcap keeps n-grams as tuples in Python dicts. Here every distinct
+//! (k+1)-gram of the corpus gets a dense `u32` id, built order by order from the k-gram id and
+//! the next token (one hash lookup per n-gram occurrence, once per corpus). After that, all
+//! per-pair work — counting, clipping, looking up a reference count, reading a document
+//! frequency — is array indexing, with no hashing and no allocation per pair.
+//!
+//! Guarantee: [`PairGrams`] lists each order's distinct n-grams in *first-appearance order*
+//! with their counts, which is the iteration order of pycocoevalcap's dicts (it counts 1-grams,
+//! then 2-grams, … per sentence). CIDEr sums floats in that order, so its results stay
+//! bit-identical.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use super::tokens::{Sides, Tokenized};
+use rustc_hash::FxHashMap;
 
 /// The largest n-gram order the scorers use (BLEU-4, CIDEr n = 4).
 pub const MAX_N: usize = 4;
 
-/// A small, fast, non-cryptographic hasher (the "Fx" multiply-rotate hash); the keys here are
-/// interned ids, not attacker-controlled, so HashDoS resistance buys nothing.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
+/// One side (references or hypotheses) of the corpus as n-gram ids.
+struct SideGrams<'c> {
+    /// `ids[k][p]`: id of the (k+1)-gram that starts at flat token position `p`; the last `k`
+    /// slots of each sentence hold no n-gram and are never read.
+    ids: [Vec<u32>; MAX_N],
+    tokens: &'c Tokenized,
+}
 
-impl Hasher for FxHasher {
-    fn finish(&self) -> u64 {
-        self.0
+impl SideGrams<'_> {
+    fn grams(&self, order: usize, sentence: usize) -> &[u32] {
+        let r = self.tokens.range(sentence);
+        let end = r.end.saturating_sub(order).max(r.start);
+        &self.ids[order][r.start..end]
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
+}
+
+/// Every n-gram (orders 1..=4) of a corpus as dense ids, plus each id's document frequency
+/// (the number of references that contain it: pycocoevalcap's CIDEr `document_frequency`).
+pub struct NgramIndex<'c> {
+    refs: SideGrams<'c>,
+    hyps: SideGrams<'c>,
+    /// Number of distinct ids per order.
+    counts: [usize; MAX_N],
+    /// `df[k][id]` for every id of order k; 0 for n-grams that occur only in hypotheses.
+    df: [Vec<u32>; MAX_N],
+}
+
+impl<'c> NgramIndex<'c> {
+    /// Indexes the whitespace-split corpus (`vocab` = number of token ids).
+    pub fn new(words: &'c Sides, vocab: usize) -> NgramIndex<'c> {
+        let mut ref_ids: [Vec<u32>; MAX_N] = Default::default();
+        let mut hyp_ids: [Vec<u32>; MAX_N] = Default::default();
+        ref_ids[0] = words.refs.ids().to_vec();
+        hyp_ids[0] = words.hyps.ids().to_vec();
+        let mut counts = [vocab; MAX_N];
+        let mut df: [Vec<u32>; MAX_N] = Default::default();
+        df[0] = document_frequency(&words.refs, &ref_ids[0], 0, vocab);
+        for k in 1..MAX_N {
+            // Ids are handed out in first-seen order over references, then hypotheses, so
+            // every id seen in a reference is < the reference-side count.
+            let mut ids: FxHashMap<u64, u32> = FxHashMap::default();
+            ref_ids[k] = extend_order(&words.refs, &ref_ids[k - 1], k, &mut ids);
+            let in_refs = ids.len();
+            df[k] = document_frequency(&words.refs, &ref_ids[k], k, in_refs);
+            hyp_ids[k] = extend_order(&words.hyps, &hyp_ids[k - 1], k, &mut ids);
+            counts[k] = ids.len();
+            df[k].resize(counts[k], 0);
+        }
+        df[0].resize(vocab, 0);
+        NgramIndex {
+            refs: SideGrams {
+                ids: ref_ids,
+                tokens: &words.refs,
+            },
+            hyps: SideGrams {
+                ids: hyp_ids,
+                tokens: &words.hyps,
+            },
+            counts,
+            df,
         }
     }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(v as u64);
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.write_u64(v as u64);
-        self.write_u64((v >> 64) as u64);
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-}
 
-pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
-/// Maps token strings to ids ≥ 1 (0 is reserved for "no token" in packed n-grams).
-#[derive(Default)]
-pub struct Interner<'a> {
-    ids: FxMap<&'a str, u32>,
-}
-
-impl<'a> Interner<'a> {
-    pub fn intern(&mut self, token: &'a str) -> u32 {
-        let next = self.ids.len() as u32 + 1;
-        *self.ids.entry(token).or_insert(next)
+    /// Document frequency of the (order+1)-gram `id`.
+    pub fn df(&self, order: usize, id: u32) -> u32 {
+        self.df[order][id as usize]
     }
 
-    /// Interns every token of `tokens`.
-    pub fn sentence(&mut self, tokens: impl Iterator<Item = &'a str>) -> Vec<u32> {
-        tokens.map(|t| self.intern(t)).collect()
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.refs.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
-/// Packs `gram` (1 to 4 ids ≥ 1) into one key.
-fn pack(gram: &[u32]) -> u128 {
-    gram.iter().fold(0u128, |acc, &t| (acc << 32) | t as u128)
+/// The (k+1)-gram ids of every sentence from its k-gram ids (`prev`) and tokens: the
+/// (k+1)-gram at p is the k-gram at p followed by token p+k.
+fn extend_order(
+    side: &Tokenized,
+    prev: &[u32],
+    k: usize,
+    ids: &mut FxHashMap<u64, u32>,
+) -> Vec<u32> {
+    let tokens = side.ids();
+    let mut out = vec![0u32; tokens.len()];
+    for s in 0..side.len() {
+        let r = side.range(s);
+        for p in r.start..r.end.saturating_sub(k).max(r.start) {
+            let key = (prev[p] as u64) << 32 | tokens[p + k] as u64;
+            let next = ids.len() as u32;
+            out[p] = *ids.entry(key).or_insert(next);
+        }
+    }
+    out
 }
 
-/// The 1..=4-gram counts of one sentence, per order in first-appearance order (Python dict order).
-///
-/// Built by sorting instead of hashing: sentences are short (tens of tokens), and a sort of a
-/// small vector beats allocating and filling a hash map per sentence.
-pub struct NgramCounts {
-    /// `orders[k]` holds the (k+1)-grams as `(key, count)`.
-    pub orders: [Vec<(u128, u32)>; MAX_N],
-    /// `sorted[k]` holds `(key, index into orders[k])`, sorted by key, for lookups.
-    sorted: [Vec<(u128, u32)>; MAX_N],
+/// For ids `0..n` of order k: in how many reference sentences each occurs (once per sentence).
+fn document_frequency(refs: &Tokenized, ids: &[u32], k: usize, n: usize) -> Vec<u32> {
+    let mut df = vec![0u32; n];
+    // `seen[id]` = 1 + the last sentence that counted `id`, so a repeat is not counted twice.
+    let mut seen = vec![0u32; n];
+    for s in 0..refs.len() {
+        let r = refs.range(s);
+        for &id in &ids[r.start..r.end.saturating_sub(k).max(r.start)] {
+            let slot = &mut seen[id as usize];
+            if *slot != s as u32 + 1 {
+                *slot = s as u32 + 1;
+                df[id as usize] += 1;
+            }
+        }
+    }
+    df
 }
 
-impl NgramCounts {
-    pub fn new(tokens: &[u32]) -> NgramCounts {
-        let mut orders: [Vec<(u128, u32)>; MAX_N] = Default::default();
-        let mut sorted: [Vec<(u128, u32)>; MAX_N] = Default::default();
+/// A reference n-gram of one pair: its id and count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefGram {
+    pub id: u32,
+    pub tf: u32,
+}
+
+/// A hypothesis n-gram of one pair: its id, count, and where the same n-gram sits in the
+/// reference's list (`None` when the reference lacks it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HypGram {
+    pub id: u32,
+    pub tf: u32,
+    pub in_ref: Option<u32>,
+}
+
+/// The distinct n-grams of one (reference, hypothesis) pair, per order, in first-appearance
+/// order. Reused from pair to pair (one per worker thread), so filling it allocates nothing
+/// once it has grown.
+pub struct PairGrams {
+    pub refs: [Vec<RefGram>; MAX_N],
+    pub hyps: [Vec<HypGram>; MAX_N],
+    /// `ref_slot[id]` / `hyp_slot[id]` = 1 + position of `id` in the list being built, 0 when
+    /// absent. Dense arrays over all ids instead of per-pair hash maps; all zero between pairs.
+    ref_slot: Vec<u32>,
+    hyp_slot: Vec<u32>,
+}
+
+impl PairGrams {
+    pub fn new(index: &NgramIndex) -> PairGrams {
+        let n = index.counts.iter().copied().max().unwrap_or(0);
+        PairGrams {
+            refs: Default::default(),
+            hyps: Default::default(),
+            ref_slot: vec![0; n],
+            hyp_slot: vec![0; n],
+        }
+    }
+
+    /// Fills the lists for pair `i` of `index`.
+    pub fn load(&mut self, index: &NgramIndex, i: usize) {
         for k in 0..MAX_N {
-            // (key, position) sorted: equal keys adjacent, first occurrence first.
-            let mut grams: Vec<(u128, u32)> = tokens
-                .windows(k + 1)
-                .enumerate()
-                .map(|(pos, g)| (pack(g), pos as u32))
-                .collect();
-            grams.sort_unstable();
-            // Distinct n-grams in key order, each filed under its first position; first
-            // positions are distinct and < len, so a slot array orders them without a sort.
-            let mut by_first: Vec<Option<(u128, u32)>> = vec![None; grams.len()];
-            let mut keys_in_order: Vec<(u128, u32)> = Vec::new();
-            let mut i = 0;
-            while i < grams.len() {
-                let (key, first) = grams[i];
-                let mut j = i + 1;
-                while j < grams.len() && grams[j].0 == key {
-                    j += 1;
-                }
-                by_first[first as usize] = Some((key, (j - i) as u32));
-                keys_in_order.push((key, first));
-                i = j;
-            }
-            let mut rank = vec![0u32; grams.len()];
-            for (first, slot) in by_first.iter().enumerate() {
-                if let Some((key, n)) = *slot {
-                    rank[first] = orders[k].len() as u32;
-                    orders[k].push((key, n));
+            let (refs, hyps) = (&mut self.refs[k], &mut self.hyps[k]);
+            refs.clear();
+            hyps.clear();
+            for &id in index.refs.grams(k, i) {
+                let slot = &mut self.ref_slot[id as usize];
+                if *slot == 0 {
+                    refs.push(RefGram { id, tf: 1 });
+                    *slot = refs.len() as u32;
+                } else {
+                    refs[*slot as usize - 1].tf += 1;
                 }
             }
-            sorted[k] = keys_in_order
-                .into_iter()
-                .map(|(key, first)| (key, rank[first as usize]))
-                .collect();
-        }
-        NgramCounts { orders, sorted }
-    }
-
-    /// Where the (order+1)-gram `key` sits in `orders[order]`, if it occurs.
-    pub fn position(&self, order: usize, key: u128) -> Option<usize> {
-        let index = &self.sorted[order];
-        index
-            .binary_search_by_key(&key, |&(k, _)| k)
-            .ok()
-            .map(|i| index[i].1 as usize)
-    }
-
-    /// How often the (order+1)-gram `key` occurs; 0 when absent.
-    pub fn count(&self, order: usize, key: u128) -> u32 {
-        self.position(order, key)
-            .map_or(0, |i| self.orders[order][i].1)
-    }
-}
-
-/// For every hypothesis n-gram (per order, in `orders` order), its index in the reference's
-/// `orders`, if the reference has it. BLEU (clipping) and CIDEr (the reference weight) both
-/// need this, so it is looked up once per pair.
-pub struct Alignment {
-    pub ref_index: [Vec<Option<u32>>; MAX_N],
-}
-
-impl Alignment {
-    pub fn new(reference: &NgramCounts, hyp: &NgramCounts) -> Alignment {
-        let mut ref_index: [Vec<Option<u32>>; MAX_N] = Default::default();
-        for (k, idx) in ref_index.iter_mut().enumerate() {
-            *idx = hyp.orders[k]
-                .iter()
-                .map(|&(g, _)| reference.position(k, g).map(|i| i as u32))
-                .collect();
-        }
-        Alignment { ref_index }
-    }
-}
-
-/// Python's `x ** y` on floats, i.e. the C library's `pow`. The exponent goes through
-/// `black_box` because LLVM otherwise rewrites `pow(x, 0.5)` as `sqrt(x)` and `pow(x, 2.0)` as
-/// `x * x`, and glibc's `pow` is not always correctly rounded: `sqrt` differs from it in the last
-/// bit for some inputs (seen on a BLEU-2 item of the metrics fixture).
-pub fn py_pow(x: f64, y: f64) -> f64 {
-    x.powf(std::hint::black_box(y))
-}
-
-/// `numpy.sum` of a float64 array: numpy's pairwise summation (blocks of 8 partial sums up to
-/// 128 elements, recursive halving above). `np.mean` is this divided by the length, and the
-/// reference averages with `np.mean`, so using it keeps the last bit identical.
-pub fn numpy_sum(a: &[f64]) -> f64 {
-    let n = a.len();
-    if n < 8 {
-        a.iter().fold(0.0, |acc, &x| acc + x)
-    } else if n <= 128 {
-        let mut r = [0.0f64; 8];
-        r.copy_from_slice(&a[..8]);
-        let full = n - n % 8;
-        for chunk in a[8..full].chunks_exact(8) {
-            for (acc, &x) in r.iter_mut().zip(chunk) {
-                *acc += x;
+            for &id in index.hyps.grams(k, i) {
+                let slot = &mut self.hyp_slot[id as usize];
+                if *slot == 0 {
+                    let r = self.ref_slot[id as usize];
+                    hyps.push(HypGram {
+                        id,
+                        tf: 1,
+                        in_ref: r.checked_sub(1),
+                    });
+                    *slot = hyps.len() as u32;
+                } else {
+                    hyps[*slot as usize - 1].tf += 1;
+                }
+            }
+            for g in refs.iter() {
+                self.ref_slot[g.id as usize] = 0;
+            }
+            for g in hyps.iter() {
+                self.hyp_slot[g.id as usize] = 0;
             }
         }
-        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for &x in &a[full..] {
-            res += x;
-        }
-        res
-    } else {
-        let half = n / 2;
-        let half = half - half % 8;
-        numpy_sum(&a[..half]) + numpy_sum(&a[half..])
     }
-}
 
-/// `numpy.mean` of a non-empty float64 array.
-pub fn numpy_mean(a: &[f64]) -> f64 {
-    numpy_sum(a) / a.len() as f64
+    /// The reference count of hypothesis n-gram `g` of order `k` (0 when absent).
+    pub fn ref_tf(&self, k: usize, g: &HypGram) -> u32 {
+        g.in_ref.map_or(0, |r| self.refs[k][r as usize].tf)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tokens::Vocab;
     use super::*;
 
-    #[test]
-    fn counts_keep_first_appearance_order_per_order() {
-        let c = NgramCounts::new(&[3, 1, 3, 1, 2]);
-        let unigrams: Vec<(u128, u32)> = c.orders[0].clone();
-        assert_eq!(unigrams, [(3, 2), (1, 2), (2, 1)]);
-        assert_eq!(c.orders[1].len(), 3); // (3,1) twice, (1,3), (1,2)
-        assert_eq!(c.count(1, pack(&[3, 1])), 2);
-        assert_eq!(c.count(3, pack(&[9, 9, 9, 9])), 0);
-        assert!(c.orders[3].len() == 2);
+    /// The whitespace split of a small corpus and its vocabulary size.
+    fn corpus(refs: &[&str], hyps: &[&str]) -> (Sides, usize) {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (refs, hyps) = (s(refs), s(hyps));
+        let mut vocab = Vocab::default();
+        let words = vocab.words(&refs, &hyps);
+        (words, vocab.len())
     }
 
     #[test]
-    fn numpy_sum_differs_from_sequential_sum_like_numpy_does() {
-        // 1e16 + 1 + 1 ... : sequential loses every +1, blocked partial sums keep some.
-        let mut a = vec![1e16];
-        a.extend([1.0; 15]);
-        let sequential = a.iter().fold(0.0, |s, &x| s + x);
-        let pairwise = numpy_sum(&a);
-        assert_eq!(sequential, 1e16);
-        // r[0] = 1e16 + 1 (lost), r[1..8] = 2 each → 1e16 + 14 exactly representable.
-        assert_eq!(pairwise, 1e16 + 14.0);
+    fn pair_lists_keep_first_appearance_order_and_counts() {
+        // Tokens: c=0 a=1 (ref), b=2 (hyp only).
+        let (w, v) = corpus(&["c a c a"], &["a c b a c"]);
+        let idx = NgramIndex::new(&w, v);
+        let mut p = PairGrams::new(&idx);
+        p.load(&idx, 0);
+        let tfs = |k: usize| p.refs[k].iter().map(|g| g.tf).collect::<Vec<_>>();
+        assert_eq!(p.refs[0].iter().map(|g| g.id).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(tfs(0), [2, 2]);
+        assert_eq!(tfs(1), [2, 1]); // "c a" twice, "a c" once
+        assert_eq!(tfs(2), [1, 1]); // "c a c", "a c a"
+        assert_eq!(tfs(3), [1]);
+        // Hypothesis unigrams in its own order a, c, b; b is not in the reference.
+        let h0: Vec<(u32, Option<u32>)> = p.hyps[0].iter().map(|g| (g.tf, g.in_ref)).collect();
+        assert_eq!(h0, [(2, Some(1)), (2, Some(0)), (1, None)]);
+        // Bigrams a c (ref has it once), c b, b a (absent), "a c" repeats at the end.
+        let h1: Vec<(u32, u32)> = p.hyps[1].iter().map(|g| (g.tf, p.ref_tf(1, g))).collect();
+        assert_eq!(h1, [(2, 1), (1, 0), (1, 0)]);
+        assert!(p.hyps[3].len() == 2);
+    }
+
+    #[test]
+    fn scratch_is_clean_between_pairs() {
+        let (w, v) = corpus(&["x y x", "y y"], &["x", "y x y"]);
+        let idx = NgramIndex::new(&w, v);
+        let mut p = PairGrams::new(&idx);
+        p.load(&idx, 0);
+        p.load(&idx, 1);
+        assert_eq!(p.refs[0].len(), 1);
+        assert_eq!(p.refs[0][0].tf, 2);
+        let h: Vec<(u32, u32)> = p.hyps[0].iter().map(|g| (g.tf, p.ref_tf(0, g))).collect();
+        assert_eq!(h, [(2, 2), (1, 0)]); // y twice (ref has y twice), x absent from ref 1
+        assert!(p.ref_slot.iter().chain(&p.hyp_slot).all(|&s| s == 0));
+    }
+
+    #[test]
+    fn document_frequency_counts_references_not_occurrences() {
+        // "a" occurs in both references (three times in the first): df 2; "b" only in a
+        // hypothesis: df 0; bigram "a a": df 1.
+        let (w, v) = corpus(&["a a a", "a c"], &["b", "a a"]);
+        let idx = NgramIndex::new(&w, v);
+        assert_eq!(idx.df(0, 0), 2);
+        assert_eq!(idx.df(0, 1), 1); // c
+        assert_eq!(idx.df(0, 2), 0); // b
+        let mut p = PairGrams::new(&idx);
+        p.load(&idx, 1);
+        let aa = p.hyps[1][0].id;
+        assert_eq!(idx.df(1, aa), 1);
+        assert_eq!(idx.len(), 2);
     }
 }

@@ -117,12 +117,7 @@ fn slice(b: &IthnBatch, start: i64, len: i64) -> IthnBatch {
 fn scenario(mode: &str, coll: &dyn Collectives) -> Vec<(String, Tensor)> {
     let cfg = tiny_config(mode);
     let model = R2GenCmn::from_config(&cfg, LOGIT_DIM, Device::Cpu).expect("tiny model");
-    for (_, t) in model.registry().state_dict() {
-        if t.is_floating_point() {
-            let mut t = t;
-            tch::no_grad(|| t.set_data(&t.to_kind(Kind::Double)));
-        }
-    }
+    model.registry().cast_floating(Kind::Double);
     let params = model.parameters();
     // Rank 0's initialisation is everyone's (what the trainer does at start).
     for (_, p, _) in &params {

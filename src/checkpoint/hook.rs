@@ -181,6 +181,12 @@ pub fn resume_trainer(
         tracing::warn!("resuming with a changed key: {key}");
     }
     restore(trainer, &ck)?;
+    trainer
+        .rewind_log(ck.meta.step)
+        .map_err(|e| ResumeError::Restore {
+            dir: ck.dir.clone(),
+            message: e.to_string(),
+        })?;
     tracing::info!(dir = %ck.dir.display(), step = ck.meta.step, from_world = ck.meta.world_size, "resuming");
     Ok(Some(ck.meta.step))
 }

@@ -105,7 +105,11 @@ impl Default for DataConfig {
 pub enum Precision {
     #[default]
     Fp32,
+    /// bfloat16 Linear layers and convolutions on CUDA (fp32 elsewhere and on the CPU).
     Bf16,
+    /// float64 parameters, optimizer state and math: about 2× slower, for exactness checks
+    /// (equal results across world sizes up to ~1e-12 instead of float32 re-association noise).
+    Fp64,
 }
 
 /// How ResNet BatchNorm layers behave in training.
@@ -152,7 +156,7 @@ pub struct ModelConfig {
     pub visual_weights: Option<String>,
     /// BatchNorm behaviour in training: `local` or `frozen`.
     pub batchnorm: BatchNormMode,
-    /// `fp32` (default) or `bf16` autocast on GPU.
+    /// `fp32` (default), `bf16` autocast on GPU, or `fp64` (exactness checks).
     pub precision: Precision,
 }
 

@@ -181,8 +181,12 @@ impl R2GenCmn {
             false,
             LinearInit::Default,
         );
+        let registry = reg.into_inner();
+        if cfg.precision == Precision::Fp64 {
+            registry.cast_floating(Kind::Double);
+        }
         Ok(R2GenCmn {
-            registry: reg.into_inner(),
+            registry,
             temp_1,
             temp_3,
             visual,
@@ -274,6 +278,15 @@ impl R2GenCmn {
         self.views
     }
 
+    /// The floating kind of the parameters: float64 with `model.precision = "fp64"`, else float32.
+    pub fn float_kind(&self) -> Kind {
+        if self.precision == Precision::Fp64 {
+            Kind::Double
+        } else {
+            Kind::Float
+        }
+    }
+
     /// Runs `f` in the configured precision: with `model.precision = "bf16"` on a CUDA device,
     /// Linear layers and convolutions compute in bfloat16 ([`super::layers::with_bf16`]);
     /// otherwise (and always on the CPU) everything is fp32.
@@ -297,6 +310,8 @@ impl R2GenCmn {
             images.shallow_clone()
         };
         let views = images.size()[1];
+        // Loader images are float32; in fp64 mode the whole forward runs in float64.
+        let images = images.to_kind(self.float_kind());
         self.with_precision(|| {
             let (atts, fcs): (Vec<Tensor>, Vec<Tensor>) = (0..views)
                 .map(|v| features(&self.visual.forward(&images.select(1, v), train)))
@@ -322,7 +337,9 @@ impl R2GenCmn {
 
     /// Log-softmax of the output layer.
     pub fn logprobs(&self, states: &Tensor) -> Tensor {
-        self.logit.forward(states).log_softmax(-1, Kind::Float)
+        self.logit
+            .forward(states)
+            .log_softmax(-1, self.float_kind())
     }
 
     /// Teacher-forced decoder: input tokens `ids[:, :-1]`. Returns the log-probs

@@ -185,6 +185,18 @@ impl Registry {
             .collect()
     }
 
+    /// Converts every floating-point parameter and buffer to `kind` in place (`set_data`, so the
+    /// layers' handles and aliases, which share the tensor, see the change).
+    pub fn cast_floating(&self, kind: Kind) {
+        let _guard = tch::no_grad_guard();
+        for e in &self.entries {
+            if e.tensor.is_floating_point() && e.tensor.kind() != kind {
+                let mut t = e.tensor.shallow_clone();
+                t.set_data(&e.tensor.to_kind(kind));
+            }
+        }
+    }
+
     /// The full reference state_dict: every key (aliases included) in reference order.
     pub fn state_dict(&self) -> Vec<(String, Tensor)> {
         self.entries

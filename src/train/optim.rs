@@ -199,7 +199,7 @@ impl Adam {
                         want: s.param.size(),
                     });
                 }
-                moments.push(t.to_device(s.param.device()).to_kind(Kind::Float));
+                moments.push(t.to_device(s.param.device()).to_kind(s.param.kind()));
             }
             let mut it = moments.into_iter();
             s.state = Some(ParamState {

@@ -198,18 +198,18 @@ pub fn forward_backward<M: IthnModel + ?Sized>(
         false,
     );
     let own = |g: &Tensor| g.narrow(0, offset, rows).detach();
+    let kind = f.z.kind();
 
     let cs_sum = cosine_loss(&f.z, &f.z_neg) * rows as f64;
     let mut surrogate = &f.lm_sum * (cfg.w_lm * scale / tokens)
         + &cs_sum * (cfg.w_cs * scale / samples)
-        + (&f.z * own(&grads[0])).sum(Kind::Float)
-        + (&f.z_neg * own(&grads[1])).sum(Kind::Float)
-        + (&f.u * own(&grads[2])).sum(Kind::Float)
-        + (&f.u_neg * own(&grads[3])).sum(Kind::Float);
+        + (&f.z * own(&grads[0])).sum(kind)
+        + (&f.z_neg * own(&grads[1])).sum(kind)
+        + (&f.u * own(&grads[2])).sum(kind)
+        + (&f.u_neg * own(&grads[3])).sum(kind);
     if !global || coll.rank() == 0 {
-        surrogate = surrogate
-            + (&t1 * grads[4].detach()).sum(Kind::Float)
-            + (&t3 * grads[5].detach()).sum(Kind::Float);
+        surrogate =
+            surrogate + (&t1 * grads[4].detach()).sum(kind) + (&t3 * grads[5].detach()).sum(kind);
     }
     surrogate.backward();
     times.backward += clock.elapsed().as_secs_f64();

@@ -150,6 +150,35 @@ impl MetricsLog {
         Ok(MetricsLog { file, path })
     }
 
+    /// On resume from the checkpoint of `step`: drops the records of later steps (they are
+    /// about to be replayed, so they would appear twice) and a torn last line (a kill in the
+    /// middle of a write). Rewritten atomically, then appended to as before.
+    pub fn rewind(&mut self, step: u64) -> Result<(), TrainError> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        let io = |source| TrainError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let text = std::fs::read_to_string(&self.path).map_err(io)?;
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some_and(|s| s <= step)
+            })
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        if kept.len() != text.len() {
+            crate::fsutil::write_atomic(&self.path, kept.as_bytes()).map_err(io)?;
+            *self = MetricsLog::open(self.path.parent().unwrap_or(Path::new(".")), true)?;
+        }
+        Ok(())
+    }
+
     pub fn write(&mut self, line: &str) -> Result<(), TrainError> {
         if let Some(f) = &mut self.file {
             writeln!(f, "{line}")
@@ -345,6 +374,11 @@ impl<'w> Trainer<'w> {
 
     fn device(&self) -> Device {
         self.model.device()
+    }
+
+    /// See [`MetricsLog::rewind`]; called when the run resumes from the checkpoint of `step`.
+    pub fn rewind_log(&mut self, step: u64) -> Result<(), TrainError> {
+        self.log.rewind(step)
     }
 
     /// The whole run; returns the test scores (rank 0) when the run reached its end.
@@ -625,6 +659,45 @@ fn accumulate(acc: Option<LossTerms>, t: &LossTerms, k: usize) -> LossTerms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewind_drops_later_steps_and_a_torn_line_and_keeps_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                "{\"kind\":\"train\",\"epoch\":1,\"step\":1}\n",
+                "{\"kind\":\"train\",\"epoch\":1,\"step\":2}\n",
+                "{\"kind\":\"val\",\"epoch\":1,\"step\":2}\n",
+                "{\"kind\":\"train\",\"epoch\":2,\"step\":3}\n",
+                "{\"kind\":\"train\",\"ep",
+            ),
+        )
+        .unwrap();
+        let mut log = MetricsLog::open(dir.path(), true).unwrap();
+        log.rewind(2).unwrap();
+        log.write("{\"kind\":\"train\",\"epoch\":2,\"step\":3}")
+            .unwrap();
+        let steps: Vec<(String, u64)> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["kind"].as_str().unwrap().into(),
+                    v["step"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let want = [("train", 1), ("train", 2), ("val", 2), ("train", 3)];
+        let want: Vec<(String, u64)> = want.iter().map(|(k, s)| (k.to_string(), *s)).collect();
+        assert_eq!(steps, want);
+        // A log that is disabled (ranks other than 0) is never touched.
+        let mut off = MetricsLog::open(dir.path(), false).unwrap();
+        off.rewind(0).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
+    }
 
     #[test]
     fn train_record_has_exactly_the_documented_keys() {

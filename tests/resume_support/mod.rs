@@ -95,7 +95,8 @@ pub fn newest(run: &Path) -> Checkpoint {
 }
 
 /// Every tensor of a safetensors model file in a checkpoint directory, as f64 values by name
-/// (f32 parameters and i64 buffers such as BatchNorm's `num_batches_tracked`; both exact in f64).
+/// (f32 or f64 parameters and i64 buffers such as BatchNorm's `num_batches_tracked`; all exact
+/// in f64).
 pub fn weights(dir: &Path) -> BTreeMap<String, Vec<f64>> {
     let bytes = std::fs::read(dir.join("model.safetensors")).expect("read model.safetensors");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse model.safetensors");
@@ -107,6 +108,10 @@ pub fn weights(dir: &Path) -> BTreeMap<String, Vec<f64>> {
                 safetensors::Dtype::F32 => d
                     .chunks_exact(4)
                     .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect(),
+                safetensors::Dtype::F64 => d
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
                     .collect(),
                 safetensors::Dtype::I64 => d
                     .chunks_exact(8)

@@ -4,6 +4,9 @@
 //!   bit-identical to an uninterrupted run (max abs diff 0);
 //! * SIGKILL in the middle of a checkpoint write: the torn checkpoint is skipped, the previous one
 //!   is used, and the end result is still identical;
+//! * a stop signal in the middle of validation, then in the middle of the final test pass (2
+//!   ranks, only rank 0 signalled): every rank exits 3, and the resumed run ends with the same
+//!   weights, test scores and metrics log as the uninterrupted one;
 //! * elastic: a checkpoint written by 2 ranks resumed on 1 (and 1 → 2), BatchNorm frozen, in
 //!   float64 (`model.precision = "fp64"`), ends within 1e-5 of the uninterrupted run.
 //!
@@ -84,7 +87,7 @@ fn final_weights(run: &Path) -> std::collections::BTreeMap<String, Vec<f64>> {
     weights(&run.join("final"))
 }
 
-/// Optimizer steps logged so far (train lines of metrics.jsonl; replayed steps counted again).
+/// Optimizer steps logged so far (train lines of metrics.jsonl).
 fn steps_logged(run: &Path) -> usize {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .map(|t| {
@@ -221,4 +224,52 @@ fn elastic_resume_two_to_one_and_one_to_two_ranks() {
     let d = max_abs_diff(&expected1, &final_weights(&one_two));
     eprintln!("1 → 2 ranks: max abs diff {d:e} (bound {bound:e})");
     assert!(d <= bound, "1 → 2 ranks: max abs diff {d}, bound {bound}");
+}
+
+/// (kind, step) of every record of RUN/metrics.jsonl, and the test record's scores.
+fn records(run: &Path) -> (Vec<(String, u64)>, String) {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let mut test = String::new();
+    let kinds = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let kind = v["kind"].as_str().unwrap().to_string();
+            if kind == "test" {
+                test = l.to_string();
+            }
+            (kind, v["step"].as_u64().unwrap())
+        })
+        .collect();
+    (kinds, test)
+}
+
+#[test]
+fn a_stop_signal_during_validation_or_the_test_pass_checkpoints_and_resumes_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = train_support::prepared(dir.path(), 32, 8, 8);
+    let reference = dir.path().join("reference");
+    ok(train(2, &data, &reference, &[], &[]));
+    let (want_records, want_test) = records(&reference);
+
+    let run = dir.path().join("run");
+    for split in ["val", "test"] {
+        let fault = format!("signal-in-eval:{split}");
+        let out = train(2, &data, &run, &[], &[("ITHN_FAULT", &fault)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{fault}: {err}");
+        assert!(err.contains("evaluation interrupted"), "{fault}: {err}");
+        let ck = resume_support::newest(&run);
+        eprintln!("{fault}: stopped, newest checkpoint step {}", ck.meta.step);
+    }
+    ok(train(2, &data, &run, &[], &[]));
+    assert_eq!(final_weights(&run), final_weights(&reference));
+    let (got_records, got_test) = records(&run);
+    assert_eq!(got_records, want_records, "metrics.jsonl records");
+    // Same scores; only the throughput fields may differ.
+    let scores = |l: &str| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v.as_object().unwrap().clone()
+    };
+    assert_eq!(scores(&got_test), scores(&want_test));
 }

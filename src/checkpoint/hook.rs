@@ -122,6 +122,52 @@ impl StepHook for TrainCheckpointing {
             "{} received: checkpoint written, stopping",
             signals::signal_name(sig)
         );
+        self.stop(ctx, sig);
+        Ok(HookAction::Stop)
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.signals.pending().is_some()
+    }
+
+    fn before_test(&mut self, ctx: &HookCtx<'_>) -> Result<(), String> {
+        self.ensure_saved(ctx, SaveReason::Final)
+    }
+
+    fn on_interrupt(&mut self, ctx: &HookCtx<'_>) -> Result<(), String> {
+        self.ensure_saved(ctx, SaveReason::Signal)?;
+        let sig = self.signals.pending().unwrap_or(libc::SIGTERM);
+        tracing::warn!(
+            step = ctx.state.step,
+            "{} received during evaluation: state saved, stopping",
+            signals::signal_name(sig)
+        );
+        self.stop(ctx, sig);
+        Ok(())
+    }
+}
+
+impl TrainCheckpointing {
+    /// Saves a checkpoint of the current step unless a valid one exists already (e.g. the
+    /// epoch-end checkpoint written just before validation, or the one this run resumed from).
+    /// Rank 0 decides from the files and everyone follows, since saving is collective.
+    fn ensure_saved(&mut self, ctx: &HookCtx<'_>, reason: SaveReason) -> Result<(), String> {
+        let step = ctx.state.step;
+        let exists =
+            ctx.world.is_root() && super::manager::validate(&self.mgr.step_dir(step)).is_ok();
+        let mut flag = vec![u64::from(exists)];
+        ctx.world.all_reduce_max_u64(&mut flag);
+        if flag[0] == 1 {
+            return Ok(());
+        }
+        let dir = self.save(ctx, reason).map_err(|e| e.to_string())?;
+        self.schedule.saved();
+        tracing::info!(step, ?reason, dir = %dir.display(), "checkpoint saved");
+        Ok(())
+    }
+
+    /// Requeues the SLURM job when asked (rank 0) and records why the run stops.
+    fn stop(&mut self, ctx: &HookCtx<'_>, sig: i32) {
         if self.requeue && ctx.world.is_root() {
             match signals::requeue_slurm_job() {
                 Ok(job) => tracing::info!("requeued SLURM job {job}"),
@@ -129,7 +175,6 @@ impl StepHook for TrainCheckpointing {
             }
         }
         self.stopped_by = Some(sig);
-        Ok(HookAction::Stop)
     }
 }
 

@@ -49,6 +49,8 @@ pub enum EvalError {
     Gather { rank: usize, message: String },
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    #[error("split {split}: evaluation interrupted by a stop request")]
+    Interrupted { split: String },
 }
 
 /// One decoded sample.
@@ -165,6 +167,10 @@ fn gather_predictions(
 
 /// Decodes the whole split on every rank's share; returns all predictions in split order (on
 /// every rank) and, on rank 0, the corpus scores.
+///
+/// `stop` is polled before every batch (a local check, e.g. of a signal flag). A rank that sees
+/// it leaves its loop; the ranks then agree (one all-gather that every rank reaches, whatever
+/// its number of batches) and, if any of them stopped, all return [`EvalError::Interrupted`].
 pub fn evaluate_split(
     model: &R2GenCmn,
     loader: &Loader,
@@ -172,19 +178,27 @@ pub fn evaluate_split(
     opts: DecodeOpts,
     coll: &dyn Collectives,
     meteor: Option<&MeteorOpts>,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(Vec<Prediction>, Option<Scores>), EvalError> {
     let split = loader.options().split.clone();
     let mut local = Vec::new();
-    tch::no_grad(|| -> Result<(), EvalError> {
+    let stopped = tch::no_grad(|| -> Result<bool, EvalError> {
         for batch in loader.eval_batches() {
+            if stop() {
+                return Ok(true);
+            }
             let batch = batch.map_err(|source| EvalError::Data {
                 split: split.clone(),
                 source,
             })?;
             local.extend(decode_batch(model, &batch, vocab, opts));
         }
-        Ok(())
+        Ok(false)
     })?;
+    let flags = coll.all_gather(&Tensor::from_slice(&[i64::from(stopped)]))?;
+    if flags.max().int64_value(&[]) > 0 {
+        return Err(EvalError::Interrupted { split });
+    }
     let mut all = gather_predictions(&local, coll)?;
     all.sort_by_key(|p| p.index);
     check_coverage(&split, &all, loader.rows())?;
@@ -295,6 +309,7 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
         opts,
         coll.as_ref(),
         meteor.as_ref(),
+        &|| false,
     )?;
     if let Some(scores) = scores {
         let out = args.out.unwrap_or_else(|| args.checkpoint.clone());

@@ -114,6 +114,24 @@ pub struct HookCtx<'a> {
 /// Called after every optimizer step on every rank (collectively: hooks may communicate).
 pub trait StepHook {
     fn after_step(&mut self, ctx: &HookCtx<'_>) -> Result<HookAction, String>;
+
+    /// Whether this process was asked to stop (a local check, polled between evaluation
+    /// batches, where the ranks are not in step).
+    fn stop_requested(&self) -> bool {
+        false
+    }
+
+    /// Training is over and the test pass follows (collective): the hook may make the final
+    /// state resumable, so that a stop during the test pass loses nothing.
+    fn before_test(&mut self, _ctx: &HookCtx<'_>) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// An evaluation pass was interrupted by a stop request the ranks agreed on (collective):
+    /// make the current state resumable; the run then stops without a final test.
+    fn on_interrupt(&mut self, _ctx: &HookCtx<'_>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A hook that never intervenes.
@@ -150,9 +168,10 @@ impl MetricsLog {
         Ok(MetricsLog { file, path })
     }
 
-    /// On resume from the checkpoint of `step`: drops the records of later steps (they are
-    /// about to be replayed, so they would appear twice) and a torn last line (a kill in the
-    /// middle of a write). Rewritten atomically, then appended to as before.
+    /// On resume from the checkpoint of `step`: drops what the resumed run will redo, so that
+    /// nothing appears twice — train records of later steps, and val/test records of `step` or
+    /// later (a checkpoint at an epoch end is written before that epoch's validation) — and a
+    /// torn last line (a kill in the middle of a write). Rewritten atomically, then appended to.
     pub fn rewind(&mut self, step: u64) -> Result<(), TrainError> {
         if self.file.is_none() {
             return Ok(());
@@ -165,10 +184,13 @@ impl MetricsLog {
         let kept: String = text
             .lines()
             .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                    .is_some_and(|s| s <= step)
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                    return false;
+                };
+                let train = v.get("kind").and_then(|k| k.as_str()) == Some("train");
+                v.get("step")
+                    .and_then(|s| s.as_u64())
+                    .is_some_and(|s| s < step || (train && s == step))
             })
             .flat_map(|l| [l, "\n"])
             .collect();
@@ -403,7 +425,10 @@ impl<'w> Trainer<'w> {
                 .epoch
                 .is_multiple_of(self.cfg.eval.every_epochs as u64)
             {
-                self.validate()?
+                match self.validate(hook)? {
+                    Some(stop) => stop,
+                    None => return self.interrupted(hook),
+                }
             } else {
                 false
             };
@@ -418,7 +443,28 @@ impl<'w> Trainer<'w> {
                 break;
             }
         }
-        self.finish()
+        self.finish(hook)
+    }
+
+    /// What a hook sees of the run now.
+    fn ctx(&self) -> HookCtx<'_> {
+        HookCtx {
+            world: self.world,
+            config: &self.cfg,
+            state: &self.state,
+            model: &self.model,
+            optimizer: &self.optimizer,
+            run_dir: &self.run_dir,
+            epoch_batches: self.train.epoch_batches() as u64,
+        }
+    }
+
+    /// An evaluation was interrupted by a stop request: the hook makes the state resumable.
+    fn interrupted(&mut self, hook: &mut dyn StepHook) -> Result<Option<Scores>, TrainError> {
+        let step = self.state.step;
+        hook.on_interrupt(&self.ctx())
+            .map_err(|message| TrainError::Hook { step, message })?;
+        Ok(None)
     }
 
     fn train_epoch(&mut self, hook: &mut dyn StepHook) -> Result<Flow, TrainError> {
@@ -493,18 +539,9 @@ impl<'w> Trainer<'w> {
             if every > 0 && self.state.step.is_multiple_of(every) {
                 check_in_sync(self.world, &self.model, self.state.step)?;
             }
-            let ctx = HookCtx {
-                world: self.world,
-                config: &self.cfg,
-                state: &self.state,
-                model: &self.model,
-                optimizer: &self.optimizer,
-                run_dir: &self.run_dir,
-                epoch_batches: self.train.epoch_batches() as u64,
-            };
             let step = self.state.step;
             if hook
-                .after_step(&ctx)
+                .after_step(&self.ctx())
                 .map_err(|message| TrainError::Hook { step, message })?
                 == HookAction::Stop
             {
@@ -530,9 +567,12 @@ impl<'w> Trainer<'w> {
         Some(b)
     }
 
-    /// Scores the val split; keeps the best model; returns whether to stop early.
-    fn validate(&mut self) -> Result<bool, TrainError> {
-        let scores = self.evaluate("val")?;
+    /// Scores the val split; keeps the best model; returns whether to stop early, or None when
+    /// a stop request interrupted the pass.
+    fn validate(&mut self, hook: &dyn StepHook) -> Result<Option<bool>, TrainError> {
+        let Some(scores) = self.evaluate("val", hook)? else {
+            return Ok(None);
+        };
         let metric = self.cfg.train.monitor_metric.clone();
         let value = scores.and_then(|s| {
             s.entries()
@@ -555,25 +595,41 @@ impl<'w> Trainer<'w> {
             self.state.epochs_without_improvement += 1;
         }
         let patience = self.cfg.train.early_stop;
-        Ok(patience > 0 && self.state.epochs_without_improvement >= patience)
+        Ok(Some(
+            patience > 0 && self.state.epochs_without_improvement >= patience,
+        ))
     }
 
     /// Decodes and scores a split; writes `RUN/predictions-{split}.jsonl` and a metrics line.
-    fn evaluate(&mut self, split: &str) -> Result<Option<Scores>, TrainError> {
+    /// The scores (rank 0), or None when `hook` asked to stop in the middle.
+    fn evaluate(
+        &mut self,
+        split: &str,
+        hook: &dyn StepHook,
+    ) -> Result<Option<Option<Scores>>, TrainError> {
+        fault_signal_in_eval(split);
         let loader = if split == "val" {
             &self.val
         } else {
             &self.test
         };
         let opts = DecodeOpts::from_config(&self.cfg);
-        let (preds, scores) = evaluate_split(
+        let (preds, scores) = match evaluate_split(
             &self.model,
             loader,
             &self.vocab,
             opts,
             self.coll.as_ref(),
             None,
-        )?;
+            &|| hook.stop_requested(),
+        ) {
+            Ok(r) => r,
+            Err(EvalError::Interrupted { .. }) => {
+                tracing::warn!(split, "stop requested: evaluation interrupted");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(s) = &scores {
             write_predictions(
                 &self.run_dir.join(format!("predictions-{split}.jsonl")),
@@ -591,7 +647,7 @@ impl<'w> Trainer<'w> {
                 .write(&eval_record(split, epoch, self.state.step, s))?;
             tracing::info!(split, scores = %serde_json::Value::Object(s.to_json()), "evaluation");
         }
-        Ok(scores)
+        Ok(Some(scores))
     }
 
     /// Writes a model checkpoint directory `RUN/{name}/` (rank 0).
@@ -612,8 +668,11 @@ impl<'w> Trainer<'w> {
     }
 
     /// Saves the final model, reloads the best (if any) and scores the test split.
-    fn finish(&mut self) -> Result<Option<Scores>, TrainError> {
+    fn finish(&mut self, hook: &mut dyn StepHook) -> Result<Option<Scores>, TrainError> {
         self.save_model("final")?;
+        let step = self.state.step;
+        hook.before_test(&self.ctx())
+            .map_err(|message| TrainError::Hook { step, message })?;
         let best = self
             .run_dir
             .join("best")
@@ -621,7 +680,25 @@ impl<'w> Trainer<'w> {
         if self.state.best_epoch.is_some() && best.is_file() {
             self.model.load_safetensors(&best)?;
         }
-        self.evaluate("test")
+        match self.evaluate("test", hook)? {
+            Some(scores) => Ok(scores),
+            None => self.interrupted(hook),
+        }
+    }
+}
+
+/// `ITHN_FAULT=signal-in-eval:SPLIT` (crash tests): rank 0 sends itself SIGTERM as the first
+/// evaluation of SPLIT in this process starts, so the stop arrives in the middle of the pass.
+fn fault_signal_in_eval(split: &str) {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let rank0 = std::env::var("OMPI_COMM_WORLD_RANK").map_or(true, |r| r == "0");
+    if rank0
+        && std::env::var("ITHN_FAULT").is_ok_and(|f| f == format!("signal-in-eval:{split}"))
+        && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        tracing::warn!(split, "ITHN_FAULT: SIGTERM to this rank during evaluation");
+        // SAFETY: raising a signal in our own process; the handler only sets flags.
+        unsafe { libc::raise(libc::SIGTERM) };
     }
 }
 
@@ -671,13 +748,16 @@ mod tests {
                 "{\"kind\":\"train\",\"epoch\":1,\"step\":2}\n",
                 "{\"kind\":\"val\",\"epoch\":1,\"step\":2}\n",
                 "{\"kind\":\"train\",\"epoch\":2,\"step\":3}\n",
+                "{\"kind\":\"train\",\"epoch\":2,\"step\":4}\n",
+                "{\"kind\":\"val\",\"epoch\":2,\"step\":4}\n",
                 "{\"kind\":\"train\",\"ep",
             ),
         )
         .unwrap();
         let mut log = MetricsLog::open(dir.path(), true).unwrap();
-        log.rewind(2).unwrap();
-        log.write("{\"kind\":\"train\",\"epoch\":2,\"step\":3}")
+        // Resuming from the epoch-end checkpoint of step 4 (written before validation).
+        log.rewind(4).unwrap();
+        log.write("{\"kind\":\"val\",\"epoch\":2,\"step\":4}")
             .unwrap();
         let steps: Vec<(String, u64)> = std::fs::read_to_string(&path)
             .unwrap()
@@ -690,13 +770,20 @@ mod tests {
                 )
             })
             .collect();
-        let want = [("train", 1), ("train", 2), ("val", 2), ("train", 3)];
+        let want = [
+            ("train", 1),
+            ("train", 2),
+            ("val", 2),
+            ("train", 3),
+            ("train", 4),
+            ("val", 4),
+        ];
         let want: Vec<(String, u64)> = want.iter().map(|(k, s)| (k.to_string(), *s)).collect();
         assert_eq!(steps, want);
         // A log that is disabled (ranks other than 0) is never touched.
         let mut off = MetricsLog::open(dir.path(), false).unwrap();
         off.rewind(0).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 6);
     }
 
     #[test]

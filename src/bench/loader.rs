@@ -80,6 +80,13 @@ pub fn run(a: LoaderBenchArgs) -> anyhow::Result<i32> {
     if let Some(src) = &a.make_from {
         make_shards(src, &a.data, a.rows, a.pixels)?;
     }
+    // Timings of a debug build say little about what users run; say which one this is.
+    let profile = if cfg!(debug_assertions) {
+        "debug (not representative: build with --release)"
+    } else {
+        "release"
+    };
+    println!("build profile: {profile}");
     let ours = rust_throughput(&a)?;
     ours.print("rust loader", a.threads);
     if a.no_python {

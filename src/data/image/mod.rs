@@ -431,22 +431,6 @@ impl Window {
     }
 }
 
-/// `(v / 255 - mean) / std` for every byte value: the same f32 operations, in the same order,
-/// as ToTensor (`/255`) + Normalize, so a lookup gives bit-identical values at a fraction of the
-/// cost of two divisions per sample.
-fn normalize_table() -> &'static [[f32; 256]; 3] {
-    static TABLE: std::sync::OnceLock<[[f32; 256]; 3]> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut t = [[0f32; 256]; 3];
-        for (ch, row) in t.iter_mut().enumerate() {
-            for (v, out) in row.iter_mut().enumerate() {
-                *out = (v as f32 / 255.0 - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch];
-            }
-        }
-        t
-    })
-}
-
 /// Write window `win` of `img` as `[3, h, w]` f32 planes: `/255` then ImageNet normalisation,
 /// grey replicated into the three channels. `out` must hold `3 * w * h` values.
 pub fn write_normalized<'a>(
@@ -478,37 +462,71 @@ pub fn write_normalized<'a>(
     Ok(())
 }
 
-/// The per-plane loops of [`write_normalized`], monomorphised on the channel count so the
-/// inner loop is a plain table lookup per pixel (this is the loader's hottest loop).
+/// [`write_planes_portable`], compiled for AVX2 when the CPU has it (checked once by std and
+/// cached). This is the loader's hottest loop: with 8-wide divisions it runs about twice as fast
+/// as with SSE2, and several times faster than a per-byte table lookup (measured: a lookup is one
+/// scalar load and store per value and cannot be vectorised without slow gathers).
 fn write_planes<const C: usize>(img: ImageView<'_>, win: Window, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the only requirement of a `#[target_feature(enable = "avx2")]` function is a
+        // CPU with AVX2, which was detected just above.
+        unsafe { write_planes_avx2::<C>(img, win, out) };
+        return;
+    }
+    write_planes_portable::<C>(img, win, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn write_planes_avx2<const C: usize>(img: ImageView<'_>, win: Window, out: &mut [f32]) {
+    write_planes_portable::<C>(img, win, out);
+}
+
+/// Crop, flip and normalise in one pass, writing the three planes side by side. The arithmetic
+/// is torchvision's, operation for operation in f32 — ToTensor's `byte / 255`, then
+/// Normalize's `(x - mean) / std` — and IEEE division and subtraction are exactly rounded, so
+/// the values are bit-identical to the reference whatever the vector width (Rust never fuses or
+/// reorders float operations). For grey images `byte / 255` is computed once for the three
+/// channels, exactly what `convert('RGB')` followed by ToTensor computes three times.
+#[inline(always)]
+fn write_planes_portable<const C: usize>(img: ImageView<'_>, win: Window, out: &mut [f32]) {
     let (w, h) = (win.w as usize, win.h as usize);
     let stride = img.width as usize * C;
-    let table = normalize_table();
-    for (ch, plane) in out.chunks_exact_mut(w * h).enumerate() {
-        let lut = &table[ch];
-        let src_ch = if C == 1 { 0 } else { ch };
-        for (r, dst) in plane.chunks_exact_mut(w).enumerate() {
-            let start = (win.y as usize + r) * stride + win.x as usize * C;
-            let src = &img.data[start..start + w * C];
-            if C == 1 {
-                // Grey: a straight byte → f32 lookup (no strided access at all).
-                fill(dst, src.iter().map(|&p| lut[usize::from(p)]), win.flip);
-            } else {
-                let values = src.chunks_exact(C).map(|px| lut[usize::from(px[src_ch])]);
-                fill(dst, values, win.flip);
-            }
+    let (p0, rest) = out.split_at_mut(w * h);
+    let (p1, p2) = rest.split_at_mut(w * h);
+    let rows = p0
+        .chunks_exact_mut(w)
+        .zip(p1.chunks_exact_mut(w))
+        .zip(p2.chunks_exact_mut(w));
+    for (r, ((d0, d1), d2)) in rows.enumerate() {
+        let start = (win.y as usize + r) * stride + win.x as usize * C;
+        let src = src_row::<C>(&img.data[start..start + w * C]);
+        let dst = d0.iter_mut().zip(d1.iter_mut()).zip(d2.iter_mut());
+        // Flipping reads the source row backwards, so the stores stay sequential.
+        if win.flip {
+            dst.zip(src.rev()).for_each(normalize_pixel::<C>);
+        } else {
+            dst.zip(src).for_each(normalize_pixel::<C>);
         }
     }
 }
 
-/// Write `values` into `dst` left to right, or right to left when `flip`.
+/// The pixels of one source row as `C`-sample arrays (so indexing a sample needs no check).
 #[inline(always)]
-fn fill(dst: &mut [f32], values: impl Iterator<Item = f32>, flip: bool) {
-    if flip {
-        dst.iter_mut().rev().zip(values).for_each(|(d, v)| *d = v);
-    } else {
-        dst.iter_mut().zip(values).for_each(|(d, v)| *d = v);
-    }
+fn src_row<const C: usize>(row: &[u8]) -> std::slice::Iter<'_, [u8; C]> {
+    row.as_chunks::<C>().0.iter()
+}
+
+/// One output value per plane, in plane order.
+type PlaneValues<'a> = ((&'a mut f32, &'a mut f32), &'a mut f32);
+
+#[inline(always)]
+fn normalize_pixel<const C: usize>((((d0, d1), d2), px): (PlaneValues<'_>, &[u8; C])) {
+    let sample = |ch: usize| f32::from(px[if C == 1 { 0 } else { ch }]) / 255.0;
+    *d0 = (sample(0) - IMAGENET_MEAN[0]) / IMAGENET_STD[0];
+    *d1 = (sample(1) - IMAGENET_MEAN[1]) / IMAGENET_STD[1];
+    *d2 = (sample(2) - IMAGENET_MEAN[2]) / IMAGENET_STD[2];
 }
 
 /// Stack same-sized images into a `[n, 3, H, W]` f32 tensor (see [`write_normalized`]).

@@ -178,27 +178,58 @@ fn window_fuses_crop_flip_and_normalisation() {
 }
 
 #[test]
-fn normalisation_table_is_bit_identical_to_torchvision_arithmetic() {
-    // The loader normalises by table lookup; it must give exactly what ToTensor
-    // (`byte.to(float32).div(255)`) followed by Normalize (`sub_(mean).div_(std)`) give, for
-    // every byte and channel. Expected values come from libtorch itself (the library under
-    // torchvision) and from the scalar f32 expression the table replaced.
-    let table = normalize_table();
-    let bytes = Tensor::arange(256, (tch::Kind::Uint8, tch::Device::Cpu));
-    let scaled = bytes.to_kind(tch::Kind::Float).divide_scalar(255);
-    for ch in 0..3 {
-        let mean = Tensor::from_slice(&[IMAGENET_MEAN[ch]]);
-        let std = Tensor::from_slice(&[IMAGENET_STD[ch]]);
-        let torch: Vec<f32> = Vec::try_from((&scaled - mean) / std).unwrap();
-        for v in 0..256 {
-            let scalar = (v as f32 / 255.0 - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch];
-            let got = table[ch][v];
-            assert_eq!(
-                got.to_bits(),
-                torch[v].to_bits(),
-                "ch {ch} byte {v}: libtorch"
-            );
-            assert_eq!(got.to_bits(), scalar.to_bits(), "ch {ch} byte {v}: scalar");
+fn normalisation_is_bit_identical_to_torchvision_arithmetic() {
+    // Every byte value in every channel, grey and RGB, flipped or not, through the dispatched
+    // path (AVX2 where the CPU has it) and the portable one. Expected values come from libtorch
+    // itself (the library under torchvision): ToTensor = `byte.to(float32).div(255)`, Normalize =
+    // `sub(mean).div(std)`.
+    let bytes: Vec<u8> = (0..=255).collect();
+    let scaled = Tensor::from_slice(&bytes)
+        .to_kind(tch::Kind::Float)
+        .divide_scalar(255);
+    let torch: Vec<Vec<f32>> = (0..3)
+        .map(|ch| {
+            let mean = Tensor::from_slice(&[IMAGENET_MEAN[ch]]);
+            let std = Tensor::from_slice(&[IMAGENET_STD[ch]]);
+            Vec::try_from((&scaled - mean) / std).unwrap()
+        })
+        .collect();
+    // RGB: each channel runs through all 256 values, shifted so that the channels differ.
+    let rgb: Vec<u8> = bytes
+        .iter()
+        .flat_map(|&v| [v, v.wrapping_add(85), v.wrapping_add(170)])
+        .collect();
+    let images = [
+        ImageView::from_raw(256, 1, Channels::Gray, &bytes, "grey").unwrap(),
+        ImageView::from_raw(256, 1, Channels::Rgb, &rgb, "rgb").unwrap(),
+    ];
+    for img in images {
+        for flip in [false, true] {
+            let win = Window {
+                x: 0,
+                y: 0,
+                w: 256,
+                h: 1,
+                flip,
+            };
+            let mut dispatched = vec![0f32; 3 * 256];
+            write_normalized(img, win, &mut dispatched).unwrap();
+            let mut portable = vec![0f32; 3 * 256];
+            match img.channels() {
+                Channels::Gray => write_planes_portable::<1>(img, win, &mut portable),
+                Channels::Rgb => write_planes_portable::<3>(img, win, &mut portable),
+            }
+            let c = img.channels() as usize;
+            for ch in 0..3 {
+                for i in 0..256 {
+                    let col = if flip { 255 - i } else { i };
+                    let byte = img.pixels()[col * c + if c == 1 { 0 } else { ch }];
+                    let want = torch[ch][usize::from(byte)].to_bits();
+                    let at = format!("{:?} flip={flip} ch {ch} x {i} byte {byte}", img.channels());
+                    assert_eq!(dispatched[ch * 256 + i].to_bits(), want, "{at}");
+                    assert_eq!(portable[ch * 256 + i].to_bits(), want, "{at} (portable)");
+                }
+            }
         }
     }
 }

@@ -229,5 +229,30 @@ fn tensor_slice(t: &mut Tensor) -> &mut [f32] {
     // SAFETY: `t` was just created by `Tensor::empty` as a contiguous CPU f32 tensor of `n`
     // elements; nothing else references its storage, and the returned slice borrows `t`
     // mutably, so the storage outlives the slice and is not aliased while it is written.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) }
+    let buf = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) };
+    advise_huge_pages(buf);
+    buf
+}
+
+/// Ask Linux to back the 2 MiB-aligned part of a fresh batch buffer with huge pages. The buffer
+/// (~10 MB for 16 views) is written once, in full, right after allocation, and the allocator
+/// usually hands back memory the kernel has just unmapped: with 4 KiB pages that is ~2,400 page
+/// faults per batch. Measured on raw-pixel shards (release build, `bench loader`): the faults
+/// took ~20% of the decode thread's samples under `perf`, half that with this hint, and with two
+/// decode threads faulting at once an A/B run gave 13–20k instead of 8–12k images per
+/// CPU-second. Only a hint: nothing changes where transparent huge pages are disabled.
+fn advise_huge_pages(buf: &mut [f32]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(buf);
+        let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        if hi > lo {
+            // SAFETY: [lo, hi) lies inside `buf`, which is borrowed mutably here, and
+            // MADV_HUGEPAGE only changes how later page faults are served, never the contents.
+            // The result is ignored on purpose: a refused hint leaves ordinary pages.
+            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
+        }
+    }
 }

@@ -9,9 +9,9 @@
 //! The corpus score is NOT the mean of the item scores: it applies the same formula to the
 //! match counts, guess counts and lengths summed over the corpus.
 
-use super::ngrams::{NgramIndex, PairGrams, MAX_N};
+use super::ngrams::{Matcher, NgramIndex, MAX_N};
 use super::pymath::py_pow;
-use super::tokens::Vocab;
+use super::tokens::{Pairs, Tokenized, Vocab};
 use super::MetricsError;
 
 const TINY: f64 = 1e-15;
@@ -29,12 +29,21 @@ pub struct BleuStats {
 }
 
 impl BleuStats {
-    /// The counts of the pair loaded in `grams`; `ref_len` / `hyp_len` are its word counts.
-    pub fn new(grams: &PairGrams, ref_len: usize, hyp_len: usize) -> Self {
+    /// The counts of hypothesis text `hyp` against reference text `reference` (texts of
+    /// `index` and `words`), whose n-grams `matcher` has just matched.
+    pub fn new(
+        index: &NgramIndex,
+        matcher: &Matcher,
+        words: &Tokenized,
+        (reference, hyp): (usize, usize),
+    ) -> Self {
+        let (ref_len, hyp_len) = (words.range(reference).len(), words.range(hyp).len());
         let correct = std::array::from_fn(|k| {
-            grams.hyps[k]
+            let (refs, hyps) = (index.grams(k, reference), index.grams(k, hyp));
+            matcher
+                .matches(k)
                 .iter()
-                .map(|g| g.tf.min(grams.ref_tf(k, g)) as u64)
+                .map(|&(j, r)| hyps[j as usize].tf.min(refs[r as usize].tf) as u64)
                 .sum()
         });
         BleuStats {
@@ -108,16 +117,17 @@ pub type BleuScores = ([f64; MAX_N], Vec<[f64; MAX_N]>);
 /// work with the other metrics).
 pub fn score(refs: &[String], hyps: &[String]) -> Result<BleuScores, MetricsError> {
     super::check_pairs(refs, hyps)?;
+    let pairs = Pairs::new(refs, hyps);
     let mut vocab = Vocab::default();
-    let words = vocab.words(refs, hyps);
-    let index = NgramIndex::new(&words, vocab.len());
+    let words = vocab.words(pairs.texts());
+    let index = NgramIndex::new(&pairs, &words, vocab.len());
     let per_pair = super::map_pairs(
-        refs.len(),
-        || PairGrams::new(&index),
-        |grams, i| {
-            grams.load(&index, i);
-            let (ref_len, hyp_len) = words.lens(i);
-            let stats = BleuStats::new(grams, ref_len, hyp_len);
+        pairs.len(),
+        || Matcher::new(&index),
+        |matcher, i| {
+            let texts = (pairs.ref_text(i), pairs.hyp_text(i));
+            matcher.run(&index, texts.0, texts.1);
+            let stats = BleuStats::new(&index, matcher, &words, texts);
             (stats, item(&stats))
         },
     );
@@ -127,18 +137,18 @@ pub fn score(refs: &[String], hyps: &[String]) -> Result<BleuScores, MetricsErro
 
 #[cfg(test)]
 mod tests {
-    use super::super::ngrams::NgramIndex;
-    use super::super::tokens::Vocab;
     use super::*;
 
     fn stats(r: &str, h: &str) -> BleuStats {
         let (refs, hyps) = ([r.to_string()], [h.to_string()]);
+        let pairs = Pairs::new(&refs, &hyps);
         let mut vocab = Vocab::default();
-        let w = vocab.words(&refs, &hyps);
-        let idx = NgramIndex::new(&w, vocab.len());
-        let mut g = PairGrams::new(&idx);
-        g.load(&idx, 0);
-        BleuStats::new(&g, w.refs.sentence(0).len(), w.hyps.sentence(0).len())
+        let w = vocab.words(pairs.texts());
+        let idx = NgramIndex::new(&pairs, &w, vocab.len());
+        let texts = (pairs.ref_text(0), pairs.hyp_text(0));
+        let mut m = Matcher::new(&idx);
+        m.run(&idx, texts.0, texts.1);
+        BleuStats::new(&idx, &m, &w, texts)
     }
 
     #[test]

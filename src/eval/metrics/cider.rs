@@ -4,7 +4,13 @@
 //! from the references *of the evaluated set* (so a score depends on the whole corpus, and
 //! `log N` with N = number of pairs), the "length" used by the Gaussian length penalty is the
 //! number of 2-grams, and every float is accumulated in the same order as the Python dicts
-//! iterate (first appearance per order, see [`PairGrams`]), which keeps results bit-identical.
+//! iterate (first appearance per order, see [`NgramIndex::grams`]), which keeps results bit-identical.
+//!
+//! Why the work is split into [`Weights`] (per text) and [`item`] (per pair): a sentence's
+//! tf-idf vector and its norms depend on the sentence and the corpus only, so they are
+//! computed once per distinct text and shared by every pair that uses it; a pair then only
+//! sums over the n-grams its two texts share. The floats are the reference's: the same
+//! operations in the same order, merely not repeated.
 //!
 //! Why [`Idf`] caches by document frequency: an n-gram's tf-idf weight is
 //! `tf · (ln N − ln max(1, df))`, and almost every n-gram occurs once in its sentence, so its
@@ -12,9 +18,9 @@
 //! computed once per df value (≤ N + 1 values) instead of once per n-gram occurrence; `1.0 · x`
 //! is exactly `x`, so the cached values are the very floats the reference computes.
 
-use super::ngrams::{NgramIndex, PairGrams, MAX_N};
+use super::ngrams::{Matcher, NgramIndex, MAX_N};
 use super::pymath::{numpy_mean, numpy_sum, py_pow};
-use super::tokens::Vocab;
+use super::tokens::{Pairs, Tokenized, Vocab};
 use super::MetricsError;
 
 const SIGMA: f64 = 6.0;
@@ -51,44 +57,66 @@ impl Idf {
     }
 }
 
-/// CIDEr-D of the pair loaded in `grams`, whose sentences have `ref_len` and `hyp_len` words.
-/// `ref_weights` is scratch reused across pairs.
+/// Every text's tf-idf vector (per order, in first-appearance order) and its norms:
+/// pycocoevalcap's `counts2vec`, once per distinct text.
+pub struct Weights {
+    /// `weights[k][i]`: the weight of the i-th entry of [`NgramIndex::all_grams`]`(k)`.
+    weights: [Vec<f64>; MAX_N],
+    /// `norms[t][k]`: `sqrt(Σ weight²)` over text t's (k+1)-grams, summed in list order.
+    norms: Vec<[f64; MAX_N]>,
+}
+
+impl Weights {
+    /// Weights of every text of `index` in a corpus of `n_pairs` references.
+    pub fn new(index: &NgramIndex, n_pairs: usize) -> Weights {
+        let idf = Idf::new(n_pairs);
+        let mut weights: [Vec<f64>; MAX_N] = Default::default();
+        let mut norms = vec![[0.0f64; MAX_N]; index.texts()];
+        for (k, w) in weights.iter_mut().enumerate() {
+            w.reserve(index.all_grams(k).len());
+            for (t, norm) in norms.iter_mut().enumerate() {
+                let mut sum = 0.0f64;
+                for g in index.grams(k, t) {
+                    let (x, square) = idf.weight(g.tf, index.df(k, g.id));
+                    w.push(x);
+                    sum += square;
+                }
+                norm[k] = sum.sqrt();
+            }
+        }
+        Weights { weights, norms }
+    }
+}
+
+/// CIDEr-D of hypothesis text `hyp` against reference text `reference` (texts of `index`,
+/// `weights` and `words`), whose n-grams `matcher` has just matched.
 pub fn item(
-    grams: &PairGrams,
     index: &NgramIndex,
-    idf: &Idf,
-    ref_len: usize,
-    hyp_len: usize,
-    ref_weights: &mut Vec<f64>,
+    weights: &Weights,
+    matcher: &Matcher,
+    words: &Tokenized,
+    (reference, hyp): (usize, usize),
 ) -> f64 {
     // The "length" is the number of 2-grams (the sum of their counts).
-    let delta = hyp_len.saturating_sub(1) as f64 - ref_len.saturating_sub(1) as f64;
+    let length = |t: usize| words.range(t).len().saturating_sub(1) as f64;
+    let delta = length(hyp) - length(reference);
     let penalty = py_pow(
         std::f64::consts::E,
         -py_pow(delta, 2.0) / (2.0 * py_pow(SIGMA, 2.0)),
     );
     let val: [f64; MAX_N] = std::array::from_fn(|k| {
-        ref_weights.clear();
-        let mut ref_norm = 0.0f64;
-        for g in &grams.refs[k] {
-            let (w, sq) = idf.weight(g.tf, index.df(k, g.id));
-            ref_weights.push(w);
-            ref_norm += sq;
+        let w_hyp = &weights.weights[k][index.span(k, hyp)];
+        let w_ref = &weights.weights[k][index.span(k, reference)];
+        // Only shared n-grams: one the reference lacks reads 0.0 there (a defaultdict) and
+        // would add min(w, 0)·0 = 0.0, which leaves the non-negative sum unchanged.
+        let mut v = 0.0f64;
+        for &(j, r) in matcher.matches(k) {
+            let (h, r) = (w_hyp[j as usize], w_ref[r as usize]);
+            v += h.min(r) * r;
         }
-        let (mut hyp_norm, mut v) = (0.0f64, 0.0f64);
-        for g in &grams.hyps[k] {
-            let (w, sq) = idf.weight(g.tf, index.df(k, g.id));
-            hyp_norm += sq;
-            // An n-gram the reference lacks reads 0.0 there (a defaultdict) and would add
-            // min(w, 0)·0 = 0.0, which leaves the non-negative sum unchanged: skip it.
-            if let Some(r) = g.in_ref {
-                let wr = ref_weights[r as usize];
-                v += w.min(wr) * wr;
-            }
-        }
-        let (hyp_norm, ref_norm) = (hyp_norm.sqrt(), ref_norm.sqrt());
-        if hyp_norm != 0.0 && ref_norm != 0.0 {
-            v /= hyp_norm * ref_norm;
+        let (norm_hyp, norm_ref) = (weights.norms[hyp][k], weights.norms[reference][k]);
+        if norm_hyp != 0.0 && norm_ref != 0.0 {
+            v /= norm_hyp * norm_ref;
         }
         v * penalty
     });
@@ -101,17 +129,18 @@ pub fn item(
 /// work with the other metrics).
 pub fn score(refs: &[String], hyps: &[String]) -> Result<(f64, Vec<f64>), MetricsError> {
     super::check_pairs(refs, hyps)?;
+    let pairs = Pairs::new(refs, hyps);
     let mut vocab = Vocab::default();
-    let words = vocab.words(refs, hyps);
-    let index = NgramIndex::new(&words, vocab.len());
-    let idf = Idf::new(refs.len());
+    let words = vocab.words(pairs.texts());
+    let index = NgramIndex::new(&pairs, &words, vocab.len());
+    let weights = Weights::new(&index, pairs.len());
     let items = super::map_pairs(
-        refs.len(),
-        || (PairGrams::new(&index), Vec::new()),
-        |(grams, weights), i| {
-            grams.load(&index, i);
-            let (ref_len, hyp_len) = words.lens(i);
-            item(grams, &index, &idf, ref_len, hyp_len, weights)
+        pairs.len(),
+        || Matcher::new(&index),
+        |matcher, i| {
+            let texts = (pairs.ref_text(i), pairs.hyp_text(i));
+            matcher.run(&index, texts.0, texts.1);
+            item(&index, &weights, matcher, &words, texts)
         },
     );
     Ok((numpy_mean(&items), items))
@@ -119,26 +148,12 @@ pub fn score(refs: &[String], hyps: &[String]) -> Result<(f64, Vec<f64>), Metric
 
 #[cfg(test)]
 mod tests {
-    use super::super::tokens::Vocab;
     use super::*;
 
     /// CIDEr of every pair of a small corpus.
     fn scores(refs: &[&str], hyps: &[&str]) -> Vec<f64> {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let (refs, hyps) = (s(refs), s(hyps));
-        let mut vocab = Vocab::default();
-        let w = vocab.words(&refs, &hyps);
-        let idx = NgramIndex::new(&w, vocab.len());
-        let idf = Idf::new(refs.len());
-        let mut g = PairGrams::new(&idx);
-        let mut scratch = Vec::new();
-        (0..refs.len())
-            .map(|i| {
-                g.load(&idx, i);
-                let (r, h) = (w.refs.sentence(i).len(), w.hyps.sentence(i).len());
-                item(&g, &idx, &idf, r, h, &mut scratch)
-            })
-            .collect()
+        score(&s(refs), &s(hyps)).unwrap().1
     }
 
     #[test]

@@ -31,11 +31,11 @@ pub mod tokens;
 
 pub use meteor::MeteorOpts;
 
-use ngrams::{NgramIndex, PairGrams};
+use ngrams::{Matcher, NgramIndex};
 use pymath::numpy_mean;
 use rayon::prelude::*;
 use std::path::PathBuf;
-use tokens::Vocab;
+use tokens::{Pairs, Vocab};
 
 /// Everything that can go wrong while scoring.
 #[derive(Debug, thiserror::Error)]
@@ -150,35 +150,29 @@ pub fn score_items(
 
 /// BLEU-1..4, ROUGE-L and CIDEr (no Java), corpus and per item.
 ///
-/// One pass does all three: the corpus is tokenised once, its n-grams indexed once, and each
-/// pair's n-gram counts serve both BLEU and CIDEr. Pairs are scored in parallel (rayon); every
+/// One pass does all three: each distinct text is tokenised, n-gram-counted and weighted once,
+/// and each pair's n-gram matching serves both BLEU and CIDEr. Pairs are scored in parallel (rayon); every
 /// corpus-level sum runs afterwards, sequentially in pair order, so the result does not depend
 /// on the number of threads.
 pub fn score_without_meteor(refs: &[String], hyps: &[String]) -> Result<ScoreReport, MetricsError> {
     check_pairs(refs, hyps)?;
+    let pairs = Pairs::new(refs, hyps);
     let mut vocab = Vocab::default();
-    let words = vocab.words(refs, hyps);
-    let spaced = vocab.spaced(refs, hyps, Some(&words));
-    let index = NgramIndex::new(&words, vocab.len());
-    let idf = cider::Idf::new(refs.len());
+    let words = vocab.words(pairs.texts());
+    let spaced = vocab.spaced(pairs.texts(), Some(&words));
+    let index = NgramIndex::new(&pairs, &words, vocab.len());
+    let weights = cider::Weights::new(&index, pairs.len());
     let b2 = rouge::beta_squared();
-    let init = || {
-        (
-            PairGrams::new(&index),
-            rouge::Lcs::new(vocab.len()),
-            Vec::new(),
-        )
-    };
-    let per_pair = map_pairs(refs.len(), init, |(grams, lcs, weights), i| {
-        grams.load(&index, i);
-        let (ref_len, hyp_len) = words.lens(i);
-        let stats = bleu::BleuStats::new(grams, ref_len, hyp_len);
-        let (r, h) = (spaced.refs.sentence(i), spaced.hyps.sentence(i));
+    let init = || (Matcher::new(&index), rouge::Lcs::new(vocab.len()));
+    let per_pair = map_pairs(pairs.len(), init, |(matcher, lcs), i| {
+        let texts = (pairs.ref_text(i), pairs.hyp_text(i));
+        matcher.run(&index, texts.0, texts.1);
+        let stats = bleu::BleuStats::new(&index, matcher, &words, texts);
         let scores = Scores {
             bleu: bleu::item(&stats),
             meteor: None,
-            rouge_l: rouge::item(lcs.length(r, h), r.len(), h.len(), b2),
-            cider: cider::item(grams, &index, &idf, ref_len, hyp_len, weights),
+            rouge_l: rouge::pair(lcs, &spaced, texts, b2),
+            cider: cider::item(&index, &weights, matcher, &words, texts),
         };
         (stats, scores)
     });

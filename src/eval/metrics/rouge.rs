@@ -10,7 +10,7 @@
 //! report-length sentences is one add and a few logic operations per token.
 
 use super::pymath::numpy_mean;
-use super::tokens::Vocab;
+use super::tokens::{Pairs, Tokenized, Vocab};
 use super::MetricsError;
 
 const BETA: f64 = 1.2;
@@ -128,20 +128,31 @@ pub fn item(lcs: usize, ref_len: usize, hyp_len: usize, b2: f64) -> f64 {
     }
 }
 
+/// ROUGE-L of hypothesis text `hyp` against reference text `reference` of `spaced` (the
+/// `' '` split); `b2` is [`beta_squared`].
+pub fn pair(lcs: &mut Lcs, spaced: &Tokenized, (reference, hyp): (usize, usize), b2: f64) -> f64 {
+    let (r, h) = (spaced.sentence(reference), spaced.sentence(hyp));
+    // The same text on both sides: the LCS is the whole sentence.
+    let common = if reference == hyp {
+        r.len()
+    } else {
+        lcs.length(r, h)
+    };
+    item(common, r.len(), h.len(), b2)
+}
+
 /// ROUGE-L alone: `(corpus mean, per item)`, tokenising only what ROUGE-L needs (what a caller
 /// of pycocoevalcap's `Rouge()` waits for).
 pub fn score(refs: &[String], hyps: &[String]) -> Result<(f64, Vec<f64>), MetricsError> {
     super::check_pairs(refs, hyps)?;
+    let pairs = Pairs::new(refs, hyps);
     let mut vocab = Vocab::default();
-    let spaced = vocab.spaced(refs, hyps, None);
+    let spaced = vocab.spaced(pairs.texts(), None);
     let b2 = beta_squared();
     let items = super::map_pairs(
-        refs.len(),
+        pairs.len(),
         || Lcs::new(vocab.len()),
-        |lcs, i| {
-            let (r, h) = (spaced.refs.sentence(i), spaced.hyps.sentence(i));
-            item(lcs.length(r, h), r.len(), h.len(), b2)
-        },
+        |lcs, i| pair(lcs, &spaced, (pairs.ref_text(i), pairs.hyp_text(i)), b2),
     );
     Ok((numpy_mean(&items), items))
 }

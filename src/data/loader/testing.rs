@@ -85,13 +85,23 @@ pub fn write_split(
             sha256: sha256_file(&path)?,
         });
     }
+    let image = ImageParams {
+        resize: None,
+        pixels: match pixels {
+            TestPixels::Jpeg { .. } => PixelMode::Jpeg,
+            TestPixels::Raw => PixelMode::Raw,
+        },
+        jpeg_quality: match pixels {
+            TestPixels::Jpeg { quality } => quality,
+            TestPixels::Raw => 95,
+        },
+    };
     write_manifest_for(
         dir,
         split,
         rows,
-        pixels,
-        shard_rows,
-        row_group_rows,
+        image,
+        (shard_rows, row_group_rows),
         entries,
     )
 }
@@ -103,9 +113,8 @@ fn write_manifest_for(
     dir: &Path,
     split: Split,
     rows: &[TestRow],
-    pixels: TestPixels,
-    shard_rows: usize,
-    row_group_rows: usize,
+    image: ImageParams,
+    (shard_rows, row_group_rows): (usize, usize),
     entries: Vec<ShardEntry>,
 ) -> Result<(), LoaderError> {
     let mut manifest = if dir.join(MANIFEST_FILE).exists() {
@@ -118,17 +127,7 @@ fn write_manifest_for(
     manifest.shards.sort_by_key(|s| (s.split, s.first_index));
     manifest.counts.insert(split, rows.len() as u64);
     let p = &mut manifest.preprocessing;
-    p.image = ImageParams {
-        resize: None,
-        pixels: match pixels {
-            TestPixels::Jpeg { .. } => PixelMode::Jpeg,
-            TestPixels::Raw => PixelMode::Raw,
-        },
-        jpeg_quality: match pixels {
-            TestPixels::Jpeg { quality } => quality,
-            TestPixels::Raw => 95,
-        },
-    };
+    p.image = image;
     p.views = p
         .views
         .max(rows.iter().map(|r| r.images.len()).max().unwrap_or(0));
@@ -149,9 +148,8 @@ fn write_manifest_for(
 /// test rows' ids are arbitrary numbers, not encoded words).
 fn empty_manifest(dir: &Path) -> Result<Manifest, LoaderError> {
     let vocab_path = dir.join(VOCAB_FILE);
-    Vocab::build(["tok_a tok_b tok_c"], Dataset::IuXray, 1)
-        .save(&vocab_path)
-        .map_err(PrepareError::from)?;
+    let vocab = Vocab::build(["tok_a tok_b tok_c"], Dataset::IuXray, 1);
+    vocab.save(&vocab_path).map_err(PrepareError::from)?;
     Ok(Manifest {
         format_version: FORMAT_VERSION,
         source: serde_json::json!({ "kind": "loader-testing" }),
@@ -172,7 +170,7 @@ fn empty_manifest(dir: &Path) -> Result<Manifest, LoaderError> {
         vocab: VocabSummary {
             file: VOCAB_FILE.into(),
             threshold: 1,
-            size: 4,
+            size: vocab.len(),
             sha256: sha256_file(&vocab_path)?,
         },
         negatives: NegativesSummary {

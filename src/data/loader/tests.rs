@@ -352,3 +352,29 @@ fn a_train_row_without_negative_fails_the_first_batch() {
     // Evaluation of the same split does not need negatives.
     assert!(l.eval_batch(0).is_ok());
 }
+
+#[test]
+fn the_plan_is_read_with_prepares_manifest_reader() {
+    let dir = prepared(TestPixels::Raw);
+    let manifest = crate::data::prepare::read_manifest(dir.path()).unwrap();
+    let plan = ShardPlan::from_manifest(dir.path(), "val").unwrap();
+    let val: Vec<_> = manifest
+        .shards_of(crate::data::prepare::Split::Val)
+        .cloned()
+        .collect();
+    assert_eq!((plan.shards, plan.rows), (val, 11));
+    // What prepare's reader refuses (here: an unknown format version), the loader refuses too,
+    // naming the file.
+    let path = dir.path().join("manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"format_version\": 1,", "\"format_version\": 99,");
+    std::fs::write(&path, text).unwrap();
+    let err = ShardPlan::from_manifest(dir.path(), "train")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("manifest.json") && err.contains("format_version 99"),
+        "{err}"
+    );
+}

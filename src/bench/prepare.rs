@@ -214,7 +214,7 @@ fn negatives_bench(a: &PrepareBenchArgs) -> anyhow::Result<()> {
     }
     println!("negatives: {} reports, identical to brute force", a.brute);
     println!(
-        "  brute force {t_brute:>9.3} s   inverted index {t_fast:>9.3} s   ratio {:>7.1}x",
+        "  brute force {t_brute:>9.3} s   mine {t_fast:>9.3} s   ratio {:>7.1}x",
         t_brute / t_fast
     );
 

@@ -34,7 +34,7 @@ const LEVELS: [f64; 17] = [
 ];
 /// The probe's index level and how many of its best partial scores it checks exactly.
 const PROBE_LEVEL: f64 = 0.9;
-const PROBE_CHECKS: usize = 8;
+const PROBE_CHECKS: usize = 32;
 
 /// Which rows a query may take: `(query position, text id) -> bool`. The query's own text is
 /// never taken.
@@ -50,11 +50,24 @@ struct Posting {
     after: f32,
 }
 
-/// An inverted index of every row's prefix for threshold `theta`, postings in row order.
+/// Lower edges of the bands a posting list is split into, by the row's norm from the term on
+/// (`incl`), high to low. A term walked with admission limit `lim` skips every band whose
+/// postings all have `incl` below it (see [`Query::accumulate`]).
+const BANDS: [f32; 4] = [0.97, 0.9, 0.8, 0.0];
+
+/// An inverted index of every row's prefix for threshold `theta`: per term, its postings in
+/// [`BANDS`] order, each band in row order (rows that share terms stay close in memory).
 struct Level {
     theta: f64,
+    /// Postings of term t, band b: `post[ptr[t * NB + b]..ptr[t * NB + b + 1]]`.
     ptr: Vec<usize>,
     post: Vec<Posting>,
+}
+
+const NB: usize = BANDS.len();
+
+fn band(incl: f32) -> usize {
+    BANDS.iter().position(|&e| incl >= e).unwrap_or(NB - 1)
 }
 
 impl Level {
@@ -68,35 +81,43 @@ impl Level {
                     .unwrap_or(t.len())
             })
             .collect();
-        let mut ptr = vec![0usize; ix.n_terms + 1];
+        let slot = |t: u32, incl: f32| t as usize * NB + band(incl);
+        let mut ptr = vec![0usize; ix.n_terms * NB + 1];
         for (r, &p) in prefix.iter().enumerate() {
-            for &t in &ix.row(r).0[..p] {
-                ptr[t as usize + 1] += 1;
+            let (t, _, s) = ix.row(r);
+            for k in 0..p {
+                ptr[slot(t[k], s[k]) + 1] += 1;
             }
         }
-        for t in 0..ix.n_terms {
-            ptr[t + 1] += ptr[t];
+        for i in 0..ix.n_terms * NB {
+            ptr[i + 1] += ptr[i];
         }
         let mut fill = ptr.clone();
-        let mut post = vec![Posting::default(); ptr[ix.n_terms]];
+        let mut post = vec![Posting::default(); ptr[ix.n_terms * NB]];
         for (r, &p) in prefix.iter().enumerate() {
             let (t, w, s) = ix.row(r);
             for k in 0..p {
-                let slot = &mut fill[t[k] as usize];
-                post[*slot] = Posting {
+                let at = &mut fill[slot(t[k], s[k])];
+                post[*at] = Posting {
                     doc: r as u32,
                     w: w[k],
                     incl: s[k],
                     after: s.get(k + 1).copied().unwrap_or(0.0),
                 };
-                *slot += 1;
+                *at += 1;
             }
         }
         Level { theta, ptr, post }
     }
 
+    /// All postings of term `t` (every band).
     fn postings(&self, t: u32) -> std::ops::Range<usize> {
-        self.ptr[t as usize]..self.ptr[t as usize + 1]
+        self.ptr[t as usize * NB]..self.ptr[(t as usize + 1) * NB]
+    }
+
+    /// The postings of term `t` in band `b`.
+    fn band(&self, t: u32, b: usize) -> std::ops::Range<usize> {
+        self.ptr[t as usize * NB + b]..self.ptr[t as usize * NB + b + 1]
     }
 }
 
@@ -237,22 +258,33 @@ impl Query<'_> {
             }
             let (q, qi) = (qw[k], qs[k]);
             let admit_at = (thr(best) - SLACK) as f32;
-            let range = lv.postings(qt[k]);
             let (mut top, mut top_row) = (0.0f32, u32::MAX);
-            // Branch-free body: the row's accumulator is the only random access, and the
-            // loads of successive postings overlap.
-            for (i, p) in lv.post[range.clone()].iter().enumerate() {
-                let r = p.doc as usize;
-                let a = &mut s.acc[r];
-                let fresh = a.0 == 0.0;
-                let admit = !fresh || (qi * p.incl >= admit_at && r != self.row);
-                s.touched[nt] = p.doc;
-                nt += usize::from(fresh & admit);
-                a.0 += if admit { q * p.w } else { 0.0 };
-                a.1 = if admit { (range.start + i) as u32 } else { a.1 };
-                let up = a.0 > top;
-                top = if up { a.0 } else { top };
-                top_row = if up { p.doc } else { top_row };
+            // A posting is read only if ‖q_{≥k}‖·‖d_{≥t}‖ can reach the threshold, for new and
+            // touched rows alike: the limit only rises along the walk and a row's `incl` only
+            // falls, so once a row misses a term it misses all later ones, and its bound (from
+            // the last term read) still covers everything it missed. Whole bands below the
+            // limit are skipped.
+            for b in 0..NB {
+                let top_incl = if b == 0 { 2.0 } else { BANDS[b - 1] };
+                if qi * top_incl < admit_at {
+                    break;
+                }
+                let range = lv.band(qt[k], b);
+                // Branch-free body: the row's accumulator is the only random access, and the
+                // loads of successive postings overlap.
+                for (i, p) in lv.post[range.clone()].iter().enumerate() {
+                    let r = p.doc as usize;
+                    let a = &mut s.acc[r];
+                    let fresh = a.0 == 0.0;
+                    let take = qi * p.incl >= admit_at && r != self.row;
+                    s.touched[nt] = p.doc;
+                    nt += usize::from(fresh & take);
+                    a.0 += if take { q * p.w } else { 0.0 };
+                    a.1 = if take { (range.start + i) as u32 } else { a.1 };
+                    let up = a.0 > top;
+                    top = if up { a.0 } else { top };
+                    top_row = if up { p.doc } else { top_row };
+                }
             }
             if top_row != u32::MAX {
                 self.offer(&s.dense, top_row as usize, best);
@@ -267,7 +299,7 @@ impl Query<'_> {
         let (qt, qw, qs) = self.ix.row(self.row);
         let n = qt.len();
         // Where each query term's postings start: recovers the query position of a posting.
-        let starts: Vec<usize> = qt.iter().map(|&t| lv.ptr[t as usize]).collect();
+        let starts: Vec<usize> = qt.iter().map(|&t| lv.postings(t).start).collect();
         let cheap_thr = (thr - SLACK) as f32;
         s.cands.clear();
         s.cands.resize(nt + 1, Cand::default());

@@ -128,7 +128,7 @@ impl Order {
             df: vec![0; known],
         };
         order.starts.push(0);
-        for t in 0..words.len() {
+        for (t, &refs_of_t) in multiplicity.iter().enumerate().take(words.len()) {
             let first = order.grams.len();
             for p in positions(words, t, k) {
                 let id = match prev {
@@ -154,7 +154,7 @@ impl Order {
             }
             for g in &order.grams[first..] {
                 slot[g.id as usize] = 0;
-                order.df[g.id as usize] += multiplicity[t];
+                order.df[g.id as usize] += refs_of_t;
             }
             order.starts.push(order.grams.len());
         }

@@ -463,9 +463,10 @@ pub fn write_normalized<'a>(
 }
 
 /// [`write_planes_portable`], compiled for AVX2 when the CPU has it (checked once by std and
-/// cached). This is the loader's hottest loop: with 8-wide divisions it runs about twice as fast
-/// as with SSE2, and several times faster than a per-byte table lookup (measured: a lookup is one
-/// scalar load and store per value and cannot be vectorised without slow gathers).
+/// cached). This is the loader's hottest loop. Measured on a 224² window of a grey 256-px image
+/// (release build, shared 2-core VM): ~50–60 µs with AVX2, ~100 µs with SSE2, and 200–450 µs for
+/// the per-byte table lookup it replaced (one scalar load and store per value, which cannot be
+/// vectorised without slow gathers; its flipped path was the slower one).
 fn write_planes<const C: usize>(img: ImageView<'_>, win: Window, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {

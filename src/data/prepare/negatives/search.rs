@@ -35,6 +35,9 @@ const LEVELS: [f64; 17] = [
 /// The probe's index level and how many of its best partial scores it checks exactly.
 const PROBE_LEVEL: f64 = 0.9;
 const PROBE_CHECKS: usize = 32;
+/// The probe reads the query's terms only while their remaining norm is at least this: the
+/// rare terms find the near-duplicates; the common ones would only add long postings.
+const PROBE_DEPTH: f32 = 0.5;
 
 /// Which rows a query may take: `(query position, text id) -> bool`. The query's own text is
 /// never taken.
@@ -141,8 +144,9 @@ struct Cand {
 
 /// Per-thread buffers, reused across queries.
 struct Scratch {
-    /// Per row: partial score (0 = untouched) and the posting index last added.
-    acc: Vec<(f32, u32)>,
+    /// Per row: partial score (0 = untouched), then the row's norm after and the query
+    /// position of the last term added.
+    acc: Vec<(f32, f32, u32)>,
     /// Rows touched by the current query (one spare slot for branch-free appends).
     touched: Vec<u32>,
     cands: Vec<Cand>,
@@ -154,7 +158,7 @@ struct Scratch {
 impl Scratch {
     fn new(ix: &Index) -> Scratch {
         Scratch {
-            acc: vec![(0.0, 0); ix.n_rows()],
+            acc: vec![(0.0, 0.0, 0); ix.n_rows()],
             touched: vec![0; ix.n_rows() + 1],
             cands: Vec::new(),
             exact: Vec::new(),
@@ -196,9 +200,10 @@ impl Query<'_> {
     /// A lower bound on the answer: the best exact score among the rows with the highest
     /// partial scores over the probe level (each row's rarest terms only).
     fn probe(&self, lv: &Level, s: &mut Scratch) -> Option<Best> {
-        let (qt, qw, _) = self.ix.row(self.row);
+        let (qt, qw, qs) = self.ix.row(self.row);
         let mut nt = 0;
-        for (&t, &q) in qt.iter().zip(qw) {
+        let depth = qs.iter().take_while(|&&x| x >= PROBE_DEPTH).count().max(1);
+        for (&t, &q) in qt.iter().zip(qw).take(depth) {
             for p in &lv.post[lv.postings(t)] {
                 let a = &mut s.acc[p.doc as usize];
                 s.touched[nt] = p.doc;
@@ -231,7 +236,7 @@ impl Query<'_> {
         let thr = |b: &Option<Best>| b.map_or(lv.theta, |b| b.score.max(lv.theta));
         self.ix.scatter(self.row, &mut s.dense, false);
         let nt = self.accumulate(lv, &mut best, s);
-        self.bound(lv, nt, thr(&best), s);
+        self.bound(nt, thr(&best), s);
         // Exact scores, best bound first, until no bound can beat the best score.
         s.exact
             .sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -272,7 +277,7 @@ impl Query<'_> {
                 let range = lv.band(qt[k], b);
                 // Branch-free body: the row's accumulator is the only random access, and the
                 // loads of successive postings overlap.
-                for (i, p) in lv.post[range.clone()].iter().enumerate() {
+                for p in &lv.post[range] {
                     let r = p.doc as usize;
                     let a = &mut s.acc[r];
                     let fresh = a.0 == 0.0;
@@ -280,7 +285,8 @@ impl Query<'_> {
                     s.touched[nt] = p.doc;
                     nt += usize::from(fresh & take);
                     a.0 += if take { q * p.w } else { 0.0 };
-                    a.1 = if take { (range.start + i) as u32 } else { a.1 };
+                    a.1 = if take { p.after } else { a.1 };
+                    a.2 = if take { k as u32 } else { a.2 };
                     let up = a.0 > top;
                     top = if up { a.0 } else { top };
                     top_row = if up { p.doc } else { top_row };
@@ -295,19 +301,16 @@ impl Query<'_> {
 
     /// Bounds every touched row (resetting its accumulator) and lists in `s.exact` those whose
     /// bound reaches `thr`, with the bound.
-    fn bound(&self, lv: &Level, nt: usize, thr: f64, s: &mut Scratch) {
+    fn bound(&self, nt: usize, thr: f64, s: &mut Scratch) {
         let (qt, qw, qs) = self.ix.row(self.row);
         let n = qt.len();
-        // Where each query term's postings start: recovers the query position of a posting.
-        let starts: Vec<usize> = qt.iter().map(|&t| lv.postings(t).start).collect();
         let cheap_thr = (thr - SLACK) as f32;
         s.cands.clear();
         s.cands.resize(nt + 1, Cand::default());
         let mut nc = 0;
         for &r in &s.touched[..nt] {
-            let (acc, last) = std::mem::take(&mut s.acc[r as usize]);
-            let k = starts.partition_point(|&st| st <= last as usize) - 1;
-            let after = lv.post[last as usize].after;
+            let (acc, after, k) = std::mem::take(&mut s.acc[r as usize]);
+            let k = k as usize;
             let rest_q = qs.get(k + 1).copied().unwrap_or(0.0);
             // Cauchy–Schwarz on everything after the last term read.
             let cheap = acc + rest_q * after;

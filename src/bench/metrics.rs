@@ -6,6 +6,14 @@
 //! numbers. The pairs (3,858 by default, the size of the MIMIC-CXR test split) are built from
 //! the IU X-Ray annotation's cleaned reports by a seeded generator: identical copies, other
 //! records, word deletions/substitutions, truncations — the same kinds as the metric fixture.
+//!
+//! What is timed: on the Python side only the `compute_score` calls (what a user waits for;
+//! interpreter start-up and imports are left out); on the Rust side each metric alone
+//! (`bleu::score`, `rouge::score`, `cider::score`, each tokenising for itself) and all three in
+//! one pass (`score_without_meteor`, what `score` and `evaluate` run), on 1 thread and on all
+//! cores, median of `--repeat` runs. Every Rust result is checked bit for bit against
+//! pycocoevalcap's (IEEE bits sent by the script), so a fast but different scorer fails the
+//! bench (exit code 1).
 
 use anyhow::Context;
 use clap::Args;

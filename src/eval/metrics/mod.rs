@@ -20,6 +20,11 @@
 //!   weights with `min(hyp, ref)`.
 //!
 //! An empty corpus is an error (pycocoevalcap divides by zero / takes `ln 0`).
+//!
+//! Speed (`ithn-dist bench metrics`): each distinct text is tokenised ([`tokens`]), n-gram
+//! counted ([`ngrams`]) and tf-idf weighted ([`cider::Weights`]) once per corpus; a pair then
+//! only matches n-gram ids through dense arrays and runs a bit-parallel LCS ([`rouge::Lcs`]).
+//! Pairs are scored in parallel; corpus sums run afterwards in pair order.
 
 pub mod bleu;
 pub mod cider;

@@ -258,4 +258,86 @@ mod tests {
             ["BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "CIDEr"]
         );
     }
+
+    /// Texts that exercise every tokeniser path: doubled/leading spaces and a tab (the two
+    /// splits differ), non-ASCII, a token longer than 15 bytes, duplicates on both sides, an
+    /// empty hypothesis.
+    fn tricky() -> (Vec<String>, Vec<String>) {
+        let refs = s(&[
+            "the heart  is normal .",
+            " lungs are clear",
+            "café\u{a0}au lait . pneumomediastinum-like lucency",
+            "the heart  is normal .",
+            "no effusion",
+        ]);
+        let hyps = s(&[
+            "the heart is normal .",
+            "lungs\tare clear",
+            "café au lait . pneumomediastinum-like lucency",
+            "the heart  is normal .",
+            "",
+        ]);
+        (refs, hyps)
+    }
+
+    fn bits(r: &ScoreReport) -> Vec<u64> {
+        std::iter::once(&r.corpus)
+            .chain(&r.items)
+            .flat_map(|s| s.entries())
+            .map(|e| e.1.to_bits())
+            .collect()
+    }
+
+    #[test]
+    fn rouge_uses_the_single_space_split() {
+        // Pair 0: "the heart  is normal ." splits on ' ' into 6 tokens (one empty), the
+        // hypothesis into 5, all 5 in common: P = 5/5, R = 5/6 (pycocoevalcap's my_lcs).
+        let (refs, hyps) = tricky();
+        let r = score_without_meteor(&refs, &hyps).unwrap();
+        let (p, rc, b2) = (1.0f64, 5.0f64 / 6.0, pymath::py_pow(1.2, 2.0));
+        let want = ((1.0 + b2) * p * rc) / (rc + b2 * p);
+        assert_eq!(r.items[0].rouge_l, want);
+        // BLEU splits on whitespace runs: the same pair is identical for BLEU.
+        assert!((r.items[0].bleu[3] - 1.0).abs() < 1e-9);
+        // Pair 1: "lungs\tare clear" is 2 tokens for ROUGE-L (no ' ' between lungs and are).
+        let lcs_1 = 1.0; // "clear"; " lungs are clear" has 4 tokens ["", lungs, are, clear]
+        let (p, rc) = (lcs_1 / 2.0, lcs_1 / 4.0);
+        assert_eq!(r.items[1].rouge_l, ((1.0 + b2) * p * rc) / (rc + b2 * p));
+        assert_eq!(r.items[4].rouge_l, 0.0);
+        assert_eq!(r.items[4].cider, 0.0);
+    }
+
+    #[test]
+    fn one_pass_equals_each_metric_alone_on_any_thread_count() {
+        let (refs, hyps) = tricky();
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| score_without_meteor(&refs, &hyps).unwrap())
+        };
+        let one = on(1);
+        assert_eq!(bits(&one), bits(&on(3)));
+        let (b, b_items) = bleu::score(&refs, &hyps).unwrap();
+        let (r, r_items) = rouge::score(&refs, &hyps).unwrap();
+        let (c, c_items) = cider::score(&refs, &hyps).unwrap();
+        let alone = ScoreReport {
+            corpus: Scores {
+                bleu: b,
+                meteor: None,
+                rouge_l: r,
+                cider: c,
+            },
+            items: (0..refs.len())
+                .map(|i| Scores {
+                    bleu: b_items[i],
+                    meteor: None,
+                    rouge_l: r_items[i],
+                    cider: c_items[i],
+                })
+                .collect(),
+        };
+        assert_eq!(bits(&one), bits(&alone));
+    }
 }

@@ -13,7 +13,8 @@
 //!    < θ (the rest alone cannot reach θ). A row scoring ≥ θ must share a term with the query
 //!    that both have in their indexed prefix, and the query walks its terms rarest first only
 //!    while its own remaining norm can still reach the threshold. A row first met at query
-//!    term k is admitted only if ‖q_{≥k}‖·‖d_{≥t}‖ reaches the threshold.
+//!    term k is admitted only if ‖q_{≥k}‖·‖d_{≥t}‖ reaches the threshold; postings are
+//!    banded by ‖d_{≥t}‖ so whole bands that cannot reach it are never read.
 //! 3. *Remainder bound.* A touched row's unread part is bounded by Cauchy–Schwarz over the
 //!    query terms after the last one read *that the row's 128-bit term signature may contain*
 //!    times the row's unread norm. Survivors (typically a handful) get the exact dot product,
@@ -131,15 +132,14 @@ struct Best {
     row: u32,
 }
 
-/// A touched row that passed the cheap bound: its partial score, unread norm, the query
-/// position of the last term read, and its signature.
+/// A touched row that passed the cheap bound: its partial score, unread norm and the query
+/// position of the last term read.
 #[derive(Clone, Copy, Default)]
 struct Cand {
     row: u32,
     acc: f32,
     after: f32,
     k: u32,
-    sig: u128,
 }
 
 /// Per-thread buffers, reused across queries.
@@ -319,16 +319,17 @@ impl Query<'_> {
                 acc,
                 after,
                 k: k as u32,
-                sig: self.ix.sig[r as usize],
             };
             nc += usize::from(cheap >= cheap_thr);
         }
         s.exact.clear();
         for c in &s.cands[..nc] {
-            // Only query terms whose bit is in the row's signature can still be shared.
+            // Only query terms whose bit is in the row's signature can still be shared. (Read
+            // here, not above: only rows that passed the cheap bound pay for the load.)
+            let sig = self.ix.sig[c.row as usize];
             let mut m = 0.0f32;
             for j in c.k as usize + 1..n {
-                let bit = (c.sig >> (qt[j] & 127)) & 1;
+                let bit = (sig >> (qt[j] & 127)) & 1;
                 m += qw[j] * qw[j] * bit as f32;
             }
             let rest = f64::from(m * (1.0 + 1e-5)).sqrt() * f64::from(c.after);

@@ -364,6 +364,32 @@ mod tests {
     }
 
     #[test]
+    fn matches_brute_force_with_a_vocabulary_larger_than_the_signature() {
+        // 600 terms: the 128-bit signatures collide, so they must only ever over-estimate.
+        let mut state = 11u64;
+        let mut next = move |m: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % m
+        };
+        let reports: Vec<String> = (0..300)
+            .map(|_| {
+                let len = 5 + next(40);
+                let words: Vec<String> = (0..len)
+                    .map(|_| format!("w{}", next(600) * next(600) / 600))
+                    .collect();
+                words.join(" ")
+            })
+            .collect();
+        let patients: Vec<Option<String>> = (0..300).map(|i| Some(format!("p{}", i / 3))).collect();
+        assert_eq!(
+            mine(&reports, &patients, &hidden()),
+            brute_force(&reports, &patients)
+        );
+    }
+
+    #[test]
     fn without_patients_matches_brute_force() {
         let (reports, _) = corpus(200, 42);
         let none = vec![None; reports.len()];

@@ -7,8 +7,8 @@
 //! `ithn.negatives = "projection"` and `"ascent"`. The same run shows that `ithn.gather =
 //! "local"` on 2 ranks gives a different objective.
 //!
-//! The comparison runs in float64 (parameters, buffers and inputs converted after the usual
-//! float32 initialisation). Why: the invariant is mathematical, and Adam divides each gradient
+//! The comparison runs in float64 (`model.precision = "fp64"`: parameters and buffers converted
+//! after the usual float32 initialisation, inputs at the model's entry). Why: the invariant is mathematical, and Adam divides each gradient
 //! element by its own magnitude, so in float32 the rounding noise of elements whose exact
 //! gradient is zero (attention key biases: softmax ignores a shift shared by all keys) becomes
 //! full ±lr steps in both runs, in random directions. In float64 that noise (~1e-17) sits far
@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ithn_dist::config::{BatchNormMode, Config, Gather, Negatives};
+use ithn_dist::config::{BatchNormMode, Config, Gather, Negatives, Precision};
 use ithn_dist::dist::buckets::{BucketPlan, GradSync};
 use ithn_dist::dist::collectives::{select, Collectives};
 use ithn_dist::dist::World;
@@ -46,6 +46,7 @@ fn tiny_config(mode: &str) -> Config {
     m.visual_width_per_group = 4;
     (m.dropout, m.drop_prob_lm) = (0.0, 0.0);
     m.batchnorm = BatchNormMode::Frozen;
+    m.precision = Precision::Fp64;
     c.ithn.negatives = if mode == "ascent" {
         Negatives::Ascent
     } else {
@@ -117,7 +118,6 @@ fn slice(b: &IthnBatch, start: i64, len: i64) -> IthnBatch {
 fn scenario(mode: &str, coll: &dyn Collectives) -> Vec<(String, Tensor)> {
     let cfg = tiny_config(mode);
     let model = R2GenCmn::from_config(&cfg, LOGIT_DIM, Device::Cpu).expect("tiny model");
-    model.registry().cast_floating(Kind::Double);
     let params = model.parameters();
     // Rank 0's initialisation is everyone's (what the trainer does at start).
     for (_, p, _) in &params {

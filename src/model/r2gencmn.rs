@@ -278,13 +278,10 @@ impl R2GenCmn {
         self.views
     }
 
-    /// The floating kind of the parameters: float64 with `model.precision = "fp64"`, else float32.
+    /// The floating kind of the parameters: float64 with `model.precision = "fp64"` (or after
+    /// [`Registry::cast_floating`]), else float32.
     pub fn float_kind(&self) -> Kind {
-        if self.precision == Precision::Fp64 {
-            Kind::Double
-        } else {
-            Kind::Float
-        }
+        self.lut.kind()
     }
 
     /// Runs `f` in the configured precision: with `model.precision = "bf16"` on a CUDA device,

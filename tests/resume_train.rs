@@ -159,15 +159,11 @@ fn sigterm_at_three_random_steps_and_sigkill_mid_checkpoint_resume_bit_identical
     assert_eq!(max_abs_diff(&expected, &final_weights(&run)), 0.0);
     assert_eq!(final_weights(&run), expected);
     // Steps replayed after a resume are logged once: metrics.jsonl reads like one run.
-    let logged: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(r#""kind":"train""#))
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
-        })
+    let logged: Vec<u64> = records(&run)
+        .0
+        .into_iter()
+        .filter(|(kind, _)| kind == "train")
+        .map(|(_, step)| step)
         .collect();
     assert_eq!(logged, (1..=STEPS).collect::<Vec<_>>());
 }

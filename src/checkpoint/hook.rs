@@ -105,9 +105,7 @@ impl StepHook for TrainCheckpointing {
             .after_step(ctx.world, step, epoch_end, self.signals.pending());
         let last = self.max_steps.is_some_and(|m| step >= m);
         if let Some(reason) = decision.save.or(last.then_some(SaveReason::Final)) {
-            let dir = self.save(ctx, reason).map_err(|e| e.to_string())?;
-            self.schedule.saved();
-            tracing::info!(step, ?reason, dir = %dir.display(), "checkpoint saved");
+            self.save_now(ctx, reason)?;
         }
         if epoch_end {
             self.watchdog.pause(); // validation follows, outside the step loop
@@ -160,9 +158,14 @@ impl TrainCheckpointing {
         if flag[0] == 1 {
             return Ok(());
         }
+        self.save_now(ctx, reason)
+    }
+
+    /// Writes a checkpoint of the current step (collective) and restarts the save cadence.
+    fn save_now(&mut self, ctx: &HookCtx<'_>, reason: SaveReason) -> Result<(), String> {
         let dir = self.save(ctx, reason).map_err(|e| e.to_string())?;
         self.schedule.saved();
-        tracing::info!(step, ?reason, dir = %dir.display(), "checkpoint saved");
+        tracing::info!(step = ctx.state.step, ?reason, dir = %dir.display(), "checkpoint saved");
         Ok(())
     }
 

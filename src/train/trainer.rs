@@ -607,7 +607,7 @@ impl<'w> Trainer<'w> {
         split: &str,
         hook: &dyn StepHook,
     ) -> Result<Option<Option<Scores>>, TrainError> {
-        fault_signal_in_eval(split);
+        fault_signal_in_eval(split, self.world.is_root());
         let loader = if split == "val" {
             &self.val
         } else {
@@ -689,10 +689,9 @@ impl<'w> Trainer<'w> {
 
 /// `ITHN_FAULT=signal-in-eval:SPLIT` (crash tests): rank 0 sends itself SIGTERM as the first
 /// evaluation of SPLIT in this process starts, so the stop arrives in the middle of the pass.
-fn fault_signal_in_eval(split: &str) {
+fn fault_signal_in_eval(split: &str, root: bool) {
     static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let rank0 = std::env::var("OMPI_COMM_WORLD_RANK").map_or(true, |r| r == "0");
-    if rank0
+    if root
         && std::env::var("ITHN_FAULT").is_ok_and(|f| f == format!("signal-in-eval:{split}"))
         && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
     {

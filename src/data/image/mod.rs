@@ -110,17 +110,17 @@ impl Image {
     }
 
     pub fn width(&self) -> u32 {
-        self.width
+        ImageView::from(self).width()
     }
     pub fn height(&self) -> u32 {
-        self.height
+        ImageView::from(self).height()
     }
     pub fn channels(&self) -> Channels {
-        self.channels
+        ImageView::from(self).channels()
     }
     /// Interleaved samples, `width * height * channels` bytes.
     pub fn pixels(&self) -> &[u8] {
-        &self.data
+        ImageView::from(self).pixels()
     }
     pub fn into_pixels(self) -> Vec<u8> {
         self.data

@@ -72,6 +72,23 @@ fn open(o: &LoaderOptions, rank: usize, world: usize) -> Loader {
     Loader::open(o.clone(), &plan, rank, world).unwrap()
 }
 
+/// Every batch rank `rank` of `world` reads from `(epoch, consumed)` to the end of the epoch.
+fn batches_from(
+    o: &LoaderOptions,
+    rank: usize,
+    world: usize,
+    epoch: u64,
+    consumed: u64,
+) -> Vec<Batch> {
+    open(o, rank, world)
+        .iter_from(Cursor {
+            epoch,
+            batches_consumed: consumed,
+        })
+        .map(Result::unwrap)
+        .collect()
+}
+
 fn cat(ts: Vec<&Tensor>) -> Tensor {
     Tensor::cat(&ts, 0)
 }
@@ -183,30 +200,12 @@ fn eval_images_are_the_exact_resize() {
 fn resuming_mid_epoch_replays_identical_batches() {
     let dir = prepared(TestPixels::Jpeg { quality: 90 });
     let o = opts(dir.path(), "train");
-    let rank0: Vec<Batch> = open(&o, 0, 2)
-        .iter_from(Cursor {
-            epoch: 5,
-            batches_consumed: 0,
-        })
-        .map(Result::unwrap)
-        .collect();
+    let rank0 = batches_from(&o, 0, 2, 5, 0);
     assert_eq!(rank0.len(), 3);
     // Resume with another world size: rank 0 of 1 holds what ranks 0+1 of 2 held.
-    let resumed: Vec<Batch> = open(&o, 0, 1)
-        .iter_from(Cursor {
-            epoch: 5,
-            batches_consumed: 1,
-        })
-        .map(Result::unwrap)
-        .collect();
+    let resumed = batches_from(&o, 0, 1, 5, 1);
     assert_eq!(resumed.len(), 2);
-    let rank1: Vec<Batch> = open(&o, 1, 2)
-        .iter_from(Cursor {
-            epoch: 5,
-            batches_consumed: 1,
-        })
-        .map(Result::unwrap)
-        .collect();
+    let rank1 = batches_from(&o, 1, 2, 5, 1);
     for k in 0..2 {
         assert_same_global(&resumed[k], &[&rank0[k + 1], &rank1[k]]);
     }
@@ -216,15 +215,7 @@ fn resuming_mid_epoch_replays_identical_batches() {
 fn results_do_not_depend_on_decode_threads_or_prefetch() {
     let dir = prepared(TestPixels::Jpeg { quality: 90 });
     let mut o = opts(dir.path(), "train");
-    let collect = |o: &LoaderOptions| -> Vec<Batch> {
-        open(o, 0, 1)
-            .iter_from(Cursor {
-                epoch: 1,
-                batches_consumed: 0,
-            })
-            .map(Result::unwrap)
-            .collect()
-    };
+    let collect = |o: &LoaderOptions| batches_from(o, 0, 1, 1, 0);
     o.num_workers = 1;
     o.prefetch = 0;
     let one = collect(&o);

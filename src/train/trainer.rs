@@ -153,15 +153,7 @@ impl MetricsLog {
     pub fn open(run_dir: &Path, enabled: bool) -> Result<MetricsLog, TrainError> {
         let path = run_dir.join("metrics.jsonl");
         let file = if enabled {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|source| TrainError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-            Some(f)
+            Some(append_to(&path)?)
         } else {
             None
         };
@@ -196,7 +188,7 @@ impl MetricsLog {
             .collect();
         if kept.len() != text.len() {
             crate::fsutil::write_atomic(&self.path, kept.as_bytes()).map_err(io)?;
-            *self = MetricsLog::open(self.path.parent().unwrap_or(Path::new(".")), true)?;
+            self.file = Some(append_to(&self.path)?);
         }
         Ok(())
     }
@@ -212,6 +204,18 @@ impl MetricsLog {
         }
         Ok(())
     }
+}
+
+/// Opens (creating) `path` for appending.
+fn append_to(path: &Path) -> Result<std::fs::File, TrainError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// A JSON object with its keys in the given order (serde_json's own map sorts them, and

@@ -60,14 +60,7 @@ pub fn write_image(path: &Path, seed: u64, width: u32, height: u32) -> std::io::
 
 /// The sentences of a set of reports (split on ". ", each ending with a period).
 pub fn sentences<'a>(reports: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut out: Vec<String> = reports
-        .into_iter()
-        .flat_map(|r| r.split(". "))
-        .map(|s| s.trim().trim_end_matches('.').trim())
-        .filter(|s| !s.is_empty())
-        .map(|s| format!("{s}."))
-        .collect();
-    out.sort();
+    let mut out = sentence_pool(reports);
     out.dedup();
     out
 }

@@ -131,7 +131,18 @@ fn sigterm_at_three_random_steps_and_sigkill_mid_checkpoint_resume_bit_identical
         logged = steps_logged(&run);
         assert_eq!(status.code(), Some(3), "SIGTERM near step {at}");
         let ck = resume_support::newest(&run);
-        assert_eq!(ck.meta.reason, ithn_dist::checkpoint::SaveReason::Signal);
+        // A SIGTERM that lands during an epoch's validation stops at the epoch-end checkpoint
+        // written just before it (no second checkpoint of the same step); otherwise the stop
+        // writes its own signal checkpoint.
+        use ithn_dist::checkpoint::SaveReason;
+        let in_validation =
+            ck.meta.reason == SaveReason::EpochEnd && ck.meta.step.is_multiple_of(4);
+        assert!(
+            ck.meta.reason == SaveReason::Signal || in_validation,
+            "{:?} checkpoint at step {}",
+            ck.meta.reason,
+            ck.meta.step
+        );
         eprintln!("stopped at step {} (asked {at})", ck.meta.step);
     }
     // Then a SIGKILL while the next checkpoint (every 2 steps) is half written.

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod bounds;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -134,6 +134,7 @@ fn images_bench_in(a: &PrepareBenchArgs, tmp: &Path) -> anyhow::Result<()> {
             pixels: PixelMode::Jpeg,
             jpeg_quality: 95,
         },
+        views: 2,
         max_seq_length: 60,
         threshold: None,
         shard_rows: 4096,

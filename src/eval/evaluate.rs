@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::config::Config;
+use crate::data::contract;
+use crate::data::prepare::Split;
 use crate::data::loader::{Batch, Loader};
 use crate::dist::{Collectives, DistError, World};
 use crate::eval::metrics::{score_corpus, MeteorOpts, Scores};
@@ -266,8 +268,9 @@ pub struct EvaluateArgs {
     /// Split to evaluate: val or test.
     #[arg(long, default_value = "test", value_parser = ["val", "test"])]
     pub split: String,
-    /// Beam width (1 = greedy); default: the checkpoint config's eval.beam_size.
-    #[arg(long)]
+    /// Beam width (1 = greedy, at most the model's output classes); default: the checkpoint
+    /// config's eval.beam_size.
+    #[arg(long, value_parser = crate::bounds::at_least::<usize>(1))]
     pub beam: Option<usize>,
     /// Where predictions.jsonl and scores.json go (default: the checkpoint directory).
     #[arg(long, value_name = "DIR")]
@@ -284,6 +287,11 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
     if let Some(d) = &args.data {
         cfg.data.prepared = d.to_string_lossy().into_owned();
     }
+    let mut opts = DecodeOpts::from_config(&cfg);
+    if let Some(b) = args.beam {
+        opts.beam = b;
+    }
+    check_inputs(&args, &ckpt, &cfg, opts.beam)?;
     let device = if tch::Cuda::is_available() {
         Device::Cuda(world.local_rank)
     } else {
@@ -293,10 +301,6 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
     let coll =
         crate::dist::collectives::select(world, cfg.dist.backend, Device::Cpu, cfg.dist.timeout_s)?;
     let loader = Loader::new(&cfg, world, &args.split)?;
-    let mut opts = DecodeOpts::from_config(&cfg);
-    if let Some(b) = args.beam {
-        opts.beam = b;
-    }
     let meteor = if args.meteor {
         Some(MeteorOpts::locate(None)?)
     } else {
@@ -320,6 +324,32 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
         println!("{json}");
     }
     Ok(0)
+}
+
+/// Pairing checks before any model is built (issue 14): the checkpoint's vocabulary, dataset,
+/// views and image size against the data, a non-empty split, a beam the vocabulary can fill.
+fn check_inputs(
+    args: &EvaluateArgs,
+    ckpt: &ModelCheckpoint,
+    cfg: &Config,
+    beam: usize,
+) -> anyhow::Result<()> {
+    let split = Split::parse(&args.split)
+        .ok_or_else(|| anyhow::anyhow!("--split {}: expected val or test", args.split))?;
+    let data = contract::PreparedData::open(Path::new(&cfg.data.prepared))?;
+    contract::check_model_on_data(ckpt, &data, split)?;
+    let option = if args.beam.is_some() {
+        "--beam"
+    } else {
+        "eval.beam_size"
+    };
+    contract::check_beam(
+        beam,
+        option,
+        ckpt.vocab.logit_dim,
+        &args.checkpoint.join(crate::model::weights::VOCAB_FILE),
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

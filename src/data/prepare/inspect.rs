@@ -6,7 +6,7 @@ use std::path::Path;
 
 use arrow::array::{Array, BinaryArray, ListArray, StringArray, UInt32Array, UInt64Array};
 
-use super::manifest::{read_manifest, verify_checksums};
+use super::manifest::{read_manifest, verify_checksums, Manifest};
 use super::shards::{column, read_shard};
 use super::{PrepareError, Split};
 
@@ -37,8 +37,11 @@ pub fn inspect(dir: &Path, rows: usize, out: &mut dyn Write) -> Result<(), Prepa
         .map_err(w)?;
     }
     writeln!(out, "  skipped {}", m.skipped.len()).map_err(w)?;
-    for s in m.skipped.iter().take(10) {
-        writeln!(out, "    {}: {}", s.id, s.reason).map_err(w)?;
+    for line in skipped_lines(&m, 10) {
+        writeln!(out, "    {line}").map_err(w)?;
+    }
+    for warning in split_warnings(&m) {
+        writeln!(out, "  warning: {warning}").map_err(w)?;
     }
     writeln!(
         out,
@@ -125,4 +128,51 @@ pub fn inspect(dir: &Path, rows: usize, out: &mut dyn Write) -> Result<(), Prepa
     )
     .map_err(w)?;
     Ok(())
+}
+
+/// `split/id: reason` for the first `n` skipped samples, then how many more there are.
+pub fn skipped_lines(m: &Manifest, n: usize) -> Vec<String> {
+    let mut lines: Vec<String> = m
+        .skipped
+        .iter()
+        .take(n)
+        .map(|s| {
+            let split = s.split.map(|x| x.name()).unwrap_or("?");
+            format!("{split}/{}: {}", s.id, s.reason)
+        })
+        .collect();
+    if m.skipped.len() > n {
+        lines.push(format!(
+            "… and {} more (manifest.json lists every one)",
+            m.skipped.len() - n
+        ));
+    }
+    lines
+}
+
+/// What an empty split means for the commands that read it, and what to do (issue 14: an
+/// empty `val` used to pass here and fail only in `train`).
+pub fn split_warnings(m: &Manifest) -> Vec<String> {
+    let mut out = Vec::new();
+    for split in [Split::Val, Split::Test] {
+        if m.counts.get(&split).copied().unwrap_or(0) > 0 {
+            continue;
+        }
+        let skipped = m.skipped.iter().filter(|s| s.split == Some(split)).count();
+        let why = if skipped > 0 {
+            format!("all {skipped} of its samples were skipped")
+        } else {
+            "the source lists none".to_string()
+        };
+        let use_ = match split {
+            Split::Val => "`train` validates on it (best model, early stopping) and refuses to start",
+            _ => "`train` scores it at the end and `evaluate --split test` needs it, so both refuse",
+        };
+        out.push(format!(
+            "split {} is empty ({why}): {use_}; give the source {} samples and rerun prepare",
+            split.name(),
+            split.name()
+        ));
+    }
+    out
 }

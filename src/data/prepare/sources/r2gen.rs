@@ -2,8 +2,9 @@
 //! `test` lists of `{id, report, image_path: [relative paths], split?}`; MIMIC records also
 //! carry `study_id` / `subject_id`, and ITHN's files add `neg_report` / `neg_image_path`.
 //!
-//! IU X-Ray records keep both views (frontal, lateral); MIMIC-CXR records keep the first image
-//! only (the published runs use one frontal view). A record's `neg_report[0]`, when present,
+//! Every `image_path` is listed; the pipeline keeps the first `--views` of them (IU X-Ray: both,
+//! frontal and lateral; MIMIC-CXR: the first, as in the published runs) and skips a record with
+//! fewer, with its reason, instead of failing the whole run. A record's `neg_report[0]`, when present,
 //! is kept as `neg_report_raw` for reference; the stored negative is always the mined one.
 
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ pub fn read(ann: &Path, images: &Path, dataset: Dataset) -> Result<SourceData, P
                 )
             })?;
         for (i, rec) in list.iter().enumerate() {
-            samples.push(record(ann, images, dataset, split, i, rec)?);
+            samples.push(record(ann, images, split, i, rec)?);
         }
     }
     Ok(SourceData {
@@ -61,7 +62,6 @@ fn scalar(v: &Value) -> Option<String> {
 fn record(
     ann: &Path,
     images: &Path,
-    dataset: Dataset,
     split: Split,
     i: usize,
     rec: &Value,
@@ -83,17 +83,6 @@ fn record(
         .map(|p| p.as_str().map(|s| images.join(s)))
         .collect::<Option<_>>()
         .ok_or_else(|| bad(format!("record {id}: `image_path` must hold strings")))?;
-    let wanted = match dataset {
-        Dataset::IuXray => 2,
-        Dataset::MimicCxr => 1,
-    };
-    if paths.len() < wanted {
-        return Err(bad(format!(
-            "record {id}: `image_path` has {} entries, {} needs {wanted}",
-            paths.len(),
-            dataset.name()
-        )));
-    }
     if let Some(s) = rec.get("split").and_then(Value::as_str) {
         if Split::parse(s) != Some(split) {
             return Err(bad(format!(
@@ -114,7 +103,7 @@ fn record(
         subject_id: rec.get("subject_id").and_then(scalar),
         split,
         report_raw: report.to_string(),
-        images: paths.into_iter().take(wanted).collect(),
+        images: paths,
         neg_report_raw,
     })
 }

@@ -228,6 +228,13 @@ pub fn resume_trainer(
     for key in ck.check_config(&trainer.cfg, args.allow_config_change)? {
         tracing::warn!("resuming with a changed key: {key}");
     }
+    // `data.prepared` may change on resume, the vocabulary may not (issue 14).
+    crate::data::contract::check_resume_on_data(&ck.dir, &trainer.cfg).map_err(|e| {
+        ResumeError::Restore {
+            dir: ck.dir.clone(),
+            message: format!("{e:#}"),
+        }
+    })?;
     restore(trainer, &ck)?;
     trainer
         .rewind_log(ck.meta.step)

@@ -410,6 +410,12 @@ impl Default for LogConfig {
 
 type Invalid = (String, String);
 
+/// The longest period a duration key accepts, in minutes (a year).
+const MAX_MINUTES: f64 = 525_600.0;
+
+/// Positions the model can encode (the reference's positional-encoding `max_len`).
+const PE_LEN: usize = crate::model::transformer::PE_LEN as usize;
+
 fn check(ok: bool, key: &str, reason: impl Into<String>) -> Result<(), Invalid> {
     if ok {
         Ok(())
@@ -445,6 +451,14 @@ fn probability(v: f64, key: &str) -> Result<(), Invalid> {
 impl Config {
     /// Checks every cross-field rule; the error is (dotted key, reason).
     pub fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_data()?;
+        self.validate_model()?;
+        self.validate_ithn()?;
+        self.validate_train()?;
+        self.validate_rest()
+    }
+
+    fn validate_data(&self) -> Result<(), Invalid> {
         let d = &self.data;
         check(
             d.max_seq_length >= 2,
@@ -458,6 +472,35 @@ impl Config {
             format!("must be 1 or 2, got {}", d.views),
         )?;
         check(d.image_size >= 32, "data.image_size", "must be ≥ 32")?;
+        // The transformer adds a positional encoding to every patch of every view: a ResNet
+        // patch map is ceil(S/32)² per view, and the stored table has PE_LEN rows.
+        let patches = d.views * d.image_size.div_ceil(32).pow(2);
+        check(
+            patches <= PE_LEN,
+            "data.image_size",
+            format!(
+                "{} px gives {patches} patch positions for {} view(s), more than the {PE_LEN}                  positional encodings of the model (at most {} px with {} view(s))",
+                d.image_size,
+                d.views,
+                32 * ((PE_LEN / d.views.max(1)) as f64).sqrt().floor() as usize,
+                d.views
+            ),
+        )?;
+        check(
+            d.max_seq_length <= PE_LEN,
+            "data.max_seq_length",
+            format!("must be ≤ {PE_LEN} (the model's positional encodings)"),
+        )?;
+        check(
+            d.resize as u64 <= crate::bounds::MAX_IMAGE_SIDE,
+            "data.resize",
+            format!("must be ≤ {}", crate::bounds::MAX_IMAGE_SIDE),
+        )?;
+        check(
+            d.num_workers as u64 <= crate::bounds::MAX_THREADS,
+            "data.num_workers",
+            format!("must be ≤ {}", crate::bounds::MAX_THREADS),
+        )?;
         check(
             d.resize >= d.image_size,
             "data.resize",
@@ -467,7 +510,10 @@ impl Config {
             ),
         )?;
         check(d.num_workers >= 1, "data.num_workers", "must be ≥ 1")?;
+        Ok(())
+    }
 
+    fn validate_model(&self) -> Result<(), Invalid> {
         let m = &self.model;
         check(m.d_model > 0, "model.d_model", "must be > 0")?;
         check(m.num_heads > 0, "model.num_heads", "must be > 0")?;
@@ -510,7 +556,10 @@ impl Config {
             "model.visual_width_per_group",
             "must be a positive multiple of 4",
         )?;
+        Ok(())
+    }
 
+    fn validate_ithn(&self) -> Result<(), Invalid> {
         let i = &self.ithn;
         non_negative(i.alpha, "ithn.alpha")?;
         non_negative(i.w_lm, "ithn.w_lm")?;
@@ -523,7 +572,10 @@ impl Config {
         )?;
         non_negative(i.ascent_lr, "ithn.ascent_lr")?;
         non_negative(i.ascent_radius, "ithn.ascent_radius")?;
+        Ok(())
+    }
 
+    fn validate_train(&self) -> Result<(), Invalid> {
         let t = &self.train;
         check(t.epochs >= 1, "train.epochs", "must be ≥ 1")?;
         check(t.batch_size >= 1, "train.batch_size", "must be ≥ 1")?;
@@ -557,14 +609,29 @@ impl Config {
             "train.monitor_metric",
             format!("must be one of {METRICS:?}, got {:?}", t.monitor_metric),
         )?;
+        Ok(())
+    }
 
+    /// `eval`, `checkpoint`, `dist` and `log`.
+    fn validate_rest(&self) -> Result<(), Invalid> {
         let e = &self.eval;
         check(e.beam_size >= 1, "eval.beam_size", "must be ≥ 1")?;
         check(e.max_seq_length >= 2, "eval.max_seq_length", "must be ≥ 2")?;
+        check(
+            e.max_seq_length <= PE_LEN,
+            "eval.max_seq_length",
+            format!("must be ≤ {PE_LEN} (the model's positional encodings)"),
+        )?;
         check(e.batch_size >= 1, "eval.batch_size", "must be ≥ 1")?;
         check(e.every_epochs >= 1, "eval.every_epochs", "must be ≥ 1")?;
 
         non_negative(self.checkpoint.every_minutes, "checkpoint.every_minutes")?;
+        // Both become `Duration`s added to `Instant`s: keep them far from overflow.
+        check(
+            self.checkpoint.every_minutes <= MAX_MINUTES,
+            "checkpoint.every_minutes",
+            format!("must be ≤ {MAX_MINUTES} (a year)"),
+        )?;
         check(
             self.checkpoint.keep_last >= 1,
             "checkpoint.keep_last",
@@ -572,6 +639,11 @@ impl Config {
         )?;
         positive(self.dist.bucket_mb, "dist.bucket_mb")?;
         positive(self.dist.timeout_s, "dist.timeout_s")?;
+        check(
+            self.dist.timeout_s <= MAX_MINUTES * 60.0,
+            "dist.timeout_s",
+            format!("must be ≤ {} (a year)", MAX_MINUTES * 60.0),
+        )?;
         check(self.log.every_steps >= 1, "log.every_steps", "must be ≥ 1")?;
         Ok(())
     }

@@ -21,11 +21,11 @@ pub struct TrainArgs {
     /// Run directory: config.toml, metrics.jsonl, predictions-*.jsonl, best/, final/.
     #[arg(long, value_name = "DIR")]
     pub run_dir: PathBuf,
-    /// Stop after N optimizer steps (then save the final model and score the test split).
-    #[arg(long, value_name = "N")]
+    /// Stop after N ≥ 1 optimizer steps (then save the final model and score the test split).
+    #[arg(long, value_name = "N", value_parser = crate::bounds::at_least::<u64>(1))]
     pub max_steps: Option<u64>,
-    /// Threads per rank for libtorch's CPU kernels (default: libtorch's choice).
-    #[arg(long, value_name = "N")]
+    /// Threads per rank for libtorch's CPU kernels, 1..=4096 (default: libtorch's choice).
+    #[arg(long, value_name = "N", value_parser = crate::bounds::threads::<i32>())]
     pub threads: Option<i32>,
     /// Checkpoint resume and preemption options (docs/resume.md).
     #[command(flatten)]
@@ -35,6 +35,9 @@ pub struct TrainArgs {
 /// Runs training on every rank; rank 0 prints the test scores.
 pub fn run(args: TrainArgs, world: &World) -> anyhow::Result<i32> {
     let cfg = args.config.load()?;
+    // The config's claims about its prepared data, before any model or loader exists.
+    let data = crate::data::contract::PreparedData::open(std::path::Path::new(&cfg.data.prepared))?;
+    crate::data::contract::check_config_on_data(&cfg, &args.config.config, &data)?;
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }

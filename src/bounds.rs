@@ -10,8 +10,6 @@
 //! width against a checkpoint's vocabulary) are checked where the file is read; see
 //! [`crate::data::contract`].
 
-use std::fmt::Display;
-
 /// A whole number in `min..=max`; `what` says why the bound exists when it is not obvious.
 fn parse_in<T>(s: &str, min: u64, max: u64) -> Result<T, String>
 where
@@ -65,11 +63,9 @@ where
 /// decompression bombs (docs/prepared-format.md), so no larger target can make sense.
 pub const MAX_IMAGE_SIDE: u64 = 20_000;
 
-/// An error for a number that does not fit what it indexes, naming the option and the file
-/// that sets the limit.
-pub fn out_of_range(option: &str, value: impl Display, limit: impl Display) -> String {
-    format!("{option} {value} is out of range: {limit}")
-}
+/// The longest token sequence any option accepts: the model's positional encodings
+/// (the reference's `max_len`).
+pub const MAX_SEQ_LEN: u64 = crate::model::transformer::PE_LEN as u64;
 
 #[cfg(test)]
 mod tests {

@@ -82,8 +82,8 @@ impl ConfigArgs {
 
 #[derive(Args, Debug)]
 pub struct WorldArgs {
-    /// Elements in the test all-reduce.
-    #[arg(long, default_value_t = 1024)]
+    /// Elements in the test all-reduce (1 to 2^28).
+    #[arg(long, default_value_t = 1024, value_parser = crate::bounds::between::<i64>(1, 1 << 28))]
     pub elements: i64,
     /// Print one JSON object per rank instead of text.
     #[arg(long)]
@@ -96,10 +96,28 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_message(&e));
             1
         }
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text the message
+/// already holds (many errors print their source in their own message; `{:#}` would then say
+/// it twice, as `train` did for an empty val split — issue 14).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {

@@ -30,19 +30,19 @@ pub struct StepBenchArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Measured optimizer steps (after the warm-up).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::bounds::at_least::<usize>(1))]
     pub steps: usize,
     /// Unmeasured warm-up steps.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// libtorch CPU threads per rank.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::bounds::threads::<i32>())]
     pub threads: Option<i32>,
     /// Vocabulary size of the synthetic reports (logit columns).
-    #[arg(long, default_value_t = 761)]
+    #[arg(long, default_value_t = 761, value_parser = crate::bounds::at_least::<usize>(2))]
     pub vocab: usize,
     /// Report length (tokens incl. BOS/EOS) of the synthetic reports.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = crate::bounds::between::<i64>(2, crate::bounds::MAX_SEQ_LEN))]
     pub report_len: i64,
     /// Skip the one-process reference measurement.
     #[arg(long)]

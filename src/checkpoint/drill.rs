@@ -33,10 +33,10 @@ pub struct DrillArgs {
     #[arg(long, value_name = "DIR")]
     pub run_dir: PathBuf,
     /// Stop after this many optimizer steps in total (default: train.epochs full epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::bounds::at_least::<u64>(1))]
     pub max_steps: Option<u64>,
     /// Sleep this long after each step, so that signals can land mid-run in tests.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::bounds::between::<u64>(0, 3_600_000))]
     pub step_ms: u64,
     #[command(flatten)]
     pub resume: ResumeArgs,

@@ -232,7 +232,7 @@ pub fn resume_trainer(
     crate::data::contract::check_resume_on_data(&ck.dir, &trainer.cfg).map_err(|e| {
         ResumeError::Restore {
             dir: ck.dir.clone(),
-            message: format!("{e:#}"),
+            message: crate::cli::error_message(&e),
         }
     })?;
     restore(trainer, &ck)?;

@@ -96,7 +96,10 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", error_message(&e));
+            // Rank 0 already printed why every rank stops.
+            if !e.is::<crate::data::contract::RefusedOnRoot>() {
+                eprintln!("error: {}", error_message(&e));
+            }
             1
         }
     }

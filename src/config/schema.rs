@@ -479,7 +479,8 @@ impl Config {
             patches <= PE_LEN,
             "data.image_size",
             format!(
-                "{} px gives {patches} patch positions for {} view(s), more than the {PE_LEN}                  positional encodings of the model (at most {} px with {} view(s))",
+                "{} px gives {patches} patch positions for {} view(s), more than the {PE_LEN} \
+                 positional encodings of the model (at most {} px with {} view(s))",
                 d.image_size,
                 d.views,
                 32 * ((PE_LEN / d.views.max(1)) as f64).sqrt().floor() as usize,

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::data::prepare::{manifest::Manifest, read_manifest, Split};
 use crate::data::text::Vocab;
+use crate::dist::World;
 use crate::model::weights::{ModelCheckpoint, VocabInfo, CONFIG_FILE, VOCAB_FILE};
 
 /// A pair of artifacts that do not fit, or a prepared directory that cannot serve a command.
@@ -47,6 +48,28 @@ pub enum ContractError {
         path: PathBuf,
         what: String,
     },
+}
+
+/// The error every rank but 0 returns when rank 0's checks refused the inputs: rank 0 prints
+/// the reason, `main` prints nothing for this one, so a launch of many ranks says it once.
+#[derive(Debug, thiserror::Error)]
+#[error("rank {rank}: rank 0 refused the inputs (its message says why)")]
+pub struct RefusedOnRoot {
+    pub rank: usize,
+}
+
+/// Runs `check` on rank 0 and shares the verdict with every rank (a collective: call it on
+/// every rank). The inputs are the same files for every rank, so one rank's verdict is
+/// everyone's; the others do not need to read them.
+pub fn on_root(world: &World, check: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let result = if world.is_root() { check() } else { Ok(()) };
+    let mut verdict = vec![u8::from(result.is_err())];
+    world.broadcast_bytes(0, &mut verdict);
+    match result {
+        Err(e) => Err(e),
+        Ok(()) if verdict.first() == Some(&1) => Err(RefusedOnRoot { rank: world.rank }.into()),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// The content hash of a vocabulary: sha256 of its tokens in id order, one per line. Two
@@ -312,6 +335,27 @@ pub fn check_resume_on_data(checkpoint_dir: &Path, cfg: &Config) -> anyhow::Resu
     Ok(())
 }
 
+/// The id rule (an id names one sample, decided by `prepare`) for rows read back from `dir`:
+/// directories written before `prepare` enforced it may repeat an id, which `score` refuses.
+pub fn unique_ids<'a>(
+    rows: impl IntoIterator<Item = (u64, &'a str)>,
+    dir: &Path,
+    split: &str,
+) -> Result<(), ContractError> {
+    let mut first: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for (row, id) in rows {
+        if let Some(earlier) = first.insert(id, row) {
+            return Err(ContractError::Data {
+                path: dir.join("manifest.json"),
+                what: format!(
+                    "id {id:?} is in split {split} twice (rows {earlier} and {row}): this directory                      was prepared before duplicate ids were skipped; rerun prepare"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A beam width against the model's output classes (`logit_dim` = V + 1): the first step
 /// chooses `beam` different tokens, so it cannot exceed them.
 pub fn check_beam(
@@ -379,6 +423,16 @@ mod tests {
             first_difference(&a, &b),
             "id 3 is \"b\" in one and \"c\" in the other"
         );
+    }
+
+    #[test]
+    fn a_repeated_id_names_both_rows() {
+        let dir = Path::new("prep");
+        assert!(unique_ids([(0, "a"), (1, "b")], dir, "test").is_ok());
+        let e = unique_ids([(0, "a"), (1, "b"), (2, "a")], dir, "test")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("prep/manifest.json: id \"a\" is in split test twice (rows 0 and 2)"), "{e}");
     }
 
     #[test]

@@ -291,7 +291,7 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
     if let Some(b) = args.beam {
         opts.beam = b;
     }
-    check_inputs(&args, &ckpt, &cfg, opts.beam)?;
+    contract::on_root(world, || check_inputs(&args, &ckpt, &cfg, opts.beam))?;
     let device = if tch::Cuda::is_available() {
         Device::Cuda(world.local_rank)
     } else {
@@ -316,6 +316,11 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
         &|| false,
     )?;
     if let Some(scores) = scores {
+        contract::unique_ids(
+            preds.iter().map(|p| (p.index, p.id.as_str())),
+            Path::new(&cfg.data.prepared),
+            &args.split,
+        )?;
         let out = args.out.unwrap_or_else(|| args.checkpoint.clone());
         std::fs::create_dir_all(&out)?;
         write_predictions(&out.join("predictions.jsonl"), &preds)?;

@@ -12,6 +12,7 @@ use super::trainer::Trainer;
 use crate::checkpoint::hook::{resume_trainer, TrainCheckpointing};
 use crate::checkpoint::ResumeArgs;
 use crate::cli::ConfigArgs;
+use crate::data::contract;
 use crate::dist::World;
 
 #[derive(Args, Debug)]
@@ -36,8 +37,10 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs, world: &World) -> anyhow::Result<i32> {
     let cfg = args.config.load()?;
     // The config's claims about its prepared data, before any model or loader exists.
-    let data = crate::data::contract::PreparedData::open(std::path::Path::new(&cfg.data.prepared))?;
-    crate::data::contract::check_config_on_data(&cfg, &args.config.config, &data)?;
+    contract::on_root(world, || {
+        let data = contract::PreparedData::open(std::path::Path::new(&cfg.data.prepared))?;
+        Ok(contract::check_config_on_data(&cfg, &args.config.config, &data)?)
+    })?;
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }

@@ -4,8 +4,8 @@
 //! the `ithn-dist` binary.
 
 pub mod bench;
-pub mod checkpoint;
 pub mod bounds;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -108,7 +108,10 @@ impl PreparedData {
     }
 
     fn vocab_path(&self) -> String {
-        self.dir.join(&self.manifest.vocab.file).display().to_string()
+        self.dir
+            .join(&self.manifest.vocab.file)
+            .display()
+            .to_string()
     }
 
     /// Rows of `split`.
@@ -223,10 +226,7 @@ fn check_shape(
         return Err(err(format!(
             "data.views = {} but the data stores {} view(s) per study; prepare with --views {} \
              (studies with fewer images are then skipped) or use a {}-view model",
-            cfg.data.views,
-            m.preprocessing.views,
-            cfg.data.views,
-            m.preprocessing.views
+            cfg.data.views, m.preprocessing.views, cfg.data.views, m.preprocessing.views
         )));
     }
     let (need, key) = match resize {
@@ -432,7 +432,10 @@ mod tests {
         let e = unique_ids([(0, "a"), (1, "b"), (2, "a")], dir, "test")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("prep/manifest.json: id \"a\" is in split test twice (rows 0 and 2)"), "{e}");
+        assert!(
+            e.starts_with("prep/manifest.json: id \"a\" is in split test twice (rows 0 and 2)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,8 +17,8 @@ use tch::{Device, Tensor};
 
 use crate::config::Config;
 use crate::data::contract;
-use crate::data::prepare::Split;
 use crate::data::loader::{Batch, Loader};
+use crate::data::prepare::Split;
 use crate::dist::{Collectives, DistError, World};
 use crate::eval::metrics::{score_corpus, MeteorOpts, Scores};
 use crate::model::weights::{write_bytes_atomic, VocabInfo};

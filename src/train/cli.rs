@@ -39,7 +39,11 @@ pub fn run(args: TrainArgs, world: &World) -> anyhow::Result<i32> {
     // The config's claims about its prepared data, before any model or loader exists.
     contract::on_root(world, || {
         let data = contract::PreparedData::open(std::path::Path::new(&cfg.data.prepared))?;
-        Ok(contract::check_config_on_data(&cfg, &args.config.config, &data)?)
+        Ok(contract::check_config_on_data(
+            &cfg,
+            &args.config.config,
+            &data,
+        )?)
     })?;
     if let Some(n) = args.threads {
         tch::set_num_threads(n);

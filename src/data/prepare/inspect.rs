@@ -165,8 +165,12 @@ pub fn split_warnings(m: &Manifest) -> Vec<String> {
             "the source lists none".to_string()
         };
         let use_ = match split {
-            Split::Val => "`train` validates on it (best model, early stopping) and refuses to start",
-            _ => "`train` scores it at the end and `evaluate --split test` needs it, so both refuse",
+            Split::Val => {
+                "`train` validates on it (best model, early stopping) and refuses to start"
+            }
+            _ => {
+                "`train` scores it at the end and `evaluate --split test` needs it, so both refuse"
+            }
         };
         out.push(format!(
             "split {} is empty ({why}): {use_}; give the source {} samples and rerun prepare",

@@ -145,7 +145,9 @@ mod tests {
             subject_id: None,
             split,
             report_raw: report.into(),
-            images: (0..images).map(|i| format!("{id}/{i}.png").into()).collect(),
+            images: (0..images)
+                .map(|i| format!("{id}/{i}.png").into())
+                .collect(),
             neg_report_raw: None,
         }
     }

@@ -49,7 +49,7 @@ fn case1_vocabulary_is_the_references_whatever_prepare_skips() {
         images.to_str().unwrap(),
         out.to_str().unwrap(),
     );
-    args.extend(["--resize", "16"]);
+    *args.last_mut().unwrap() = "16"; // --resize 16: the phantoms are 16 px
     ok(&args);
     let m = manifest(&out);
     let skipped_train = m["skipped"]

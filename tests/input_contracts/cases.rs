@@ -17,8 +17,7 @@ fn case1_vocabulary_is_the_references_whatever_prepare_skips() {
         &std::fs::read_to_string(shared("reference/public/text.json")).unwrap(),
     )
     .unwrap();
-    let mut splits: [(&str, Vec<(String, String, usize)>); 3] =
-        [("train", vec![]), ("val", vec![]), ("test", vec![])];
+    let mut splits: Splits = [("train", vec![]), ("val", vec![]), ("test", vec![])];
     for r in fx["records"].as_array().unwrap() {
         let k = ["train", "val", "test"]
             .iter()

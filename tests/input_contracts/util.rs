@@ -102,8 +102,13 @@ pub fn assert_no_crash(args: &[&str], err: &str) {
     }
 }
 
+/// An annotation record: id, report, number of images.
+pub type Record = (String, String, usize);
+/// The three lists of an annotation, train, val, test.
+pub type Splits = [(&'static str, Vec<Record>); 3];
+
 /// Writes an R2Gen annotation `{train, val, test}` of `(id, report, images)` records.
-pub fn write_annotation(path: &Path, splits: [(&str, Vec<(String, String, usize)>); 3]) {
+pub fn write_annotation(path: &Path, splits: Splits) {
     let mut root = serde_json::Map::new();
     for (split, recs) in splits {
         let list: Vec<Value> = recs
@@ -158,24 +163,15 @@ pub fn write_images(ann: &Path, images: &Path, bytes: &[u8], missing: &[&str]) {
 }
 
 /// The first `n` records of each split of the bundled IU annotation, with their image counts.
-pub fn iu_records(
-    train: usize,
-    val: usize,
-    test: usize,
-) -> [(&'static str, Vec<(String, String, usize)>); 3] {
+pub fn iu_records(train: usize, val: usize, test: usize) -> Splits {
     iu_records_at(0, train, val, test)
 }
 
 /// Records `offset..offset + n` of each split of the bundled IU annotation (two images each).
-pub fn iu_records_at(
-    offset: usize,
-    train: usize,
-    val: usize,
-    test: usize,
-) -> [(&'static str, Vec<(String, String, usize)>); 3] {
+pub fn iu_records_at(offset: usize, train: usize, val: usize, test: usize) -> Splits {
     let text = std::fs::read_to_string(repo("data/iu_xray/annotation.json")).unwrap();
     let root: Value = serde_json::from_str(&text).unwrap();
-    let take = |split: &str, n: usize| -> Vec<(String, String, usize)> {
+    let take = |split: &str, n: usize| -> Vec<Record> {
         root[split].as_array().unwrap()[offset..offset + n]
             .iter()
             .map(|r| {

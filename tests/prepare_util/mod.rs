@@ -174,7 +174,9 @@ pub fn check_prepared(dir: &Path) -> (Manifest, [Vec<ReadRow>; 3]) {
 /// layouts, the kept train rows when none was skipped, else a superset of their tokens.
 fn check_vocab(dir: &Path, m: &Manifest, train: &[ReadRow]) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let listed_ann = m.source["ann"].as_str().filter(|_| m.source["kind"] == "r2gen");
+    let listed_ann = m.source["ann"]
+        .as_str()
+        .filter(|_| m.source["kind"] == "r2gen");
     let ann = match listed_ann {
         Some(a) => PathBuf::from(a),
         None => {
@@ -214,7 +216,10 @@ fn check_vocab(dir: &Path, m: &Manifest, train: &[ReadRow]) {
         };
         let have = tokens(&prepared);
         for t in tokens(&expected) {
-            assert!(have.contains(&t), "token {t:?} of a kept train row is missing");
+            assert!(
+                have.contains(&t),
+                "token {t:?} of a kept train row is missing"
+            );
         }
     }
 }

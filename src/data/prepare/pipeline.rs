@@ -64,6 +64,19 @@ impl PrepareOptions {
     }
 }
 
+impl PrepareOptions {
+    /// What the manifest records of these options.
+    fn preprocessing(&self) -> Preprocessing {
+        Preprocessing {
+            image: self.image,
+            views: self.views,
+            max_seq_length: self.max_seq_length,
+            shard_rows: self.shard_rows,
+            row_group_rows: self.row_group_rows,
+        }
+    }
+}
+
 /// Where one sample's stored views live in the spill file.
 struct Spilled {
     format: &'static str,
@@ -112,15 +125,7 @@ pub fn run(source: SourceData, opts: &PrepareOptions) -> Result<Manifest, Prepar
         samples,
         mut skipped,
     } = source;
-    if opts.strict {
-        if let Some(s) = skipped.first() {
-            return Err(PrepareError::Strict {
-                id: s.id.clone(),
-                split: s.split.map(|x| x.name()).unwrap_or("?").into(),
-                reason: s.reason.clone(),
-            });
-        }
-    }
+    refuse_source_skips(opts.strict, &skipped)?;
     let threshold = opts
         .threshold
         .unwrap_or_else(|| dataset.default_threshold());
@@ -140,6 +145,61 @@ pub fn run(source: SourceData, opts: &PrepareOptions) -> Result<Manifest, Prepar
         .par_iter()
         .map(|k| dataset.clean(&k.sample.report_raw))
         .collect();
+    let negs = mine_negatives(&kept, &cleaned, train_records, opts.progress)?;
+
+    let written = Written {
+        kept: &kept,
+        cleaned: &cleaned,
+        negs: &negs,
+        vocab: &vocab,
+        opts,
+        work: &work,
+    };
+    let entries = written.shards()?;
+    let vocab_path = opts.out.join(manifest::VOCAB_FILE);
+    vocab.save(&vocab_path)?;
+    remove_stale_shards(&opts.out, &old_shards, &entries)?;
+    let manifest = Manifest {
+        format_version: manifest::FORMAT_VERSION,
+        source: description,
+        dataset,
+        counts: Split::ALL
+            .iter()
+            .map(|&s| {
+                (
+                    s,
+                    kept.iter().filter(|k| k.sample.split == s).count() as u64,
+                )
+            })
+            .collect(),
+        skipped,
+        preprocessing: opts.preprocessing(),
+        vocab: VocabSummary {
+            file: manifest::VOCAB_FILE.into(),
+            threshold,
+            size: vocab.len(),
+            sha256: manifest::sha256_file(&vocab_path)?,
+            train_records: Some(train_records as u64),
+        },
+        negatives: negatives_summary(&negs, &kept),
+        shards: entries,
+    };
+    std::fs::remove_dir_all(&work).map_err(|source| PrepareError::Write {
+        path: work.clone(),
+        source,
+    })?;
+    manifest::write_manifest(&opts.out, &manifest)?;
+    Ok(manifest)
+}
+
+/// The hard negative of every kept train row (the first rows of `kept`); refuses a run
+/// without any, which could not be trained on.
+fn mine_negatives(
+    kept: &[Kept],
+    cleaned: &[String],
+    train_records: usize,
+    progress: bool,
+) -> Result<Vec<Option<negatives::Negative>>, PrepareError> {
     let n_train = kept
         .iter()
         .take_while(|k| k.sample.split == Split::Train)
@@ -154,68 +214,43 @@ pub fn run(source: SourceData, opts: &PrepareOptions) -> Result<Manifest, Prepar
         .iter()
         .map(|k| k.sample.subject_id.clone())
         .collect();
-    let pb = bar(0, "negatives", opts.progress);
-    let negs = negatives::mine(&cleaned[..n_train], &patients, &pb);
-    let with_neg = negs.iter().filter(|n| n.is_some()).count() as u64;
+    let pb = bar(0, "negatives", progress);
+    Ok(negatives::mine(&cleaned[..n_train], &patients, &pb))
+}
 
-    let written = Written {
-        kept: &kept,
-        cleaned: &cleaned,
-        negs: &negs,
-        vocab: &vocab,
-        opts,
-        work: &work,
-    };
-    let entries = written.shards()?;
-    let vocab_path = opts.out.join(manifest::VOCAB_FILE);
-    vocab.save(&vocab_path)?;
-    for stale in old_shards
-        .iter()
-        .filter(|f| !entries.iter().any(|e| &e.file == *f))
-    {
-        let path = opts.out.join(stale);
+/// Removes the shards of a previous run that this run did not write again.
+fn remove_stale_shards(out: &Path, old: &[String], new: &[ShardEntry]) -> Result<(), PrepareError> {
+    for stale in old.iter().filter(|f| !new.iter().any(|e| &e.file == *f)) {
+        let path = out.join(stale);
         std::fs::remove_file(&path).map_err(|source| PrepareError::Write { path, source })?;
     }
-    let manifest = Manifest {
-        format_version: manifest::FORMAT_VERSION,
-        source: description,
-        dataset,
-        counts: Split::ALL
-            .iter()
-            .map(|&s| (s, kept.iter().filter(|k| k.sample.split == s).count() as u64))
-            .collect(),
-        skipped,
-        preprocessing: Preprocessing {
-            image: opts.image,
-            views: opts.views,
-            max_seq_length: opts.max_seq_length,
-            shard_rows: opts.shard_rows,
-            row_group_rows: opts.row_group_rows,
-        },
-        vocab: VocabSummary {
-            file: manifest::VOCAB_FILE.into(),
-            threshold,
-            size: vocab.len(),
-            sha256: manifest::sha256_file(&vocab_path)?,
-            train_records: Some(train_records as u64),
-        },
-        negatives: NegativesSummary {
-            method: "tfidf-cosine-top1: (1+ln tf)·(ln((1+N)/(1+df))+1), L2-normalised, tokens of the cleaned \
-                     report without '.', other train samples with a different cleaned report and a different \
-                     known patient; ties: first-seen text, then lowest index"
-                .into(),
-            train_with_negative: with_neg,
-            train_without_negative: n_train as u64 - with_neg,
-            source_neg_report_kept: kept.iter().any(|k| k.sample.neg_report_raw.is_some()),
-        },
-        shards: entries,
-    };
-    std::fs::remove_dir_all(&work).map_err(|source| PrepareError::Write {
-        path: work.clone(),
-        source,
-    })?;
-    manifest::write_manifest(&opts.out, &manifest)?;
-    Ok(manifest)
+    Ok(())
+}
+
+/// A source-level skip is fatal with `--strict`.
+fn refuse_source_skips(strict: bool, skipped: &[Skipped]) -> Result<(), PrepareError> {
+    match skipped.first() {
+        Some(s) if strict => Err(PrepareError::Strict {
+            id: s.id.clone(),
+            split: s.split.map(|x| x.name()).unwrap_or("?").into(),
+            reason: s.reason.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The manifest's account of the mined negatives of the train rows (`negs[i]` of train row i).
+fn negatives_summary(negs: &[Option<negatives::Negative>], kept: &[Kept]) -> NegativesSummary {
+    let with_neg = negs.iter().filter(|n| n.is_some()).count() as u64;
+    NegativesSummary {
+        method: "tfidf-cosine-top1: (1+ln tf)·(ln((1+N)/(1+df))+1), L2-normalised, tokens of the cleaned \
+                 report without '.', other train samples with a different cleaned report and a different \
+                 known patient; ties: first-seen text, then lowest index"
+            .into(),
+        train_with_negative: with_neg,
+        train_without_negative: negs.len() as u64 - with_neg,
+        source_neg_report_kept: kept.iter().any(|k| k.sample.neg_report_raw.is_some()),
+    }
 }
 
 /// What the shard writer needs: the kept samples (split order), their cleaned reports, the

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::data::contract::id_text;
 use crate::data::prepare::{PrepareError, SourceData, SourceSample, Split};
 use crate::data::text::Dataset;
 
@@ -50,15 +51,6 @@ pub fn read(ann: &Path, images: &Path, dataset: Dataset) -> Result<SourceData, P
     })
 }
 
-/// A scalar as text: ids are strings in IU files but integers in some MIMIC files.
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 fn record(
     ann: &Path,
     images: &Path,
@@ -69,8 +61,8 @@ fn record(
     let bad = |what: String| PrepareError::input(ann, format!("{}[{i}]: {what}", split.name()));
     let id = rec
         .get("id")
-        .and_then(scalar)
-        .ok_or_else(|| bad("missing key `id`".into()))?;
+        .and_then(id_text)
+        .ok_or_else(|| bad("missing key `id` (a string or an integer)".into()))?;
     let report = rec
         .get("report")
         .and_then(Value::as_str)
@@ -99,8 +91,8 @@ fn record(
         .map(str::to_string);
     Ok(SourceSample {
         id,
-        study_id: rec.get("study_id").and_then(scalar),
-        subject_id: rec.get("subject_id").and_then(scalar),
+        study_id: rec.get("study_id").and_then(id_text),
+        subject_id: rec.get("subject_id").and_then(id_text),
         split,
         report_raw: report.to_string(),
         images: paths,

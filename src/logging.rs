@@ -1,6 +1,6 @@
 //! Rank-aware logging with `tracing`: rank 0 writes human-readable lines to the terminal
 //! (stderr), every rank can also write JSON lines to `<log_dir>/rank-<r>.jsonl`.
-//! `RUST_LOG` filters as usual (default `info`).
+//! `RUST_LOG` filters as usual (default `info`). `cli` calls [`init`] once, for every command.
 
 use std::path::Path;
 use tracing_subscriber::prelude::*;

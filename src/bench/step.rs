@@ -16,7 +16,7 @@ use std::time::Instant;
 use clap::Args;
 use tch::{Device, Kind, Tensor};
 
-use crate::cli::ConfigArgs;
+use crate::config::ConfigArgs;
 use crate::config::Config;
 use crate::dist::buckets::{BucketPlan, GradSync};
 use crate::dist::collectives::{select, SingleProcess};

@@ -13,7 +13,7 @@ use tch::Device;
 use super::decode::{beam_search, greedy};
 use super::r2gencmn::R2GenCmn;
 use super::weights::{read_safetensors, ModelCheckpoint, ModelError, VocabInfo, WEIGHTS_FILE};
-use crate::cli::ConfigArgs;
+use crate::config::ConfigArgs;
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {

@@ -102,11 +102,7 @@ impl Command {
 /// the logging of this rank — then dispatches. The scripted fault of the crash tests
 /// (`ITHN_FAULT`) is read here, for the commands that inject one, and passed down.
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    let world = cli
-        .command
-        .runs_on_ranks()
-        .then(World::init)
-        .transpose()?;
+    let world = cli.command.runs_on_ranks().then(World::init).transpose()?;
     crate::logging::init(world.as_ref().map_or(0, |w| w.rank), cli.log_dir.as_deref())?;
     let on_ranks = || world.as_ref().expect("runs_on_ranks() lists this command");
     match cli.command {
@@ -127,7 +123,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Generate(args) => crate::model::cli::generate(&args).map(|()| 0),
         Command::Train(args) => crate::train::cli::run(args, on_ranks(), Fault::from_env()?),
         Command::Evaluate(args) => crate::eval::evaluate::run(args, on_ranks()),
-        Command::Drill(args) => crate::checkpoint::drill::run(on_ranks(), &args, Fault::from_env()?),
+        Command::Drill(args) => {
+            crate::checkpoint::drill::run(on_ranks(), &args, Fault::from_env()?)
+        }
         Command::World(args) => world_report(on_ranks(), &args),
     }
 }

@@ -52,7 +52,11 @@ mod layering {
             if line.is_empty() || line.starts_with('*') {
                 break;
             }
-            names.extend(line.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()));
+            names.extend(
+                line.split(',')
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty()),
+            );
         }
         names
     }
@@ -62,7 +66,7 @@ mod layering {
             for entry in std::fs::read_dir(path).unwrap() {
                 rust_files(&entry.unwrap().path(), out);
             }
-        } else if path.extension().is_some_and(|e| e == "rs") {
+        } else if path.is_file() && path.extension().is_some_and(|e| e == "rs") {
             out.push(path.to_path_buf());
         }
     }
@@ -125,10 +129,7 @@ mod layering {
         let f = dir.path().join("x.rs");
         std::fs::write(&f, "// crate::train in a comment\nuse crate::train::x;\n").unwrap();
         let known = vec!["train".to_string(), "eval".to_string()];
-        assert_eq!(
-            imports(&[f], &known),
-            BTreeSet::from(["train".to_string()])
-        );
+        assert_eq!(imports(&[f], &known), BTreeSet::from(["train".to_string()]));
         let lib = "//! Layers, bottom to top — x\n//! y:\n//! a, b,\n//! c\n//!\n";
         assert_eq!(layers(lib), vec!["a", "b", "c"]);
     }

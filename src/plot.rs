@@ -418,10 +418,7 @@ pub fn run(args: &PlotArgs) -> Result<Vec<PathBuf>, PlotError> {
         source: e,
     })?;
     let metrics = parse_metrics(&text, &source)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| run.plots());
+    let out = args.out.clone().unwrap_or_else(|| run.plots());
     plot_metrics(&metrics, &source, &out)
 }
 

@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(r.checkpoints(), Path::new("runs/x/checkpoints"));
         assert_eq!(r.best(), Path::new("runs/x/best"));
         assert_eq!(r.final_model(), Path::new("runs/x/final"));
-        assert_eq!(r.predictions("val"), Path::new("runs/x/predictions-val.jsonl"));
+        assert_eq!(
+            r.predictions("val"),
+            Path::new("runs/x/predictions-val.jsonl")
+        );
         assert_eq!(r.logs(), Path::new("runs/x/logs"));
         assert_eq!(r.plots(), Path::new("runs/x/plots"));
     }

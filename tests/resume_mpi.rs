@@ -140,7 +140,11 @@ fn kill_9_of_one_rank_ends_every_process_quickly_and_keeps_the_last_checkpoint_v
         t.elapsed().as_secs_f64()
     );
     let ck = newest(run.path());
-    assert!(ck.meta.state.step >= 3, "checkpoint at step {}", ck.meta.state.step);
+    assert!(
+        ck.meta.state.step >= 3,
+        "checkpoint at step {}",
+        ck.meta.state.step
+    );
     assert!(ck.meta.state.step < STEPS);
 }
 

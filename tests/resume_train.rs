@@ -267,7 +267,10 @@ fn a_stop_signal_during_validation_or_the_test_pass_checkpoints_and_resumes_iden
         assert_eq!(out.status.code(), Some(3), "{fault}: {err}");
         assert!(err.contains("evaluation interrupted"), "{fault}: {err}");
         let ck = resume_support::newest(&run);
-        eprintln!("{fault}: stopped, newest checkpoint step {}", ck.meta.state.step);
+        eprintln!(
+            "{fault}: stopped, newest checkpoint step {}",
+            ck.meta.state.step
+        );
     }
     ok(train(2, &data, &run, &[], &[]));
     assert_eq!(final_weights(&run), final_weights(&reference));

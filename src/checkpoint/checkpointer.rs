@@ -52,7 +52,9 @@ pub trait Stateful {
 pub enum StepAction {
     Continue,
     /// A stop signal reached some rank: its checkpoint is written; leave the loop (exit code 3).
-    Stop { signal: i32 },
+    Stop {
+        signal: i32,
+    },
 }
 
 /// The checkpoint manager of one run (see the module documentation).
@@ -132,9 +134,9 @@ impl<'w> Checkpointer<'w> {
         epoch_end: bool,
     ) -> Result<StepAction, CheckpointError> {
         let step = target.progress().step;
-        let decision = self
-            .schedule
-            .after_step(self.world, step, epoch_end, self.signals.pending());
+        let decision =
+            self.schedule
+                .after_step(self.world, step, epoch_end, self.signals.pending());
         let last = self.max_steps.is_some_and(|m| step >= m);
         if let Some(reason) = decision.save.or(last.then_some(SaveReason::Final)) {
             self.save(target, reason)?;

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tch::Tensor;
 
-use super::{Checkpoint, CheckpointError, Checkpointer, ResumeArgs, StepAction, Stateful, TrainState};
+use super::{
+    Checkpoint, CheckpointError, Checkpointer, ResumeArgs, Stateful, StepAction, TrainState,
+};
 use crate::config::Config;
 use crate::data::sampler::Cursor;
 use crate::dist::World;
@@ -131,7 +133,8 @@ impl State {
         let scale = 1.0 / global_batch as f32;
         for &i in indices {
             let (x, y) = sample(seed, i);
-            let keep = |j: usize| uniform(&[seed, 5, self.progress.step, i as u64, j as u64]) >= DROPOUT;
+            let keep =
+                |j: usize| uniform(&[seed, 5, self.progress.step, i as u64, j as u64]) >= DROPOUT;
             let xd: [f32; IN] =
                 std::array::from_fn(|j| if keep(j) { x[j] / (1.0 - DROPOUT) } else { 0.0 });
             for o in 0..OUT {
@@ -195,7 +198,12 @@ impl State {
     }
 
     /// One tensor of a checkpoint file as flat f32, checked for its length.
-    fn read(list: &[(String, Tensor)], name: &str, len: usize, dir: &Path) -> Result<Vec<f32>, CheckpointError> {
+    fn read(
+        list: &[(String, Tensor)],
+        name: &str,
+        len: usize,
+        dir: &Path,
+    ) -> Result<Vec<f32>, CheckpointError> {
         let missing = || CheckpointError::Restore {
             dir: dir.to_path_buf(),
             source: format!("tensor {name:?} missing or of the wrong size").into(),
@@ -247,12 +255,13 @@ impl Stateful for State {
     fn load_checkpoint(&mut self, ck: &Checkpoint) -> Result<(), CheckpointError> {
         let (model, opt) = (ck.model()?, ck.optimizer()?);
         let lens = [OUT * IN, OUT];
-        let both = |list: &Named, name: &dyn Fn(usize) -> String| -> Result<Pair, CheckpointError> {
-            Ok([
-                State::read(list, &name(0), lens[0], &ck.dir)?,
-                State::read(list, &name(1), lens[1], &ck.dir)?,
-            ])
-        };
+        let both =
+            |list: &Named, name: &dyn Fn(usize) -> String| -> Result<Pair, CheckpointError> {
+                Ok([
+                    State::read(list, &name(0), lens[0], &ck.dir)?,
+                    State::read(list, &name(1), lens[1], &ck.dir)?,
+                ])
+            };
         self.params = both(&model, &|p| NAMES[p].to_string())?;
         self.exp_avg = both(&opt, &|p| format!("state.{p}.exp_avg"))?;
         self.exp_avg_sq = both(&opt, &|p| format!("state.{p}.exp_avg_sq"))?;
@@ -320,7 +329,10 @@ pub fn run(world: &World, args: &DrillArgs, fault: Option<Fault>) -> anyhow::Res
     checkpointer.start().map_err(DrillError::Signals)?;
     let watchdog = Watchdog::start(Duration::from_secs_f64(cfg.dist.timeout_s), world.rank);
     while state.progress.step < plan.total {
-        if hang.as_ref().is_some_and(|f| f.hangs(state.progress.step + 1, world.rank)) {
+        if hang
+            .as_ref()
+            .is_some_and(|f| f.hangs(state.progress.step + 1, world.rank))
+        {
             tracing::error!(rank = world.rank, "ITHN_FAULT: this rank hangs");
             loop {
                 std::thread::sleep(Duration::from_secs(3600));

@@ -439,7 +439,11 @@ impl CheckpointManager {
 
     /// Kills this process at `at` of the save of `step` when the scripted fault says so.
     fn fault_point(&self, step: u64, at: SavePoint) {
-        if self.fault.as_ref().is_some_and(|f| f.kills_checkpoint(step, at)) {
+        if self
+            .fault
+            .as_ref()
+            .is_some_and(|f| f.kills_checkpoint(step, at))
+        {
             tracing::error!(
                 step,
                 at = at.as_str(),

@@ -159,7 +159,11 @@ fn a_checkpoint_of_another_format_is_refused_not_skipped() {
     // Rewrite trainer.json as format 1 with consistent checksums (a complete older checkpoint).
     let path = dir.join(TRAINER_FILE);
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("\"format_version\": 2", "\"format_version\": 1")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("\"format_version\": 2", "\"format_version\": 1"),
+    )
+    .unwrap();
     let sums: String = std::fs::read_to_string(dir.join(SUMS_FILE))
         .unwrap()
         .lines()
@@ -169,10 +173,16 @@ fn a_checkpoint_of_another_format_is_refused_not_skipped() {
         })
         .collect();
     std::fs::write(dir.join(SUMS_FILE), &sums).unwrap();
-    std::fs::write(dir.join(DONE_FILE), format!("{}\n", sha256_bytes(sums.as_bytes()))).unwrap();
+    std::fs::write(
+        dir.join(DONE_FILE),
+        format!("{}\n", sha256_bytes(sums.as_bytes())),
+    )
+    .unwrap();
     let err = mgr.resolve(&ResumeMode::Auto).unwrap_err().to_string();
     assert!(
-        err.contains("step-00000002") && err.contains("checkpoint format 1") && err.contains("--resume never"),
+        err.contains("step-00000002")
+            && err.contains("checkpoint format 1")
+            && err.contains("--resume never"),
         "{err}"
     );
 }
@@ -185,7 +195,10 @@ fn saving_a_step_again_replaces_a_torn_directory() {
     std::fs::create_dir_all(mgr.step_dir(3)).unwrap();
     std::fs::write(mgr.step_dir(3).join(MODEL_FILE), b"torn").unwrap();
     save(&mgr, 3, &cfg);
-    assert_eq!(Checkpoint::open(&mgr.step_dir(3)).unwrap().meta.state.step, 3);
+    assert_eq!(
+        Checkpoint::open(&mgr.step_dir(3)).unwrap().meta.state.step,
+        3
+    );
 }
 
 #[test]

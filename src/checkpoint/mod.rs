@@ -25,7 +25,7 @@ pub mod manager;
 pub mod meta;
 pub mod schedule;
 
-pub use checkpointer::{Checkpointer, StepAction, Stateful};
+pub use checkpointer::{Checkpointer, Stateful, StepAction};
 pub use manager::{Checkpoint, CheckpointManager, Payload, ResumeArgs, ResumeMode};
 pub use meta::{config_hash, SaveReason, TrainState, TrainerMeta, FORMAT_VERSION};
 pub use schedule::{SaveSchedule, StepDecision};

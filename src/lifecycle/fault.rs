@@ -119,7 +119,9 @@ mod tests {
     #[test]
     fn every_documented_form_parses() {
         assert_eq!(
-            "kill-in-checkpoint:6:before-rename".parse::<Fault>().unwrap(),
+            "kill-in-checkpoint:6:before-rename"
+                .parse::<Fault>()
+                .unwrap(),
             Fault::KillInCheckpoint {
                 step: 6,
                 at: SavePoint::BeforeRename

@@ -39,7 +39,7 @@ use super::schedule::{lambda, StepLr};
 use super::step::{forward_backward, sample_seeds, LossTerms};
 use crate::checkpoint::manager::MODEL_FILE;
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, Checkpointer, ResumeArgs, StepAction, Stateful, TrainState,
+    Checkpoint, CheckpointError, Checkpointer, ResumeArgs, Stateful, StepAction, TrainState,
 };
 use crate::config::Config;
 use crate::data::loader::{Batch, Loader};
@@ -221,7 +221,8 @@ impl<'w> Trainer<'w> {
         } else {
             Device::Cpu
         };
-        let vocab_path = Path::new(&cfg.data.prepared).join(crate::data::prepare::manifest::VOCAB_FILE);
+        let vocab_path =
+            Path::new(&cfg.data.prepared).join(crate::data::prepare::manifest::VOCAB_FILE);
         let vocab = VocabInfo::load(&vocab_path)?;
         // Rank 0's weights (incl. model.visual_weights, the ImageNet ResNet) become everyone's below.
         let model = R2GenCmn::for_training(&cfg, vocab.logit_dim, device)?;
@@ -244,8 +245,14 @@ impl<'w> Trainer<'w> {
             crate::model::weights::write_bytes_atomic(&run.config(), cfg.to_toml().as_bytes())?;
         }
         let log = MetricsLog::open(&run, world.is_root())?;
-        let mut checkpointer =
-            Checkpointer::new(world, &cfg, &run, &opts.resume, opts.max_steps, opts.fault.clone());
+        let mut checkpointer = Checkpointer::new(
+            world,
+            &cfg,
+            &run,
+            &opts.resume,
+            opts.max_steps,
+            opts.fault.clone(),
+        );
         // Checkpoints carry the vocabulary so that `generate`/`export` read them (when readable).
         if let Ok(bytes) = std::fs::read(&vocab_path) {
             checkpointer = checkpointer.with_extra_file(crate::model::weights::VOCAB_FILE, bytes);
@@ -367,7 +374,8 @@ impl<'w> Trainer<'w> {
         let k = self.cfg.train.accumulation_steps;
         let state = &mut self.learner.state;
         let micro = to_ithn(batch, self.learner.model.device(), lam);
-        let first = (state.cursor.batches_consumed as usize * batch.global_batch + batch.offset) as u64;
+        let first =
+            (state.cursor.batches_consumed as usize * batch.global_batch + batch.offset) as u64;
         let seeds = sample_seeds(self.cfg.train.seed, state.step, first, batch.indices.len());
         if acc.is_none() {
             self.learner.optimizer.zero_grad();
@@ -467,7 +475,11 @@ impl<'w> Trainer<'w> {
     /// Decodes and scores a split; writes `RUN/predictions-{split}.jsonl` and a metrics line.
     fn evaluate(&mut self, split: &str) -> Result<Evaluated, TrainError> {
         self.inject_signal_in_eval(split);
-        let loader = if split == "val" { &self.val } else { &self.test };
+        let loader = if split == "val" {
+            &self.val
+        } else {
+            &self.test
+        };
         let opts = DecodeOpts::from_config(&self.cfg);
         let checkpointer = &self.checkpointer;
         let (preds, scores) = match evaluate_split(
@@ -527,7 +539,12 @@ impl<'w> Trainer<'w> {
     /// first evaluation of SPLIT in this process starts, so the stop arrives in the middle of
     /// the pass.
     fn inject_signal_in_eval(&mut self, split: &str) {
-        if self.world.is_root() && self.fault.as_ref().is_some_and(|f| f.signals_in_eval(split)) {
+        if self.world.is_root()
+            && self
+                .fault
+                .as_ref()
+                .is_some_and(|f| f.signals_in_eval(split))
+        {
             self.fault = None; // once per process
             tracing::warn!(split, "ITHN_FAULT: SIGTERM to this rank during evaluation");
             // SAFETY: raising a signal in our own process; the handler only sets flags.

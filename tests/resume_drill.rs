@@ -181,3 +181,18 @@ fn config_change_on_resume_is_refused_unless_allowed() {
     );
     assert_eq!(newest(run.path()).meta.state.step, 6);
 }
+
+#[test]
+fn a_malformed_fault_injection_is_refused_naming_the_variable() {
+    let run = tempfile::tempdir().unwrap();
+    let (status, _, err) = run_drill(run.path(), &[], &[("ITHN_FAULT", "hang:5")]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ITHN_FAULT=\"hang:5\"") && err.contains("hang:STEP:RANK"),
+        "{err}"
+    );
+    assert!(ithn_dist::checkpoint::CheckpointManager::new(run.path(), 2)
+        .list()
+        .unwrap()
+        .is_empty());
+}

@@ -379,7 +379,7 @@ fn step(world: &World, cfg: &Config, plan: &Plan, state: &mut State) -> bool {
             grads[OUT * IN + OUT]
         );
     }
-    state.progress.step % plan.steps_per_epoch == 0
+    state.progress.step.is_multiple_of(plan.steps_per_epoch)
 }
 
 #[cfg(test)]

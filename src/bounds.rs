@@ -8,7 +8,7 @@
 //! These are clap value parsers, so a bad value is a usage error (exit 2) whose message is
 //! clap's `invalid value 'V' for '--option <N>': REASON`. Bounds that depend on a file (a beam
 //! width against a checkpoint's vocabulary) are checked where the file is read; see
-//! [`crate::data::contract`].
+//! [`crate::model::contract`].
 
 /// A whole number in `min..=max`; `what` says why the bound exists when it is not obvious.
 fn parse_in<T>(s: &str, min: u64, max: u64) -> Result<T, String>
@@ -64,8 +64,9 @@ where
 pub const MAX_IMAGE_SIDE: u64 = 20_000;
 
 /// The longest token sequence any option accepts: the model's positional encodings
-/// (the reference's `max_len`).
-pub const MAX_SEQ_LEN: u64 = crate::model::transformer::PE_LEN as u64;
+/// (the reference's `max_len`; `model::transformer::PE_LEN` is defined from it, so a
+/// foundation module does not import the model).
+pub const MAX_SEQ_LEN: u64 = 5000;
 
 #[cfg(test)]
 mod tests {

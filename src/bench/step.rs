@@ -16,8 +16,8 @@ use std::time::Instant;
 use clap::Args;
 use tch::{Device, Kind, Tensor};
 
-use crate::cli::ConfigArgs;
 use crate::config::Config;
+use crate::config::ConfigArgs;
 use crate::dist::buckets::{BucketPlan, GradSync};
 use crate::dist::collectives::{select, SingleProcess};
 use crate::dist::{Collectives, World};

@@ -414,7 +414,7 @@ type Invalid = (String, String);
 const MAX_MINUTES: f64 = 525_600.0;
 
 /// Positions the model can encode (the reference's positional-encoding `max_len`).
-const PE_LEN: usize = crate::model::transformer::PE_LEN as usize;
+const PE_LEN: usize = crate::bounds::MAX_SEQ_LEN as usize;
 
 fn check(ok: bool, key: &str, reason: impl Into<String>) -> Result<(), Invalid> {
     if ok {

@@ -6,22 +6,23 @@
 //! the stream libtorch uses unless told otherwise, so they are ordered after the kernels that
 //! produced the gradients; the call then waits for the device, so on return the result is ready.
 //!
-//! A watchdog thread aborts the whole process when one collective takes longer than
-//! `dist.timeout_s`: a rank that died or hangs would otherwise leave every other rank waiting
-//! in NCCL forever, and a killed process makes mpirun/srun end the job.
+//! The [`Watchdog`] (the crate's one, in [`crate::lifecycle`]) is armed around each call and
+//! ends the whole job when one collective takes longer than `dist.timeout_s`: a rank that died
+//! or hangs would otherwise leave every other rank waiting in NCCL forever.
 //!
 //! This machine has no libcuda: cudarc panics when its dynamic loader is touched without it, so
 //! [`NcclCollectives::new`] refuses to start unless `tch::Cuda::is_available()`. The code still
 //! compiles everywhere (the `nccl` feature of cudarc is always on).
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use cudarc::nccl::{result, sys};
 use tch::{Device, Kind, Tensor};
 
 use super::collectives::{scatter_slice, Collectives};
 use super::{DistError, World};
+use crate::lifecycle::Watchdog;
 
 /// One NCCL communicator spanning the MPI world.
 pub struct NcclCollectives<'w> {
@@ -31,45 +32,6 @@ pub struct NcclCollectives<'w> {
     watchdog: Watchdog,
     // Keeps the CUDA primary context bound while the communicator lives.
     _ctx: Arc<cudarc::driver::CudaContext>,
-}
-
-/// Arms a deadline around each collective; a background thread aborts the process when one is
-/// exceeded.
-struct Watchdog {
-    armed: Arc<Mutex<Option<(Instant, &'static str)>>>,
-}
-
-impl Watchdog {
-    fn start(rank: usize, timeout: Duration) -> Watchdog {
-        let armed: Arc<Mutex<Option<(Instant, &'static str)>>> = Arc::new(Mutex::new(None));
-        let seen = Arc::clone(&armed);
-        std::thread::Builder::new()
-            .name("nccl-watchdog".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(500));
-                let state = *seen.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((since, op)) = state {
-                    if since.elapsed() > timeout {
-                        eprintln!(
-                            "error: rank {rank}: NCCL {op} did not finish within {:.0} s (dist.timeout_s); \
-                             another rank probably died or diverged. Aborting this process.",
-                            timeout.as_secs_f64()
-                        );
-                        std::process::abort();
-                    }
-                }
-            })
-            .ok();
-        Watchdog { armed }
-    }
-
-    fn arm(&self, op: &'static str) {
-        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), op));
-    }
-
-    fn disarm(&self) {
-        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
 }
 
 fn nccl_kind(kind: Kind) -> Option<sys::ncclDataType_t> {
@@ -125,8 +87,8 @@ impl<'w> NcclCollectives<'w> {
         }
         let id = sys::ncclUniqueId { internal };
 
-        let watchdog = Watchdog::start(world.rank, Duration::from_secs_f64(timeout_s));
-        watchdog.arm("init");
+        let watchdog = Watchdog::start(Duration::from_secs_f64(timeout_s), world.rank);
+        watchdog.arm("NCCL init");
         let mut comm: sys::ncclComm_t = std::ptr::null_mut();
         // SAFETY: `comm` is a valid out-pointer; the id came from ncclGetUniqueId on rank 0.
         let status =

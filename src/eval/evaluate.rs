@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::config::Config;
-use crate::data::contract;
 use crate::data::loader::{Batch, Loader};
 use crate::data::prepare::Split;
 use crate::dist::{Collectives, DistError, World};
 use crate::eval::metrics::{score_corpus, MeteorOpts, Scores};
+use crate::model::contract;
 use crate::model::weights::{write_bytes_atomic, VocabInfo};
 use crate::model::{beam_search, greedy, ModelCheckpoint, R2GenCmn};
 

@@ -132,7 +132,7 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, ScoreError> {
         // One id rule for every command (issue 14): a string, or an integer as its digits.
         let id = v
             .get("id")
-            .and_then(crate::data::contract::id_text)
+            .and_then(crate::data::ids::id_text)
             .ok_or_else(|| at("key `id` (a string or an integer)"))?;
         let report = v
             .get("report")

@@ -13,8 +13,8 @@ use tch::Device;
 use super::decode::{beam_search, greedy};
 use super::r2gencmn::R2GenCmn;
 use super::weights::{read_safetensors, ModelCheckpoint, ModelError, VocabInfo, WEIGHTS_FILE};
-use crate::cli::ConfigArgs;
-use crate::data::contract;
+use crate::config::ConfigArgs;
+use crate::model::contract;
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {

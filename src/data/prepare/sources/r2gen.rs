@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::data::contract::id_text;
+use crate::data::ids::id_text;
 use crate::data::prepare::{PrepareError, SourceData, SourceSample, Split};
 use crate::data::text::Dataset;
 

@@ -117,6 +117,9 @@ pub enum Precision {
 #[serde(rename_all = "snake_case")]
 pub enum BatchNormMode {
     /// Batch statistics of each rank's local batch (the reference on one GPU; DDP's default).
+    /// A rank whose local batch gives a channel fewer than 2 values (0 samples, or 1 sample on
+    /// a 1×1 map) normalises with the running statistics instead; after every step all ranks
+    /// take rank 0's running statistics (DDP's `broadcast_buffers`).
     #[default]
     Local,
     /// Running statistics only, never updated: exact global-batch equivalence across ranks.

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod optim;
+pub mod optim_step;
 pub mod schedule;
 pub mod signals;
 pub mod step;

@@ -4,9 +4,9 @@
 //! * every rank starts from rank 0's weights (broadcast of the whole state_dict), and every
 //!   `dist.checksum_every` steps the ranks compare a parameter checksum — a divergence stops the
 //!   run with an error naming the step and every rank's checksum;
-//! * one optimizer step = `train.accumulation_steps` micro-batches of `batch_size / k` global
-//!   samples each, each through [`step::forward_backward`] (the exact global-batch objective),
-//!   gradients all-reduced in buckets on the last micro-step only;
+//! * one optimizer step = up to `train.accumulation_steps` loader micro-batches of
+//!   `batch_size / k` global samples (fewer at an epoch's end), taken by [`OptimStep::step`]
+//!   (the exact global-batch objective, gradients all-reduced in buckets, Adam);
 //! * λ(epoch) and StepLR advance per epoch; validation runs every `eval.every_epochs` epochs,
 //!   the best model on `train.monitor_metric` is written to `RUN/best/`, early stopping after
 //!   `train.early_stop` epochs without improvement (0 = never), the final model to `RUN/final/`,
@@ -21,20 +21,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
-use super::optim::{Adam, AdamConfig};
+use super::optim_step::{OptimStep, StepError};
 use super::schedule::{lambda, StepLr};
-use super::step::{forward_backward, sample_seeds, LossTerms};
+use super::step::{LossTerms, Micro};
 use crate::config::Config;
-use crate::data::loader::{Batch, Loader};
+use crate::data::loader::Loader;
 use crate::data::sampler::Cursor;
-use crate::dist::buckets::{BucketPlan, GradSync};
 use crate::dist::{collectives, Collectives, DistError, World};
 use crate::eval::evaluate::{evaluate_split, write_predictions, DecodeOpts, EvalError};
 use crate::eval::metrics::Scores;
 use crate::model::weights::VocabInfo;
-use crate::model::{IthnBatch, ModelCheckpoint, ModelError, R2GenCmn};
+use crate::model::{ModelCheckpoint, ModelError, R2GenCmn};
 
 /// Errors of a training run, naming the file, step or rank involved.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +52,10 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    #[error("step {step}: loss is not finite ({loss})")]
-    NonFinite { step: u64, loss: f64 },
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error("training data: {0}")]
+    Split(#[from] crate::data::sampler::SamplerError),
     #[error("optimizer: {0}")]
     Optim(#[from] super::optim::OptimError),
     #[error("step hook at step {step}: {message}")]
@@ -105,7 +106,7 @@ pub struct HookCtx<'a> {
     pub config: &'a Config,
     pub state: &'a TrainerState,
     pub model: &'a R2GenCmn,
-    pub optimizer: &'a Adam,
+    pub optimizer: &'a OptimStep,
     pub run_dir: &'a Path,
     /// Loader batches per epoch: `state.cursor.batches_consumed == epoch_batches` at an epoch end.
     pub epoch_batches: u64,
@@ -301,29 +302,15 @@ fn compare_checksums(rank: usize, step: u64, sums: Vec<f64>) -> Result<(), DistE
     Ok(())
 }
 
-/// Moves a loader batch to the device as the model's batch type.
-fn to_ithn(b: &Batch, device: Device, lam: f64) -> IthnBatch {
-    IthnBatch {
-        images: b.images.to_device(device),
-        neg_images: b.neg_images.to_device(device),
-        ids: b.reports_ids.to_device(device),
-        masks: b.reports_masks.to_device(device),
-        neg_ids: b.neg_reports_ids.to_device(device),
-        neg_masks: b.neg_reports_masks.to_device(device),
-        lambda: lam,
-    }
-}
-
 /// One training run in `run_dir`.
 pub struct Trainer<'w> {
     pub cfg: Config,
     pub world: &'w World,
     pub run_dir: PathBuf,
     pub model: R2GenCmn,
-    pub optimizer: Adam,
+    pub optimizer: OptimStep,
     pub state: TrainerState,
     coll: Box<dyn Collectives + 'w>,
-    sync: GradSync,
     vocab: VocabInfo,
     train: Loader,
     val: Loader,
@@ -344,6 +331,9 @@ impl<'w> Trainer<'w> {
             path: run_dir.to_path_buf(),
             source,
         };
+        // Before any work: full steps must split into equal local batches.
+        let t = &cfg.train;
+        crate::data::sampler::check_world(t.batch_size, t.accumulation_steps, world.size)?;
         std::fs::create_dir_all(run_dir).map_err(io)?;
         let device = if tch::Cuda::is_available() {
             Device::Cuda(world.local_rank)
@@ -355,22 +345,10 @@ impl<'w> Trainer<'w> {
         let model = R2GenCmn::for_training(&cfg, vocab.logit_dim, device)?;
         let coll = collectives::select(world, cfg.dist.backend, device, cfg.dist.timeout_s)?;
         broadcast_weights(&model, coll.as_ref())?;
-        let params = model.parameters();
-        let tensors: Vec<Tensor> = params.iter().map(|(_, p, _)| p.shallow_clone()).collect();
-        let sync = GradSync::new(
-            BucketPlan::for_params(&tensors, cfg.dist.bucket_mb),
-            cfg.train.accumulation_steps,
-        );
         let state = TrainerState::fresh(&cfg);
-        let optimizer = Adam::new(
-            params,
-            state.lrs.clone(),
-            AdamConfig::from_train(&cfg.train),
-        )?;
-        // A loader batch is one micro-batch: the global batch split over accumulation steps.
-        let mut micro = cfg.clone();
-        micro.train.batch_size = cfg.train.batch_size / cfg.train.accumulation_steps;
-        let train = Loader::new(&micro, world, "train")?;
+        let optimizer = OptimStep::new(&model, &cfg)?;
+        // A train loader batch is one micro-batch (LoaderOptions::from_config).
+        let train = Loader::new(&cfg, world, "train")?;
         let val = Loader::new(&cfg, world, "val")?;
         let test = Loader::new(&cfg, world, "test")?;
         if world.is_root() {
@@ -388,7 +366,6 @@ impl<'w> Trainer<'w> {
             optimizer,
             state,
             coll,
-            sync,
             vocab,
             train,
             val,
@@ -476,44 +453,24 @@ impl<'w> Trainer<'w> {
         let k = self.cfg.train.accumulation_steps;
         let bar = self.progress_bar();
         let mut t0 = Instant::now();
-        let mut acc: Option<LossTerms> = None;
-        let batches = self.train.iter_from(self.state.cursor);
-        for batch in batches {
-            let batch = batch?;
-            let micro = to_ithn(&batch, self.device(), lam);
-            let first = (self.state.cursor.batches_consumed as usize * batch.global_batch
-                + batch.offset) as u64;
-            let seeds = sample_seeds(
-                self.cfg.train.seed,
-                self.state.step,
-                first,
-                batch.indices.len(),
-            );
-            if acc.is_none() {
-                self.optimizer.zero_grad();
+        let mut batches = self.train.iter_from(self.state.cursor);
+        loop {
+            // One optimizer step = the next k loader batches, fewer at the epoch's end.
+            let mut micros = Vec::with_capacity(k);
+            for batch in batches.by_ref().take(k) {
+                let (seed, step) = (self.cfg.train.seed, self.state.step);
+                micros.push(Micro::from_loader(&batch?, self.device(), lam, seed, step));
             }
-            let t = forward_backward(
+            if micros.is_empty() {
+                break;
+            }
+            let terms = self.optimizer.step(
                 &self.model,
-                &micro,
-                &self.cfg.ithn,
+                &micros,
                 self.coll.as_ref(),
-                Some(&seeds),
-                1.0 / k as f64,
+                self.state.step + 1,
             )?;
-            acc = Some(accumulate(acc, &t, k));
-            self.state.cursor.batches_consumed += 1;
-            let params = self.optimizer.params();
-            if !self.sync.after_backward(&params, self.coll.as_ref())? {
-                continue;
-            }
-            let terms = acc.take().unwrap_or(t);
-            if !terms.loss.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: self.state.step,
-                    loss: terms.loss,
-                });
-            }
-            self.optimizer.step();
+            self.state.cursor.batches_consumed += micros.len() as u64;
             self.state.step += 1;
             let secs = t0.elapsed().as_secs_f64();
             t0 = Instant::now();
@@ -536,7 +493,7 @@ impl<'w> Trainer<'w> {
                 );
             }
             if let Some(b) = &bar {
-                b.inc(k as u64);
+                b.inc(micros.len() as u64);
                 b.set_message(format!("loss {:.4}", terms.loss));
             }
             let every = self.cfg.dist.checksum_every as u64;
@@ -712,30 +669,6 @@ enum Flow {
     Stop,
 }
 
-/// Sums micro-step loss terms into the optimizer step's (each term is already a mean over its
-/// micro global batch; the step's value is their mean over the k micro-steps).
-fn accumulate(acc: Option<LossTerms>, t: &LossTerms, k: usize) -> LossTerms {
-    let w = 1.0 / k as f64;
-    let base = acc.unwrap_or(LossTerms {
-        loss: 0.0,
-        lm: 0.0,
-        l_cp: 0.0,
-        l_cs: 0.0,
-        samples: 0.0,
-        tokens: 0.0,
-        times: Default::default(),
-    });
-    LossTerms {
-        loss: base.loss + w * t.loss,
-        lm: base.lm + w * t.lm,
-        l_cp: base.l_cp + w * t.l_cp,
-        l_cs: base.l_cs + w * t.l_cs,
-        samples: base.samples + t.samples,
-        tokens: base.tokens + t.tokens,
-        times: t.times,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -845,21 +778,8 @@ mod tests {
         assert!(e.starts_with("rank 1"), "{e}");
     }
 
-    #[test]
-    fn accumulation_averages_terms_and_sums_counts() {
-        let t = LossTerms {
-            loss: 2.0,
-            lm: 1.0,
-            l_cp: 4.0,
-            l_cs: 0.5,
-            samples: 8.0,
-            tokens: 80.0,
-            times: Default::default(),
-        };
-        let a = accumulate(Some(accumulate(None, &t, 2)), &t, 2);
-        assert_eq!(a.loss, 2.0);
-        assert_eq!(a.samples, 16.0);
-    }
+    // accumulation_averages_terms_and_sums_counts moved with the accumulation itself:
+    // train::optim_step::tests::micro_batches_share_the_step_counts.
 
     #[test]
     fn checksum_detects_nothing_on_one_rank() {

@@ -44,7 +44,9 @@ pub trait Collectives {
     fn all_gather(&self, t: &Tensor) -> Result<Tensor, DistError>;
     /// [`Collectives::all_gather`] when the caller knows every rank's row count: `rows[r]` is
     /// rank r's `t.size()[0]` (this rank's must match), trailing shapes are equal everywhere.
-    /// Result `[Σ rows, ...]`; only real rows travel. (The default exchanges the counts again.)
+    /// Result `[Σ rows, ...]`; only real rows travel. Every rank must pass the same `rows`
+    /// (e.g. from one earlier all-gather): a rank whose own count is wrong fails alone.
+    /// (The default exchanges the counts again.)
     fn all_gather_rows(&self, t: &Tensor, rows: &[i64]) -> Result<Tensor, DistError> {
         gather_shape(self.rank(), self.size(), t, rows)?;
         self.all_gather(t)

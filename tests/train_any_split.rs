@@ -175,3 +175,33 @@ fn uneven_and_empty_local_batches_train_evaluate_and_resume() {
     let preds = |r: &Path| std::fs::read_to_string(r.join("predictions-test.jsonl")).unwrap();
     assert_eq!(preds(&run), preds(&reference));
 }
+
+/// Issue 13, acceptance 4: an error names the step the way metrics.jsonl numbers it. A learning
+/// rate of 1e30 makes the loss overflow after the first updates; the error's step is the one
+/// after the last step logged, and the parameters of the refused step were not written.
+#[test]
+fn a_non_finite_loss_is_reported_with_the_metrics_step_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 8, 2, 2);
+    let run = dir.path().join("run");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let out = Command::new(BIN)
+        .args(["train", "--config", &s(&repo("configs/tiny.toml"))])
+        .args(["--set", &format!("data.prepared={:?}", s(&data))])
+        .args(["--set", "train.batch_size=2", "--set", "train.epochs=3"])
+        .args(["--set", "train.lr_ve=1e30", "--set", "train.lr_ed=1e30"])
+        .args(["--run-dir", &s(&run), "--threads", "1"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let logged = jsonl(&run.join("metrics.jsonl"))
+        .iter()
+        .filter(|l| l["kind"] == "train")
+        .count();
+    let want = format!("step {}: loss is not finite", logged + 1);
+    assert!(err.contains(&want), "{want:?} in {err}");
+    assert!(logged >= 1, "the overflow comes after an update: {err}");
+    eprintln!("{}", err.lines().last().unwrap_or_default());
+}

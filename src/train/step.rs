@@ -36,6 +36,8 @@
 //! mean for equal local batches; a rank with 0 samples has weight 0), and the temperatures get
 //! every rank's share: a different objective, kept for ablations.
 
+use std::time::Instant;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Gather, IthnConfig, Negatives};
@@ -272,78 +274,45 @@ pub fn forward_backward<M: IthnModel + ?Sized>(
     norm: &MicroNorm<'_>,
 ) -> Result<MicroLoss, DistError> {
     let mut times = StepTimes::default();
-    let clock = std::time::Instant::now();
+    let clock = Instant::now();
     let f = model.local_forward(batch, true, seeds);
     times.forward += clock.elapsed().as_secs_f64();
-    let clock = std::time::Instant::now();
-    let (rank, rows) = (coll.rank(), norm.rows[coll.rank()]);
+    let clock = Instant::now();
     let global = cfg.gather == Gather::Global && coll.size() > 1;
-    let gathered = |t: &Tensor| -> Result<Tensor, DistError> {
-        let g = if global {
-            coll.all_gather_rows(t, norm.rows)?
-        } else {
-            t.detach().copy()
-        };
-        Ok(g.set_requires_grad(true))
-    };
-    let (gz, gzn, gu, gun) = (
-        gathered(&f.z)?,
-        gathered(&f.z_neg)?,
-        gathered(&f.u)?,
-        gathered(&f.u_neg)?,
-    );
-    // This rank's rows inside the gathered tensors: every rank knows every rank's count.
-    let offset: i64 = if global {
-        norm.rows[..rank].iter().sum()
-    } else {
-        0
-    };
+    let g = Features::gather(&f, coll, norm.rows, global)?;
     times.comm += clock.elapsed().as_secs_f64();
 
     // L_cp of the gathered batch (global) or of this rank's (local), and its weight in the step.
-    let cp_rows = gz.size()[0];
-    let cp_weight = cfg.w_cp * cp_rows as f64 / norm.step_samples;
-    let contrastive = (cp_rows > 0).then(|| {
-        let clock = std::time::Instant::now();
-        let (t1, t3) = model.temperatures();
-        let h = match cfg.negatives {
-            Negatives::Projection => harder_negatives(&gz, &gu, &gun, batch.lambda).1,
-            Negatives::Ascent => {
-                ascend_negatives(&gz, &gu, &gzn, &gun, &t1, &t3, batch.lambda, cfg)
-            }
-        };
-        let (l_cp, ..) = contrastive_loss(&gz, &gu, &gzn, &gun, &h, &t1, &t3);
-        times.forward += clock.elapsed().as_secs_f64();
-        let clock = std::time::Instant::now();
-        let grads = Tensor::run_backward(
-            &[&l_cp * cp_weight],
-            &[&gz, &gzn, &gu, &gun, &t1, &t3],
-            false,
-            false,
-        );
-        times.backward += clock.elapsed().as_secs_f64();
-        (l_cp.detach(), grads, t1, t3)
-    });
+    let cp_share = g.z.size()[0] as f64 / norm.step_samples;
+    let cp = (g.z.size()[0] > 0)
+        .then(|| Contrastive::backward(model, &g, batch.lambda, cfg, cp_share, &mut times));
 
-    let clock = std::time::Instant::now();
+    let clock = Instant::now();
     let kind = f.z.kind();
     let cs_sum = cosine_sum(&f.z, &f.z_neg);
     let mut surrogate =
         &f.lm_sum * (cfg.w_lm / norm.step_tokens) + &cs_sum * (cfg.w_cs / norm.step_samples);
     let mut l_cp_share = Tensor::zeros([], (Kind::Double, f.z.device()));
-    if let Some((l_cp, grads, t1, t3)) = &contrastive {
-        let own = |g: &Tensor| g.narrow(0, offset, rows).detach();
-        surrogate = surrogate
-            + (&f.z * own(&grads[0])).sum(kind)
-            + (&f.z_neg * own(&grads[1])).sum(kind)
-            + (&f.u * own(&grads[2])).sum(kind)
-            + (&f.u_neg * own(&grads[3])).sum(kind);
+    if let Some(cp) = &cp {
+        // This rank's rows inside the gathered tensors: every rank knows every rank's count.
+        let rank = coll.rank();
+        let offset: i64 = if global {
+            norm.rows[..rank].iter().sum()
+        } else {
+            0
+        };
+        let own = |g: &Tensor| g.narrow(0, offset, norm.rows[rank]).detach();
+        let ours = [&f.z, &f.z_neg, &f.u, &f.u_neg];
+        for (mine, grad) in ours.into_iter().zip(&cp.feature_grads) {
+            // Not `+=`: an in-place add would modify a tensor of the autograd graph.
+            surrogate = &surrogate + (mine * own(grad)).sum(kind);
+        }
         // Global: every rank holds the same L_cp; rank 0 alone reports it and feeds the
         // temperatures, so the sums over ranks count it once.
         if !global || rank == 0 {
-            surrogate =
-                surrogate + (t1 * grads[4].detach()).sum(kind) + (t3 * grads[5].detach()).sum(kind);
-            l_cp_share = l_cp.to_kind(Kind::Double) * (cp_rows as f64 / norm.step_samples);
+            let [(t1, g1), (t3, g3)] = &cp.temperature_grads;
+            surrogate = surrogate + (t1 * g1).sum(kind) + (t3 * g3).sum(kind);
+            l_cp_share = cp.l_cp.to_kind(Kind::Double) * cp_share;
         }
     }
     surrogate.backward();
@@ -357,6 +326,90 @@ pub fn forward_backward<M: IthnModel + ?Sized>(
         0,
     );
     Ok(MicroLoss { stats, times })
+}
+
+/// z, z⁻, u, u⁻ of the global batch (all-gathered, rank-major) or of this rank (`gather =
+/// "local"`), as fresh leaves: the contrastive backward stops at them.
+struct Features {
+    z: Tensor,
+    z_neg: Tensor,
+    u: Tensor,
+    u_neg: Tensor,
+}
+
+impl Features {
+    fn gather(
+        f: &RankForward,
+        coll: &dyn Collectives,
+        rows: &[i64],
+        global: bool,
+    ) -> Result<Features, DistError> {
+        let leaf = |t: &Tensor| -> Result<Tensor, DistError> {
+            let g = if global {
+                coll.all_gather_rows(t, rows)?
+            } else {
+                t.detach().copy()
+            };
+            Ok(g.set_requires_grad(true))
+        };
+        Ok(Features {
+            z: leaf(&f.z)?,
+            z_neg: leaf(&f.z_neg)?,
+            u: leaf(&f.u)?,
+            u_neg: leaf(&f.u_neg)?,
+        })
+    }
+}
+
+/// L_cp of gathered features and the gradients of `w_cp·share·L_cp` with respect to them and
+/// to the temperatures.
+struct Contrastive {
+    l_cp: Tensor,
+    /// ∂/∂(z, z⁻, u, u⁻) of the gathered leaves.
+    feature_grads: Vec<Tensor>,
+    /// (t1, ∂/∂t1), (t3, ∂/∂t3).
+    temperature_grads: [(Tensor, Tensor); 2],
+}
+
+impl Contrastive {
+    fn backward<M: IthnModel + ?Sized>(
+        model: &M,
+        g: &Features,
+        lambda: f64,
+        cfg: &IthnConfig,
+        share: f64,
+        times: &mut StepTimes,
+    ) -> Contrastive {
+        let clock = Instant::now();
+        let (t1, t3) = model.temperatures();
+        let h = match cfg.negatives {
+            Negatives::Projection => harder_negatives(&g.z, &g.u, &g.u_neg, lambda).1,
+            Negatives::Ascent => {
+                ascend_negatives(&g.z, &g.u, &g.z_neg, &g.u_neg, &t1, &t3, lambda, cfg)
+            }
+        };
+        let (l_cp, ..) = contrastive_loss(&g.z, &g.u, &g.z_neg, &g.u_neg, &h, &t1, &t3);
+        times.forward += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        let mut grads = Tensor::run_backward(
+            &[&l_cp * (cfg.w_cp * share)],
+            &[&g.z, &g.z_neg, &g.u, &g.u_neg, &t1, &t3],
+            false,
+            false,
+        );
+        times.backward += clock.elapsed().as_secs_f64();
+        let g3 = grads.pop().map(|t| t.detach());
+        let g1 = grads.pop().map(|t| t.detach());
+        let (g1, g3) = (
+            g1.unwrap_or_else(|| t1.zeros_like()),
+            g3.unwrap_or_else(|| t3.zeros_like()),
+        );
+        Contrastive {
+            l_cp: l_cp.detach(),
+            feature_grads: grads,
+            temperature_grads: [(t1, g1), (t3, g3)],
+        }
+    }
 }
 
 /// Sums the micro-batches' [`MicroLoss`] over ranks (one all-reduce) into the step's terms.
@@ -378,7 +431,7 @@ pub fn reduce_losses(
         stats += &p.stats;
         times.add(&p.times);
     }
-    let clock = std::time::Instant::now();
+    let clock = Instant::now();
     coll.all_reduce_sum(&mut stats)?;
     let s: Vec<f64> = Vec::try_from(&stats.to_device(Device::Cpu))
         .map_err(|e| tensor_err(coll, "reduced loss statistics", e))?;
@@ -405,7 +458,7 @@ pub fn objective_backward<M: IthnModel + ?Sized>(
     cfg: &IthnConfig,
     coll: &dyn Collectives,
 ) -> Result<LossTerms, DistError> {
-    let clock = std::time::Instant::now();
+    let clock = Instant::now();
     let counts = step_counts(model, micros, coll)?;
     let counting = clock.elapsed().as_secs_f64();
     let parts = micros

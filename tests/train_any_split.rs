@@ -12,6 +12,10 @@
 //!   `--resume auto` ends with final weights and test predictions bit-identical to the
 //!   uninterrupted 3-rank run.
 //!
+//! Also (acceptance 4 and the refusal): a non-finite loss is reported with the step number
+//! `metrics.jsonl` gives it, and a world larger than the global batch is refused before any
+//! work with what to set.
+//!
 //! Expected values come from the runs made here; nothing from a fixture.
 
 mod resume_support;
@@ -204,4 +208,32 @@ fn a_non_finite_loss_is_reported_with_the_metrics_step_number() {
     assert!(err.contains(&want), "{want:?} in {err}");
     assert!(logged >= 1, "the overflow comes after an update: {err}");
     eprintln!("{}", err.lines().last().unwrap_or_default());
+}
+
+/// A world that cannot split full steps evenly — here more ranks than samples in a global
+/// batch — is refused before any work, saying why and what to set, and leaves no run directory.
+#[test]
+fn a_world_larger_than_the_global_batch_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let out = Command::new("bash")
+        .arg(repo("launch/mpirun.sh"))
+        .arg("3")
+        .args(["train", "--config", &s(&repo("configs/tiny.toml"))])
+        .args(["--set", "train.batch_size=2", "--run-dir", &s(&run)])
+        .env("ITHN_BIN", BIN)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for part in [
+        "train.batch_size = 2 cannot be split over 3 ranks",
+        "more ranks than samples",
+        "multiple of 3 (e.g. 3)",
+    ] {
+        assert!(err.contains(part), "{part:?} in {err}");
+    }
+    assert!(!run.exists(), "nothing is written");
 }

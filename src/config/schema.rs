@@ -254,9 +254,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Number of epochs.
     pub epochs: usize,
-    /// GLOBAL batch size (split evenly over ranks).
+    /// GLOBAL batch size (split evenly over ranks: `batch_size / accumulation_steps` must be a
+    /// multiple of the number of ranks; only an epoch's last step may be uneven).
     pub batch_size: usize,
-    /// Micro-batches per optimiser step (gradients communicated on the last one only).
+    /// Micro-batches per optimiser step (gradients communicated once per step; an epoch's last
+    /// step may hold fewer).
     pub accumulation_steps: usize,
     /// Learning rate of the visual extractor.
     pub lr_ve: f64,
@@ -278,7 +280,8 @@ pub struct TrainConfig {
     pub early_stop: usize,
     /// Validation metric that selects the best model.
     pub monitor_metric: String,
-    /// Drop the last incomplete global batch of an epoch (true) or train on it (false).
+    /// Drop the last incomplete global batch (a whole optimizer step) of an epoch (true) or
+    /// train on it (false).
     pub drop_last: bool,
 }
 

@@ -133,6 +133,7 @@ fn rust_throughput(a: &LoaderBenchArgs) -> anyhow::Result<Throughput> {
         split: "train".into(),
         seed: 1,
         batch_size: a.batch_size,
+        accumulation_steps: 1,
         drop_last: true,
         views: a.views,
         resize: a.resize,

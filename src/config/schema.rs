@@ -117,6 +117,9 @@ pub enum Precision {
 #[serde(rename_all = "snake_case")]
 pub enum BatchNormMode {
     /// Batch statistics of each rank's local batch (the reference on one GPU; DDP's default).
+    /// A rank whose local batch gives a channel fewer than 2 values (0 samples, or 1 sample on
+    /// a 1×1 map) normalises with the running statistics instead; after every step all ranks
+    /// take rank 0's running statistics (DDP's `broadcast_buffers`).
     #[default]
     Local,
     /// Running statistics only, never updated: exact global-batch equivalence across ranks.
@@ -251,9 +254,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Number of epochs.
     pub epochs: usize,
-    /// GLOBAL batch size (split evenly over ranks).
+    /// GLOBAL batch size (split evenly over ranks: `batch_size / accumulation_steps` must be a
+    /// multiple of the number of ranks; only an epoch's last step may be uneven).
     pub batch_size: usize,
-    /// Micro-batches per optimiser step (gradients communicated on the last one only).
+    /// Micro-batches per optimiser step (gradients communicated once per step; an epoch's last
+    /// step may hold fewer).
     pub accumulation_steps: usize,
     /// Learning rate of the visual extractor.
     pub lr_ve: f64,
@@ -275,7 +280,8 @@ pub struct TrainConfig {
     pub early_stop: usize,
     /// Validation metric that selects the best model.
     pub monitor_metric: String,
-    /// Drop the last incomplete global batch of an epoch (true) or train on it (false).
+    /// Drop the last incomplete global batch (a whole optimizer step) of an epoch (true) or
+    /// train on it (false).
     pub drop_last: bool,
 }
 

@@ -117,10 +117,13 @@ fn decode_batch(
         .collect()
 }
 
-/// Sends every rank's predictions to every rank (as JSON lines packed in an i64 tensor).
+/// Sends every rank's predictions to every rank (as JSON lines packed in an i64 tensor on
+/// `device`, the collectives' device: NCCL carries CUDA tensors only, MPI CPU ones). A rank may hold none
+/// (an evaluation batch smaller than the world leaves ranks empty): it sends 0 bytes.
 fn gather_predictions(
     local: &[Prediction],
     coll: &dyn Collectives,
+    device: Device,
 ) -> Result<Vec<Prediction>, EvalError> {
     #[derive(Serialize, Deserialize)]
     struct Wire {
@@ -141,11 +144,14 @@ fn gather_predictions(
         text.push('\n');
     }
     let bytes: Vec<i64> = text.bytes().map(i64::from).collect();
-    let gathered = coll.all_gather(&Tensor::from_slice(&bytes))?;
-    let all: Vec<i64> = Vec::try_from(&gathered).map_err(|e: tch::TchError| EvalError::Gather {
-        rank: coll.rank(),
-        message: e.to_string(),
-    })?;
+    let gathered = coll.all_gather(&Tensor::from_slice(&bytes).to_device(device))?;
+    let all: Vec<i64> =
+        Vec::try_from(&gathered.to_device(Device::Cpu)).map_err(|e: tch::TchError| {
+            EvalError::Gather {
+                rank: coll.rank(),
+                message: e.to_string(),
+            }
+        })?;
     let all: Vec<u8> = all.into_iter().map(|b| b as u8).collect();
     let text = String::from_utf8(all).map_err(|e| EvalError::Gather {
         rank: coll.rank(),
@@ -197,11 +203,13 @@ pub fn evaluate_split(
         }
         Ok(false)
     })?;
-    let flags = coll.all_gather(&Tensor::from_slice(&[i64::from(stopped)]))?;
-    if flags.max().int64_value(&[]) > 0 {
+    let device = coll.device();
+    let mut flag = Tensor::from_slice(&[i64::from(stopped)]).to_device(device);
+    coll.all_reduce_sum(&mut flag)?;
+    if flag.int64_value(&[0]) > 0 {
         return Err(EvalError::Interrupted { split });
     }
-    let mut all = gather_predictions(&local, coll)?;
+    let mut all = gather_predictions(&local, coll, device)?;
     all.sort_by_key(|p| p.index);
     check_coverage(&split, &all, loader.rows())?;
     let scores = if coll.rank() == 0 {
@@ -374,7 +382,7 @@ mod tests {
     #[test]
     fn gather_round_trips_text() {
         let local = vec![p(0), p(1)];
-        let all = gather_predictions(&local, &SingleProcess).unwrap();
+        let all = gather_predictions(&local, &SingleProcess, Device::Cpu).unwrap();
         assert_eq!(all, local);
     }
 

@@ -6,7 +6,9 @@
 //!   step STEP (what a preemption in the middle of a write looks like);
 //! * `hang:STEP:RANK` — in `drill`, that rank stops responding before step STEP's all-reduce;
 //! * `signal-in-eval:val|test` — rank 0 sends itself SIGTERM as the first evaluation of that
-//!   split starts in the process, so the stop arrives in the middle of the pass.
+//!   split starts in the process, so the stop arrives in the middle of the pass;
+//! * `signal-at-step:STEP` — rank 0 sends itself SIGTERM as optimizer step STEP starts, so the
+//!   stop lands on exactly that step (e.g. an epoch's short last one).
 
 use std::str::FromStr;
 
@@ -38,13 +40,14 @@ pub enum Fault {
     KillInCheckpoint { step: u64, at: SavePoint },
     Hang { step: u64, rank: usize },
     SignalInEval { split: String },
+    SignalAtStep { step: u64 },
 }
 
 /// An `ITHN_FAULT` value that does not parse.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "{FAULT_ENV}={value:?}: expected kill-in-checkpoint:STEP:before-rename|before-done, \
-     hang:STEP:RANK or signal-in-eval:val|test"
+     hang:STEP:RANK, signal-in-eval:val|test or signal-at-step:STEP"
 )]
 pub struct FaultError {
     pub value: String,
@@ -73,6 +76,7 @@ impl FromStr for Fault {
             ["signal-in-eval", split @ ("val" | "test")] => Ok(Fault::SignalInEval {
                 split: split.to_string(),
             }),
+            ["signal-at-step", step] => Ok(Fault::SignalAtStep { step: num(step)? }),
             _ => Err(bad()),
         }
     }
@@ -97,9 +101,22 @@ impl Fault {
         *self == Fault::Hang { step, rank }
     }
 
+    /// Whether a stop signal must arrive as optimizer step `step` (1-based) starts.
+    pub fn signals_at_step(&self, step: u64) -> bool {
+        *self == Fault::SignalAtStep { step }
+    }
+
     /// Whether a stop signal must arrive during the evaluation of `split`.
     pub fn signals_in_eval(&self, split: &str) -> bool {
         matches!(self, Fault::SignalInEval { split: s } if s == split)
+    }
+}
+
+/// Sends SIGTERM to this process (the stop handler only sets a flag): a scripted preemption.
+pub fn raise_sigterm() {
+    // SAFETY: raising a signal in our own process has no memory-safety preconditions.
+    unsafe {
+        libc::raise(libc::SIGTERM);
     }
 }
 
@@ -135,6 +152,8 @@ mod tests {
         assert!(hang.hangs(5, 1) && !hang.hangs(5, 0) && !hang.hangs(4, 1));
         let eval: Fault = "signal-in-eval:test".parse().unwrap();
         assert!(eval.signals_in_eval("test") && !eval.signals_in_eval("val"));
+        let at: Fault = "signal-at-step:7".parse().unwrap();
+        assert!(at.signals_at_step(7) && !at.signals_at_step(6));
     }
 
     #[test]
@@ -146,6 +165,8 @@ mod tests {
             "hang:5",
             "hang:5:1:2",
             "signal-in-eval:train",
+            "signal-at-step:",
+            "signal-at-step:x",
             "sigterm",
         ] {
             let e = bad.parse::<Fault>().unwrap_err().to_string();

@@ -11,7 +11,7 @@ pub mod fault;
 pub mod signals;
 pub mod watchdog;
 
-pub use fault::{Fault, FaultError, SavePoint};
+pub use fault::{raise_sigterm, Fault, FaultError, SavePoint};
 pub use signals::{requeue_slurm_job, signal_name, RequeueError, SignalFlag, STOP_SIGNALS};
 pub use watchdog::Watchdog;
 

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod metrics_log;
 pub mod optim;
+pub mod optim_step;
 pub mod replicas;
 pub mod schedule;
 pub mod step;

@@ -13,9 +13,10 @@
 //! * every rank starts from rank 0's weights (broadcast of the whole state_dict), and every
 //!   `dist.checksum_every` steps the ranks compare a parameter checksum — a divergence stops the
 //!   run with an error naming the step and every rank's checksum;
-//! * one optimizer step = `train.accumulation_steps` micro-batches of `batch_size / k` global
-//!   samples each, each through [`step::forward_backward`] (the exact global-batch objective),
-//!   gradients all-reduced in buckets on the last micro-step only;
+//! * one optimizer step = up to `train.accumulation_steps` loader micro-batches of
+//!   `batch_size / k` global samples (fewer at an epoch's end), taken by [`OptimStep::step`]
+//!   (the exact global-batch objective over any split of the batch on the ranks, gradients
+//!   all-reduced in buckets, Adam);
 //! * λ(epoch) and StepLR advance per epoch; validation runs every `eval.every_epochs` epochs,
 //!   the best model on `train.monitor_metric` is written to `RUN/best/`, early stopping after
 //!   `train.early_stop` epochs without improvement (0 = never), the final model to `RUN/final/`,
@@ -23,8 +24,6 @@
 //! * `RUN/metrics.jsonl` gets one JSON object per line (`kind` = train / val / test) from rank 0;
 //! * a stop signal (SIGUSR1/SIGTERM/SIGINT) ends the run at the next step boundary — or in the
 //!   middle of an evaluation pass — after a checkpoint: [`Outcome::Preempted`], exit code 3.
-//!
-//! [`step::forward_backward`]: super::step::forward_backward
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,24 +32,23 @@ use std::time::{Duration, Instant};
 use tch::{Device, Tensor};
 
 use super::metrics_log::{eval_record, train_record, MetricsLog};
-use super::optim::{Adam, AdamConfig};
+use super::optim_step::{OptimStep, StepError};
 use super::replicas::{broadcast_weights, check_in_sync};
 use super::schedule::{lambda, StepLr};
-use super::step::{forward_backward, sample_seeds, LossTerms};
+use super::step::{LossTerms, Micro};
 use crate::checkpoint::manager::MODEL_FILE;
 use crate::checkpoint::{
     Checkpoint, CheckpointError, Checkpointer, ResumeArgs, Stateful, StepAction, TrainState,
 };
 use crate::config::Config;
-use crate::data::loader::{Batch, Loader};
+use crate::data::loader::Loader;
 use crate::data::sampler::Cursor;
-use crate::dist::buckets::{BucketPlan, GradSync};
 use crate::dist::{collectives, Collectives, DistError, World};
 use crate::eval::evaluate::{evaluate_split, write_predictions, DecodeOpts, EvalError};
 use crate::eval::metrics::Scores;
 use crate::lifecycle::{Fault, Watchdog, EXIT_OK, EXIT_PREEMPTED};
 use crate::model::weights::{VocabInfo, WEIGHTS_FILE};
-use crate::model::{IthnBatch, ModelCheckpoint, ModelError, R2GenCmn};
+use crate::model::{ModelCheckpoint, ModelError, R2GenCmn};
 use crate::run_dir::RunDir;
 
 /// Errors of a training run, naming the file, step or rank involved.
@@ -72,8 +70,10 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    #[error("step {step}: loss is not finite ({loss})")]
-    NonFinite { step: u64, loss: f64 },
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error("training data: {0}")]
+    Split(#[from] crate::data::sampler::SamplerError),
     #[error("optimizer: {0}")]
     Optim(#[from] super::optim::OptimError),
     #[error("installing signal handlers: {0}")]
@@ -114,7 +114,7 @@ pub struct TrainOptions {
 /// vocabulary a model directory carries.
 struct Learner {
     model: R2GenCmn,
-    optimizer: Adam,
+    optimizer: OptimStep,
     state: TrainState,
     vocab: VocabInfo,
 }
@@ -193,7 +193,6 @@ pub struct Trainer<'w> {
     learner: Learner,
     checkpointer: Checkpointer<'w>,
     coll: Box<dyn Collectives + 'w>,
-    sync: GradSync,
     train: Loader,
     val: Loader,
     test: Loader,
@@ -211,6 +210,9 @@ impl<'w> Trainer<'w> {
         run_dir: &Path,
         opts: TrainOptions,
     ) -> Result<Self, TrainError> {
+        // Before any work: full steps must split into equal local batches.
+        let t = &cfg.train;
+        crate::data::sampler::check_world(t.batch_size, t.accumulation_steps, world.size)?;
         let run = RunDir::new(run_dir);
         run.create().map_err(|source| TrainError::Io {
             path: run_dir.to_path_buf(),
@@ -228,18 +230,8 @@ impl<'w> Trainer<'w> {
         let model = R2GenCmn::for_training(&cfg, vocab.logit_dim, device)?;
         let coll = collectives::select(world, cfg.dist.backend, device, cfg.dist.timeout_s)?;
         broadcast_weights(&model, coll.as_ref())?;
-        let params = model.parameters();
-        let tensors: Vec<Tensor> = params.iter().map(|(_, p, _)| p.shallow_clone()).collect();
-        let sync = GradSync::new(
-            BucketPlan::for_params(&tensors, cfg.dist.bucket_mb),
-            cfg.train.accumulation_steps,
-        );
         let state = TrainState::fresh(&cfg);
-        let optimizer = Adam::new(
-            params,
-            state.lrs.clone(),
-            AdamConfig::from_train(&cfg.train),
-        )?;
+        let optimizer = OptimStep::new(&model, &cfg)?;
         let (train, val, test) = loaders(&cfg, world)?;
         if world.is_root() {
             crate::model::weights::write_bytes_atomic(&run.config(), cfg.to_toml().as_bytes())?;
@@ -269,7 +261,6 @@ impl<'w> Trainer<'w> {
             run,
             checkpointer,
             coll,
-            sync,
             train,
             val,
             test,
@@ -332,14 +323,23 @@ impl<'w> Trainer<'w> {
         let lam = lambda(self.cfg.ithn.alpha, self.learner.state.epoch as usize);
         let bar = self.progress_bar();
         let mut t0 = Instant::now();
-        let mut acc: Option<LossTerms> = None;
-        for batch in self.train.iter_from(self.learner.state.cursor) {
-            let Some(terms) = self.train_step(&batch?, lam, &mut acc)? else {
-                continue; // a micro-step of a step still accumulating
-            };
+        let k = self.cfg.train.accumulation_steps;
+        let mut batches = self.train.iter_from(self.learner.state.cursor);
+        loop {
+            // One optimizer step = the next k loader batches, fewer at the epoch's end.
+            let mut micros = Vec::with_capacity(k);
+            for batch in batches.by_ref().take(k) {
+                let (seed, step) = (self.cfg.train.seed, self.learner.state.step);
+                let device = self.learner.model.device();
+                micros.push(Micro::from_loader(&batch?, device, lam, seed, step));
+            }
+            if micros.is_empty() {
+                break;
+            }
+            let terms = self.train_step(&micros)?;
             let secs = t0.elapsed().as_secs_f64();
             t0 = Instant::now();
-            self.record_step(&terms, lam, secs, bar.as_ref())?;
+            self.record_step(&terms, lam, secs, micros.len() as u64, bar.as_ref())?;
             let epoch_batches = self.train.epoch_batches() as u64;
             let epoch_end = self.learner.state.cursor.batches_consumed >= epoch_batches;
             let action = self.checkpointer.maybe_save(&self.learner, epoch_end)?;
@@ -361,49 +361,24 @@ impl<'w> Trainer<'w> {
         Ok(EpochEnd::Completed)
     }
 
-    /// THE optimizer step, fed one loader batch (one micro-batch of `batch_size / k` global
-    /// samples) at a time: forward/backward of the exact global-batch objective, gradients
-    /// all-reduced on the last micro-step, then Adam. Returns the step's loss terms once the
-    /// k-th micro-batch completed it, None while it is still accumulating (`acc`).
-    fn train_step(
-        &mut self,
-        batch: &Batch,
-        lam: f64,
-        acc: &mut Option<LossTerms>,
-    ) -> Result<Option<LossTerms>, TrainError> {
-        let k = self.cfg.train.accumulation_steps;
-        let state = &mut self.learner.state;
-        let micro = to_ithn(batch, self.learner.model.device(), lam);
-        let first =
-            (state.cursor.batches_consumed as usize * batch.global_batch + batch.offset) as u64;
-        let seeds = sample_seeds(self.cfg.train.seed, state.step, first, batch.indices.len());
-        if acc.is_none() {
-            self.learner.optimizer.zero_grad();
+    /// THE optimizer step ([`OptimStep::step`]) over this rank's part of the step's
+    /// micro-batches; advances the step counter and the data cursor. A scripted
+    /// `signal-at-step` fault fires as the step starts.
+    fn train_step(&mut self, micros: &[Micro]) -> Result<LossTerms, TrainError> {
+        let step = self.learner.state.step + 1;
+        if let Some(f) = &self.fault {
+            if f.signals_at_step(step) && self.world.is_root() {
+                tracing::warn!(step, "ITHN_FAULT: SIGTERM to this rank as the step starts");
+                crate::lifecycle::raise_sigterm();
+            }
         }
-        let t = forward_backward(
-            &self.learner.model,
-            &micro,
-            &self.cfg.ithn,
-            self.coll.as_ref(),
-            Some(&seeds),
-            1.0 / k as f64,
-        )?;
-        *acc = Some(accumulate(acc.take(), &t, k));
-        state.cursor.batches_consumed += 1;
-        let params = self.learner.optimizer.params();
-        if !self.sync.after_backward(&params, self.coll.as_ref())? {
-            return Ok(None);
-        }
-        let terms = acc.take().unwrap_or(t);
-        if !terms.loss.is_finite() {
-            return Err(TrainError::NonFinite {
-                step: state.step,
-                loss: terms.loss,
-            });
-        }
-        self.learner.optimizer.step();
-        state.step += 1;
-        Ok(Some(terms))
+        let learner = &mut self.learner;
+        let terms = learner
+            .optimizer
+            .step(&learner.model, micros, self.coll.as_ref(), step)?;
+        learner.state.cursor.batches_consumed += micros.len() as u64;
+        learner.state.step = step;
+        Ok(terms)
     }
 
     /// After a step: the metrics line, the periodic log line, the progress bar and the
@@ -413,6 +388,7 @@ impl<'w> Trainer<'w> {
         terms: &LossTerms,
         lam: f64,
         secs: f64,
+        batches: u64,
         bar: Option<&indicatif::ProgressBar>,
     ) -> Result<(), TrainError> {
         let state = &self.learner.state;
@@ -430,7 +406,7 @@ impl<'w> Trainer<'w> {
             );
         }
         if let Some(b) = bar {
-            b.inc(self.cfg.train.accumulation_steps as u64);
+            b.inc(batches);
             b.set_message(format!("loss {:.4}", terms.loss));
         }
         let every = self.cfg.dist.checksum_every as u64;
@@ -547,78 +523,17 @@ impl<'w> Trainer<'w> {
         {
             self.fault = None; // once per process
             tracing::warn!(split, "ITHN_FAULT: SIGTERM to this rank during evaluation");
-            // SAFETY: raising a signal in our own process; the handler only sets flags.
-            unsafe { libc::raise(libc::SIGTERM) };
+            crate::lifecycle::raise_sigterm();
         }
     }
 }
 
 /// The train, val and test loaders. A train loader batch is one micro-batch: the global batch
-/// split over the accumulation steps.
+/// split over the accumulation steps (`LoaderOptions::from_config`).
 fn loaders(cfg: &Config, world: &World) -> Result<(Loader, Loader, Loader), TrainError> {
-    let mut micro = cfg.clone();
-    micro.train.batch_size = cfg.train.batch_size / cfg.train.accumulation_steps;
     Ok((
-        Loader::new(&micro, world, "train")?,
+        Loader::new(cfg, world, "train")?,
         Loader::new(cfg, world, "val")?,
         Loader::new(cfg, world, "test")?,
     ))
-}
-
-/// Moves a loader batch to the device as the model's batch type.
-fn to_ithn(b: &Batch, device: Device, lam: f64) -> IthnBatch {
-    IthnBatch {
-        images: b.images.to_device(device),
-        neg_images: b.neg_images.to_device(device),
-        ids: b.reports_ids.to_device(device),
-        masks: b.reports_masks.to_device(device),
-        neg_ids: b.neg_reports_ids.to_device(device),
-        neg_masks: b.neg_reports_masks.to_device(device),
-        lambda: lam,
-    }
-}
-
-/// Sums micro-step loss terms into the optimizer step's (each term is already a mean over its
-/// micro global batch; the step's value is their mean over the k micro-steps).
-fn accumulate(acc: Option<LossTerms>, t: &LossTerms, k: usize) -> LossTerms {
-    let w = 1.0 / k as f64;
-    let base = acc.unwrap_or(LossTerms {
-        loss: 0.0,
-        lm: 0.0,
-        l_cp: 0.0,
-        l_cs: 0.0,
-        samples: 0.0,
-        tokens: 0.0,
-        times: Default::default(),
-    });
-    LossTerms {
-        loss: base.loss + w * t.loss,
-        lm: base.lm + w * t.lm,
-        l_cp: base.l_cp + w * t.l_cp,
-        l_cs: base.l_cs + w * t.l_cs,
-        samples: base.samples + t.samples,
-        tokens: base.tokens + t.tokens,
-        times: t.times,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accumulation_averages_terms_and_sums_counts() {
-        let t = LossTerms {
-            loss: 2.0,
-            lm: 1.0,
-            l_cp: 4.0,
-            l_cs: 0.5,
-            samples: 8.0,
-            tokens: 80.0,
-            times: Default::default(),
-        };
-        let a = accumulate(Some(accumulate(None, &t, 2)), &t, 2);
-        assert_eq!(a.loss, 2.0);
-        assert_eq!(a.samples, 16.0);
-    }
 }

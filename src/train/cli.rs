@@ -37,6 +37,9 @@ pub struct TrainArgs {
 /// checkpoint (see [`crate::lifecycle`]).
 pub fn run(args: TrainArgs, world: &World, fault: Option<Fault>) -> anyhow::Result<i32> {
     let cfg = args.config.load()?;
+    // The world against the batch (a pure configuration check, same answer on every rank).
+    let t = &cfg.train;
+    crate::data::sampler::check_world(t.batch_size, t.accumulation_steps, world.size)?;
     // The config's claims about its prepared data, before any model or loader exists.
     contract::on_root(world, || {
         let data = contract::PreparedData::open(std::path::Path::new(&cfg.data.prepared))?;

@@ -11,6 +11,7 @@ pub mod data;
 pub mod dist;
 pub mod eval;
 pub mod fsutil;
+pub mod gpu;
 pub mod logging;
 pub mod model;
 pub mod plot;

@@ -62,7 +62,10 @@ impl SmokeReport {
 fn operands(world: &World, n: i64, device: Device) -> (Tensor, Tensor) {
     let base = Tensor::arange(n, (Kind::Float, device));
     let s = world.size as f64;
-    (&base * (world.rank as f64 + 1.0), base * (s * (s + 1.0) / 2.0))
+    (
+        &base * (world.rank as f64 + 1.0),
+        base * (s * (s + 1.0) / 2.0),
+    )
 }
 
 /// The NCCL all-reduce of a CUDA tensor on this rank's device.

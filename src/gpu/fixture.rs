@@ -40,7 +40,7 @@ fn json_usize(v: &serde_json::Value, key: &str, file: &Path) -> anyhow::Result<u
     v[key]
         .as_u64()
         .map(|x| x as usize)
-        .ok_or_else(|| anyhow!("{}: key args.{key} missing or not an integer", file.display()))
+        .ok_or_else(|| anyhow!("{}: key {key} missing or not an integer", file.display()))
 }
 
 fn optional(path: &Path) -> anyhow::Result<Option<HashMap<String, Tensor>>> {
@@ -155,14 +155,22 @@ impl Fixture {
     /// The reference optimizer's settings (`config.json` → `optimizer`).
     pub fn adam(&self) -> anyhow::Result<AdamConfig> {
         let o = &self.config["optimizer"];
-        let missing = |k: &str| anyhow!("{}/config.json: optimizer.{k} missing", self.dir.display());
+        let missing =
+            |k: &str| anyhow!("{}/config.json: optimizer.{k} missing", self.dir.display());
         let betas = o["betas"].as_array().ok_or_else(|| missing("betas"))?;
-        let beta = |i: usize| betas.get(i).and_then(|b| b.as_f64()).ok_or_else(|| missing("betas"));
+        let beta = |i: usize| {
+            betas
+                .get(i)
+                .and_then(|b| b.as_f64())
+                .ok_or_else(|| missing("betas"))
+        };
         Ok(AdamConfig {
             beta1: beta(0)?,
             beta2: beta(1)?,
             eps: o["eps"].as_f64().ok_or_else(|| missing("eps"))?,
-            weight_decay: o["weight_decay"].as_f64().ok_or_else(|| missing("weight_decay"))?,
+            weight_decay: o["weight_decay"]
+                .as_f64()
+                .ok_or_else(|| missing("weight_decay"))?,
             amsgrad: o["amsgrad"].as_bool().ok_or_else(|| missing("amsgrad"))?,
         })
     }
@@ -171,7 +179,12 @@ impl Fixture {
     pub fn learning_rates(&self) -> anyhow::Result<Vec<f64>> {
         let groups = self.config["optimizer"]["groups"]
             .as_array()
-            .ok_or_else(|| anyhow!("{}/config.json: optimizer.groups missing", self.dir.display()))?;
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}/config.json: optimizer.groups missing",
+                    self.dir.display()
+                )
+            })?;
         groups
             .iter()
             .map(|g| g["lr"].as_f64())

@@ -44,7 +44,8 @@ pub fn resnet_flops(layers: &[usize], width_per_group: usize, side: usize) -> f6
         for block in 0..blocks {
             let stride = if block == 0 && stage > 0 { 2 } else { 1 };
             let s_out = s.div_ceil(stride);
-            flops += conv(cin, width, 1, s) + conv(width, width, 3, s_out) + conv(width, cout, 1, s_out);
+            flops +=
+                conv(cin, width, 1, s) + conv(width, width, 3, s_out) + conv(width, cout, 1, s_out);
             if block == 0 {
                 flops += conv(cin, cout, 1, s_out); // downsample
             }
@@ -73,7 +74,11 @@ pub fn sample_flops(cfg: &Config, report_len: usize, logit_dim: usize) -> Sample
     let m = &cfg.model;
     let (d, dff) = (m.d_model as f64, m.d_ff as f64);
     let (cmm, topk, layers) = (m.cmm_size as f64, m.topk as f64, m.num_layers as f64);
-    let image = resnet_flops(&m.visual_layers, m.visual_width_per_group, cfg.data.image_size);
+    let image = resnet_flops(
+        &m.visual_layers,
+        m.visual_width_per_group,
+        cfg.data.image_size,
+    );
     let grid = (cfg.data.image_size as f64 / 32.0).ceil();
     let s = grid * grid * cfg.data.views as f64; // patch positions fed to the encoder
     let t = report_len.saturating_sub(1) as f64; // teacher-forced positions
@@ -108,7 +113,10 @@ mod tests {
         let r50 = resnet_flops(&[3, 4, 6, 3], 64, 224) / 2.0;
         let r101 = resnet_flops(&[3, 4, 23, 3], 64, 224) / 2.0;
         assert!((r50 / 4.09e9 - 1.0).abs() < 0.01, "ResNet-50 {r50:e} MACs");
-        assert!((r101 / 7.80e9 - 1.0).abs() < 0.01, "ResNet-101 {r101:e} MACs");
+        assert!(
+            (r101 / 7.80e9 - 1.0).abs() < 0.01,
+            "ResNet-101 {r101:e} MACs"
+        );
     }
 
     #[test]

@@ -9,10 +9,11 @@
 //! gradients and step stay behind when it travels to the GPU machine). `--bf16` adds a
 //! `model.precision = "bf16"` run on the device, compared with its fp32 run.
 //!
-//! Tolerances (docs/gpu.md): CPU vs fixture as the tests (elementwise rtol 1e-4, atol 1e-5; the
-//! step max-rel 1e-6); CUDA fp32 rel-L2 ≤ 1e-4 for forward tensors and log-probs, ≤ 1e-3 for
-//! gradients, max-rel ≤ 1e-6 for the step; bf16 vs fp32 rel-L2 ≤ 3e-2 forward, ≤ 1e-1 per
-//! gradient and ≤ 5e-2 for the whole concatenated gradient. Token ids must be identical.
+//! Tolerances (docs/gpu.md, the constants below): CPU vs fixture as tests/model_parity.rs
+//! (elementwise rtol 1e-4, atol 1e-5); CUDA fp32 rel-L2 ≤ 1e-4 for forward tensors and
+//! log-probs, ≤ 1e-3 for gradients (each with a small absolute floor); the Adam step elementwise
+//! rtol 1e-6, atol 1e-8 everywhere; bf16 vs fp32 rel-L2 ≤ 3e-2 forward, ≤ 1e-1 per gradient and
+//! ≤ 5e-2 for the whole concatenated gradient. Token ids must be identical.
 
 use std::path::PathBuf;
 
@@ -101,7 +102,13 @@ fn run_model(fx: &Fixture, device: Device, precision: Precision) -> anyhow::Resu
     };
     let model = R2GenCmn::new(&cfg, 1, fx.logit_dim, device, 0)?;
     model.load_safetensors(&fx.weights_path())?;
-    let out = ithn_forward(&model, &fx.batch(device)?, &IthnConfig::default(), false, None);
+    let out = ithn_forward(
+        &model,
+        &fx.batch(device)?,
+        &IthnConfig::default(),
+        false,
+        None,
+    );
     model.zero_grad();
     out.loss.backward();
     let cpu = |t: &Tensor| t.detach().to_device(Device::Cpu).to_kind(Kind::Float);
@@ -140,6 +147,10 @@ fn adam_step(
             .get(name)
             .ok_or_else(|| anyhow::anyhow!("weights.safetensors: no parameter {name}"))?
             .to_device(device)
+            // A fresh tensor of its own, as the model's parameters are: the step on the tensor
+            // read from the file (not a copy) differs from torch's in the last bit of some
+            // elements.
+            .copy()
             .set_requires_grad(true);
         // Installs exactly g as w's gradient: d/dw Σ w·g = g.
         (&w * g.to_device(device)).sum(Kind::Float).backward();
@@ -161,6 +172,22 @@ const CPU_EXACT: Tol = Tol::Elementwise {
     atol: 1e-5,
     rtol: 1e-4,
 };
+/// CUDA fp32 forward tensors and log-probs against the fixture.
+const CUDA_FORWARD: Tol = Tol::RelL2 {
+    bound: 1e-4,
+    atol: 1e-7,
+};
+/// CUDA fp32 gradients against the CPU's.
+const CUDA_GRAD: Tol = Tol::RelL2 {
+    bound: 1e-3,
+    atol: 1e-8,
+};
+/// One Adam step: a few units in the last place (CPUs with other vector units, and GPUs,
+/// round some elements differently), far below what a wrong step changes (≥ 1e-5 of lr 1e-4).
+const STEP: Tol = Tol::Elementwise {
+    atol: 1e-8,
+    rtol: 1e-6,
+};
 
 /// A run against the fixture: every forward tensor, the decoded tokens and log-probs, the best
 /// beams' scores and, when the fixture has them, the gradients.
@@ -180,7 +207,13 @@ fn vs_fixture(fx: &Fixture, label: &str, run: &Run, fwd: Tol, grad: Tol) -> Vec<
     against("beam_logprobs", &run.beam.logprobs, fwd);
     if let Some(scores) = &fx.beam_scores {
         for (i, (&got, &want)) in run.beam.scores.iter().zip(scores).enumerate() {
-            out.push(compare_scalar(label, &format!("beam_score[{i}]"), got, want, 1e-4));
+            out.push(compare_scalar(
+                label,
+                &format!("beam_score[{i}]"),
+                got,
+                want,
+                1e-4,
+            ));
         }
     }
     if let Some(grads) = &fx.grads {
@@ -222,9 +255,20 @@ fn grads_vs(
         .collect();
     if let Some(bound) = global {
         let flat = |v: &[(String, Tensor, usize)]| {
-            Tensor::cat(&v.iter().map(|(_, t, _)| t.reshape([-1])).collect::<Vec<_>>(), 0)
+            Tensor::cat(
+                &v.iter()
+                    .map(|(_, t, _)| t.reshape([-1]))
+                    .collect::<Vec<_>>(),
+                0,
+            )
         };
-        out.push(compare(label, "grad (all, concatenated)", &flat(got), &flat(want), Tol::RelL2(bound)));
+        out.push(compare(
+            label,
+            "grad (all, concatenated)",
+            &flat(got),
+            &flat(want),
+            Tol::RelL2 { bound, atol: 0.0 },
+        ));
     }
     out
 }
@@ -232,7 +276,7 @@ fn grads_vs(
 /// One Adam step: from the fixture's gradients against step.safetensors when both travelled,
 /// else (on CUDA) from the CPU run's gradients against the same step taken on the CPU.
 fn step_checks(fx: &Fixture, device: Device, cpu_run: Option<&Run>) -> anyhow::Result<Vec<Check>> {
-    let tol = Tol::MaxRel(1e-6);
+    let tol = STEP;
     if let (Some(grads), Some(after)) = (&fx.grads, &fx.step) {
         let order = R2GenCmn::new(&fx.model, 1, fx.logit_dim, Device::Cpu, 0)?.parameters();
         let mut g = Vec::new();
@@ -256,7 +300,9 @@ fn step_checks(fx: &Fixture, device: Device, cpu_run: Option<&Run>) -> anyhow::R
             .collect());
     }
     let Some(cpu) = cpu_run else {
-        println!("(no grads.safetensors + step.safetensors in the fixture: optimizer step not checked)");
+        println!(
+            "(no grads.safetensors + step.safetensors in the fixture: optimizer step not checked)"
+        );
         return Ok(Vec::new());
     };
     let on_device = adam_step(fx, device, &cpu.grads)?;
@@ -274,9 +320,29 @@ fn bf16_checks(bf16: &Run, fp32: &Run) -> Vec<Check> {
         .outputs
         .iter()
         .zip(&fp32.outputs)
-        .map(|((n, g), (_, w))| compare("fp32", &format!("bf16.{n}"), g, w, Tol::RelL2(3e-2)))
+        .map(|((n, g), (_, w))| {
+            compare(
+                "fp32",
+                &format!("bf16.{n}"),
+                g,
+                w,
+                Tol::RelL2 {
+                    bound: 3e-2,
+                    atol: 1e-6,
+                },
+            )
+        })
         .collect();
-    out.extend(grads_vs("fp32", &bf16.grads, &fp32.grads, Tol::RelL2(1e-1), Some(5e-2)));
+    out.extend(grads_vs(
+        "fp32",
+        &bf16.grads,
+        &fp32.grads,
+        Tol::RelL2 {
+            bound: 1e-1,
+            atol: 1e-7,
+        },
+        Some(5e-2),
+    ));
     out
 }
 
@@ -285,10 +351,10 @@ fn checks(a: &ParityArgs, fx: &Fixture, device: Device) -> anyhow::Result<Vec<Ch
     let main = run_model(fx, device, Precision::Fp32)?;
     let mut out = Vec::new();
     if device.is_cuda() {
-        out.extend(vs_fixture(fx, "fixture", &main, Tol::RelL2(1e-4), Tol::RelL2(1e-3)));
+        out.extend(vs_fixture(fx, "fixture", &main, CUDA_FORWARD, CUDA_GRAD));
         let cpu = run_model(fx, Device::Cpu, Precision::Fp32)?;
         out.extend(vs_fixture(fx, "fixture[cpu]", &cpu, CPU_EXACT, CPU_EXACT));
-        out.extend(grads_vs("cpu", &main.grads, &cpu.grads, Tol::RelL2(1e-3), None));
+        out.extend(grads_vs("cpu", &main.grads, &cpu.grads, CUDA_GRAD, None));
         out.extend(step_checks(fx, device, Some(&cpu))?);
     } else {
         out.extend(vs_fixture(fx, "fixture", &main, CPU_EXACT, CPU_EXACT));
@@ -312,21 +378,30 @@ pub fn run(a: ParityArgs) -> anyhow::Result<i32> {
     let checks = checks(&a, &fx, device)?;
     checks.iter().for_each(print);
     let failed = checks.iter().filter(|c| !c.ok).count();
-    let worst = |prefix: &str| {
+    // Forward tensors only: a gradient whose true value is zero has a meaningless rel-L2.
+    let worst = |against: &str| {
         checks
             .iter()
-            .filter(|c| c.against == prefix)
+            .filter(|c| {
+                c.against == against && !c.name.starts_with("grad") && !c.name.starts_with("step")
+            })
             .map(|c| c.rel_l2)
             .fold(0.0f64, f64::max)
     };
+    let all_grads = |against: &str| {
+        checks
+            .iter()
+            .find(|c| c.against == against && c.name.starts_with("grad (all"))
+            .map_or(f64::NAN, |c| c.rel_l2)
+    };
     println!(
-        "parity on {}: {} checks, {} failed; worst rel-L2 vs fixture {:.3e}, vs cpu {:.3e}, bf16 vs fp32 {:.3e}",
+        "parity on {}: {} checks, {} failed; worst forward rel-L2 vs fixture {:.3e}; bf16 vs fp32: forward {:.3e}, whole gradient {:.3e}",
         a.device,
         checks.len(),
         failed,
         worst("fixture"),
-        worst("cpu"),
-        worst("fp32")
+        worst("fp32"),
+        all_grads("fp32"),
     );
     if let Some(path) = &a.json {
         let report = ParityReport {

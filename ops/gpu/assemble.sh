@@ -16,6 +16,17 @@ cp "$WHL" "$TMP/"
 for f in config.json decode.json weights.safetensors inputs.safetensors outputs.safetensors; do
   cp "$FIXTURE/$f" "$TMP/fixture/"
 done
+# System libraries the binary links beyond glibc, libstdc++, libtorch and MPI (fontconfig and
+# freetype for `plot`, and what they pull in): the device image may lack them, so a copy travels;
+# check.sh adds it to the library path only when the device's own are missing.
+mkdir -p "$TMP/fallback-lib"
+ldd "$BIN" | awk '$3 ~ /^\// {print $1, $3}' | while read -r name path; do
+  case "$name" in
+    linux-vdso*|ld-linux*|libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libutil.so*|libgcc_s*|libstdc++*) ;;
+    libtorch*|libc10*|libmpi*|libopen-*|libpmix*|libhwloc*|libevent*|libcu*|libnv*|libnccl*|libgomp*|libshm*) ;;
+    *) case "$path" in */torch/*|*/nvidia/*|*/ompi*) ;; *) cp -L "$path" "$TMP/fallback-lib/$name" ;; esac ;;
+  esac
+done
 # The newest symbol versions the binary asks of glibc and libstdc++ (check.sh compares glibc's
 # with the device's; its ldd reports any libstdc++ version the device lacks).
 newest() { objdump -T "$BIN" | grep -o "$1[0-9.]*" | sed "s/^$1//" | sort -uV | tail -1; }

@@ -25,7 +25,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUTDIR="${1:?usage: ops/gpu/check.sh OUTDIR [--dry-run]}"
 DRY=0; [[ "${2:-}" == "--dry-run" ]] && DRY=1
-DIST="$ROOT/dist-gpu"
+DIST="${ITHN_GPU_DIST:-$ROOT/dist-gpu}"
 WORK="${ITHN_GPU_WORK:-/tmp/ithn-gpu}"
 LOGS="$WORK/logs"
 BUDGET="${ITHN_CHECK_BUDGET_S:-360}"
@@ -75,17 +75,20 @@ miss() { missing+=("$*"); say "MISSING: $*"; }
 say "preflight: python $PY, dist $DIST, work $WORK, dry-run $DRY"
 "$PY" "$ROOT/ops/gpu/unpack.py" "$DIST" "$WORK" > "$LOGS/unpack.log" 2>&1 || miss "dist-gpu unpack/sha256: $(tail -1 "$LOGS/unpack.log")"
 BIN="$WORK/bin/ithn-dist"; MPIRUN="$WORK/bin/ompi/bin/mpirun"; FIXTURE="$DIST/fixture"
-read -r TORCH_VERSION WANT_TORCH GLIBC_NEED < <("$PY" - "$DIST/MANIFEST.json" <<'PY' 2>/dev/null
-import json, sys
+# One interpreter start (importing torch takes seconds): torch's version and site folder.
+read -r TORCH_VERSION TORCH_SITE TORCH_CUDA WANT_TORCH GLIBC_NEED < <("$PY" - "$DIST/MANIFEST.json" <<'PY' 2>/dev/null
+import json, os, sys
 m = json.load(open(sys.argv[1]))
 try:
-    import torch; v = torch.__version__
+    import torch
+    v, site = torch.__version__, os.path.dirname(os.path.dirname(torch.__file__))
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
 except Exception:
-    v = "none"
-print(v, m["torch_version"], m["glibc_needed"])
+    v, site, cuda = "none", "", 0
+print(v, site or "-", cuda, m["torch_version"], m["glibc_needed"])
 PY
 )
-TORCH_SITE="$("$PY" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null)"
+[[ "$TORCH_SITE" == "-" ]] && TORCH_SITE=""
 [[ -n "$TORCH_SITE" ]] || miss "torch importable from $PY"
 [[ "${TORCH_VERSION%%+*}" == "$WANT_TORCH" ]] || miss "torch $WANT_TORCH (the binary's libtorch ABI) at $PY: found ${TORCH_VERSION:-none}"
 GLIBC_HAVE="$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
@@ -99,6 +102,15 @@ export LD_LIBRARY_PATH="$WORK/lib:$TORCH_SITE/torch/lib${LD_LIBRARY_PATH:+:$LD_L
 export PATH="$WORK/bin/ompi/bin:$PATH" ITHN_BIN="$BIN"
 if [[ -x "$BIN" ]]; then
   ldd "$BIN" > "$LOGS/ldd.log" 2>&1
+  # Libraries the device lacks that travelled in fallback-lib/ (fontconfig, freetype, …).
+  if grep -q "not found" "$LOGS/ldd.log" && [[ -d "$DIST/fallback-lib" ]]; then
+    used="$(awk '/not found/ {print $1}' "$LOGS/ldd.log" | while read -r l; do [[ -f "$DIST/fallback-lib/$l" ]] && echo "$l"; done | tr '\n' ' ')"
+    if [[ -n "$used" ]]; then
+      export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$DIST/fallback-lib"
+      say "device lacks $used: using the carried copies"; result preflight fallback_libs "$used"
+      ldd "$BIN" > "$LOGS/ldd.log" 2>&1
+    fi
+  fi
   grep -E "not found" "$LOGS/ldd.log" | while read -r l; do echo "$l"; done > "$LOGS/ldd-missing.log"
   [[ -s "$LOGS/ldd-missing.log" ]] && miss "shared libraries: $(tr '\n' ';' < "$LOGS/ldd-missing.log")"
   grep -q "libmpi.so.40 => $WORK/bin/ompi/lib/" "$LOGS/ldd.log" || miss "libmpi.so.40 from the carried Open MPI ($(grep libmpi "$LOGS/ldd.log"))"
@@ -109,7 +121,7 @@ fi
 "$MPIRUN" --version > "$LOGS/mpirun-version.log" 2>&1 || miss "the carried mpirun runs: $(tail -1 "$LOGS/mpirun-version.log")"
 if (( ! DRY )); then
   command -v nvidia-smi >/dev/null || miss "nvidia-smi"
-  "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null || miss "CUDA visible to torch ($PY)"
+  [[ "${TORCH_CUDA:-0}" -ge 1 ]] || miss "a CUDA device visible to torch ($PY)"
 fi
 result preflight torch "${TORCH_VERSION:-none}"; result preflight glibc "${GLIBC_HAVE:-?} (needs ${GLIBC_NEED:-?})"
 if (( ${#missing[@]} )); then

@@ -96,11 +96,13 @@ fi
 SRC="$CACHE/src"
 log "copying the working tree to $SRC"
 mkdir -p "$SRC"
-# Tar keeps modification times, so cargo recompiles only what changed; the source folders are
-# emptied first so that deleted files do not linger.
+# The source folders are emptied first so that deleted files do not linger, and every file gets
+# a new modification time (--touch): cargo's fingerprints compare mtimes, and a file edited before
+# the last build finished would otherwise look older than its output and be skipped. The crate
+# itself recompiles each time (a few minutes); its dependencies stay built.
 rm -rf "$SRC/src" "$SRC/tests" "$SRC/benches" "$SRC/examples"
 (cd "$ROOT" && git ls-files -co --exclude-standard -z | grep -zv '^dist-gpu/' \
-   | tar --null --ignore-failed-read -T - -cf -) | tar -xf - -C "$SRC"
+   | tar --null --ignore-failed-read -T - -cf -) | tar -x --touch -f - -C "$SRC"
 cp "$ROOT/Cargo.lock" "$SRC/Cargo.lock"
 sed -i -E 's/^tch = "[^"]*"/tch = "='"$TCH_VERSION"'"/; s/^torch-sys = "[^"]*"/torch-sys = "='"$TCH_VERSION"'"/' "$SRC/Cargo.toml"
 grep -q "^tch = \"=$TCH_VERSION\"" "$SRC/Cargo.toml" && grep -q "^torch-sys = \"=$TCH_VERSION\"" "$SRC/Cargo.toml" \

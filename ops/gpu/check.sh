@@ -55,7 +55,7 @@ part() {
   say "$name: start (budget ${budget}s)"
   t0=$(date +%s)
   export -f "$fn"
-  timeout --kill-after=5 "$budget" bash -c "$fn" > "$LOGS/$name.log" 2>&1
+  timeout --kill-after=5 "$budget" bash -o pipefail -c "$fn" > "$LOGS/$name.log" 2>&1
   rc=$?
   local status=ok
   (( rc == 124 || rc == 137 )) && status="timeout(${budget}s)"
@@ -175,21 +175,28 @@ p_step() {
     local rate; rate=$(sed -n 's/^distributed.*: \([0-9.]*\) samples\/s.*/\1/p' "$LOGS/step-$prec-$b.log")
     local peak; peak=$(sort -n "$mem" | tail -1)
     local flops; flops=$("$BIN" gpu flops --config "$ROOT/$cfg" --set "train.batch_size=$b" ${rate:+--samples-per-s "$rate"})
-    result step "$prec/$b" "rate=${rate:-?} peak_mib=${peak:-?} $flops"
+    result bench-step "$prec/$b" "rate=${rate:-?} peak_mib=${peak:-?} $flops"
     (( rc == 0 )) || failed=1
   done; done
   return $failed
 }
 p_loader() {
-  local threads=16 rows=512; (( DRY )) && { threads=2; rows=32; }
-  "$BIN" bench loader --data "$WORK/loader" --make-from "$WORK/images" --rows "$rows" --threads "$threads" \
-    --batch-size 64 --batches 10 --no-python | tee "$LOGS/loader.out"
-  result loader images_per_s "$(sed -n 's/^rust loader: \([0-9.]*\) images\/s.*/\1/p' "$LOGS/loader.out")"
+  local threads=16 rows=512 batch=64; (( DRY )) && { threads=2; rows=32; batch=8; }
+  # The loader bench reads one flat folder; synth wrote one folder per study.
+  rm -rf "$WORK/flat" "$WORK/loader"; mkdir -p "$WORK/flat"
+  find "$WORK/images" -name '*.png' | head -n "$rows" | while read -r f; do
+    ln -s "$f" "$WORK/flat/$(basename "$(dirname "$f")")_$(basename "$f")"
+  done
+  "$BIN" bench loader --data "$WORK/loader" --make-from "$WORK/flat" --rows "$rows" --threads "$threads" \
+    --batch-size "$batch" --batches 10 --no-python | tee "$LOGS/loader.out" || return 1
+  result bench-loader images_per_s "$(sed -n 's/^rust loader: \([0-9.]*\) images\/s.*/\1/p' "$LOGS/loader.out")"
 }
 p_decode() {
-  local cfg=configs/mimic_cxr.toml batch=16,64 threads=16; (( DRY )) && { cfg=configs/tiny.toml; batch=2; threads=2; }
-  "$BIN" bench decode --config "$ROOT/$cfg" --batch "$batch" --repeat 2 --threads "$threads" | tee "$LOGS/decode.out"
-  grep '^beam3' "$LOGS/decode.out" | while read -r _ b cached _; do result decode "beam3/$b" "$cached"; done
+  local cfg=configs/mimic_cxr.toml batch=16,64 threads=16 len=()
+  (( DRY )) && { cfg=configs/tiny.toml; batch=2; threads=2; len=(--max-len 8); }
+  "$BIN" bench decode --config "$ROOT/$cfg" --batch "$batch" --repeat 2 --threads "$threads" "${len[@]}" \
+    | tee "$LOGS/decode.out" || return 1
+  grep '^beam3' "$LOGS/decode.out" | while read -r _ b cached _; do result bench-decode "beam3/$b reports/s" "$cached"; done
 }
 p_train() {
   local np=1 run="$WORK/run"; rm -rf "$run"
@@ -197,7 +204,7 @@ p_train() {
     --set train.epochs=1 --run-dir "$run" --resume never &&
   bash "$ROOT/launch/mpirun.sh" "$np" evaluate --checkpoint "$run/best" --data "$WORK/prepared" --split test \
     --out "$run/eval-test" &&
-  cat "$run/eval-test/scores.json" && result train scores "$(tr -d '\n ' < "$run/eval-test/scores.json")"
+  cat "$run/eval-test/scores.json" && result train-evaluate scores "$(tr -d '\n ' < "$run/eval-test/scores.json")"
 }
 
 (( DRY )) || part nvidia-smi 10 p_smi

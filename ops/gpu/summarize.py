@@ -24,7 +24,7 @@ def load(path):
 def step_rows(rows):
     out = []
     for part, key, value in rows:
-        if part != "step" or "/" not in key:
+        if part != "bench-step" or "/" not in key:
             continue
         prec, batch = key.split("/")
         fields = dict(kv.split("=", 1) for kv in value.split(" ", 2)[:2] if "=" in kv)
@@ -82,7 +82,7 @@ def main(results, outdir, dry):
         status.setdefault(part, {})[key] = value
     steps = step_rows(rows)
     best = max((s["samples_per_s"] or 0 for s in steps), default=0)
-    loader = _num(status.get("loader", {}).get("images_per_s"))
+    loader = _num(status.get("bench-loader", {}).get("images_per_s"))
     summary = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "host": platform.node(),
@@ -102,7 +102,7 @@ def main(results, outdir, dry):
           "| part | status | seconds | figures |", "|---|---|---|---|"]
     for part, kv in status.items():
         figs = "; ".join(f"{k}={v}" for k, v in kv.items()
-                         if k not in ("status", "seconds") and part != "step")
+                         if k not in ("status", "seconds") and part != "bench-step")
         md.append(f"| {part} | {kv.get('status', '')} | {kv.get('seconds', '')} | {figs} |")
     if summary["parity"]:
         p = summary["parity"]

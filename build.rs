@@ -4,18 +4,12 @@
 //! look unavailable on a GPU machine. torch-sys exports the directory to direct dependents
 //! (links = "tch").
 //!
-//! Two variables serve the GPU machine's build (ops/gpu/build.sh, a scratch copy built against
-//! libtorch 2.11 with tch 0.24): `ITHN_LIBTORCH_RPATH` replaces the build machine's libtorch
-//! folder in the rpath by the one the binary will find where it runs, and `ITHN_TCH_API=0.24`
-//! sets `cfg(tch_0_24)` for the few calls whose signatures differ between tch 0.24 and 0.26.
+//! For the GPU machine's build (ops/gpu/build.sh, a scratch copy built against libtorch 2.11
+//! with tch 0.24), `ITHN_LIBTORCH_RPATH` replaces the build machine's libtorch folder in the
+//! rpath by the one the binary will find where it runs.
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=ITHN_LIBTORCH_RPATH");
-    println!("cargo:rerun-if-env-changed=ITHN_TCH_API");
-    println!("cargo::rustc-check-cfg=cfg(tch_0_24)");
-    if std::env::var("ITHN_TCH_API").as_deref() == Ok("0.24") {
-        println!("cargo:rustc-cfg=tch_0_24");
-    }
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         let rpath = std::env::var("ITHN_LIBTORCH_RPATH").unwrap_or_else(|_| lib.clone());
         println!("cargo:rustc-link-arg=-Wl,-rpath,{rpath}");

@@ -19,8 +19,9 @@ done
 # System libraries the binary links beyond glibc, libstdc++, libtorch and MPI (fontconfig and
 # freetype for `plot`, and what they pull in): the device image may lack them, so a copy travels;
 # check.sh adds it to the library path only when the device's own are missing.
+# (libmpi resolved to the carried Open MPI, as on the device, so its own needs are not copied.)
 mkdir -p "$TMP/fallback-lib"
-ldd "$BIN" | awk '$3 ~ /^\// {print $1, $3}' | while read -r name path; do
+LD_LIBRARY_PATH="${ITHN_OMPI_LIB:-}" ldd "$BIN" | awk '$3 ~ /^\// {print $1, $3}' | while read -r name path; do
   case "$name" in
     linux-vdso*|ld-linux*|libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libutil.so*|libgcc_s*|libstdc++*) ;;
     libtorch*|libc10*|libmpi*|libopen-*|libpmix*|libhwloc*|libevent*|libcu*|libnv*|libnccl*|libgomp*|libshm*) ;;

@@ -12,9 +12,8 @@
 # one manifest (both torch-sys releases declare `links = "tch"`, and Cargo refuses two packages
 # linking the same native library even when one is an unused optional dependency), so this
 # script copies the working tree to a cache folder, pins tch/torch-sys to =0.24.0 there and
-# builds with ITHN_TCH_API=0.24, which build.rs turns into `cfg(tch_0_24)` for the few calls whose
-# signatures differ between the two tch releases. The repository's own manifest and lock file
-# are never touched.
+# builds that. The crate compiles unchanged against both releases (they differ only in functions
+# it does not call); the repository's own manifest and lock file are never touched.
 #
 # What it makes (dist-gpu/, see MANIFEST.json there):
 #   ithn-dist.xz        the release binary, stripped, xz-compressed (check.sh unpacks it); its
@@ -113,7 +112,6 @@ cat > "$SRC/.cargo/config.toml" <<CFG
 [env]
 LIBTORCH = "$LIBTORCH"
 LIBTORCH_CXX11_ABI = "1"
-ITHN_TCH_API = "0.24"
 # The GPU machine's torch comes first in the binary's RUNPATH (after the carried Open MPI), the
 # build machine's last; RUNPATH (new dtags) lets LD_LIBRARY_PATH override both.
 ITHN_LIBTORCH_RPATH = "$DEVICE_TORCH_LIB"
@@ -133,7 +131,7 @@ log "cargo build --release (tch $TCH_VERSION, libtorch $TORCH_VERSION) in $SRC"
 BIN="$CARGO_TARGET_DIR/release/ithn-dist"
 
 # 5. Assemble dist-gpu/.
-bash "$ROOT/ops/gpu/assemble.sh" "$BIN" "$OMPI_WHL" "$OUT_DIR" "$TORCH_VERSION" "$TCH_VERSION"
+ITHN_OMPI_LIB="$OMPI/lib" bash "$ROOT/ops/gpu/assemble.sh" "$BIN" "$OMPI_WHL" "$OUT_DIR" "$TORCH_VERSION" "$TCH_VERSION"
 
 # 6. The ABI proof: this binary, unpacked as the device will, against torch 2.11 on CPU.
 if [[ "$PROOF" == 1 ]]; then

@@ -117,3 +117,31 @@ pub fn run(world: &World, n: i64) -> SmokeReport {
         nccl: cuda.then(|| nccl_check(world, n)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_world_reduces_exactly_and_checks_nccl_only_with_cuda() {
+        let r = run(&World::single(), 16);
+        assert!(r.all_reduce_ok && r.ok(), "{r:?}");
+        assert_eq!(r.nccl.is_some(), tch::Cuda::is_available());
+        if r.nccl.is_none() {
+            assert_eq!(r.nccl_summary(), "");
+        }
+        let wrong = SmokeReport {
+            nccl: Some(NcclReport {
+                device: "cuda:0".into(),
+                ok: false,
+                max_error: f64::NAN,
+                error: Some("ncclCommInitRank failed".into()),
+            }),
+            ..r
+        };
+        assert!(!wrong.ok());
+        assert!(wrong
+            .nccl_summary()
+            .contains("nccl=FAILED (cuda:0: ncclCommInitRank failed)"));
+    }
+}

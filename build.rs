@@ -3,10 +3,16 @@
 //! --as-needed would otherwise drop it (nothing references it directly), and CUDA would then
 //! look unavailable on a GPU machine. torch-sys exports the directory to direct dependents
 //! (links = "tch").
+//!
+//! For the GPU machine's build (ops/gpu/build.sh, a scratch copy built against libtorch 2.11
+//! with tch 0.24), `ITHN_LIBTORCH_RPATH` replaces the build machine's libtorch folder in the
+//! rpath by the one the binary will find where it runs.
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rerun-if-env-changed=ITHN_LIBTORCH_RPATH");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+        let rpath = std::env::var("ITHN_LIBTORCH_RPATH").unwrap_or_else(|_| lib.clone());
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{rpath}");
         if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
         }

@@ -58,6 +58,9 @@ pub enum Command {
     Train(crate::train::cli::TrainArgs),
     /// Decode a split with a checkpoint on every rank and score it (predictions.jsonl, scores.json).
     Evaluate(crate::eval::evaluate::EvaluateArgs),
+    /// GPU readiness parts (ops/gpu/check.sh): fixture parity on a device, FLOPs per sample / MFU.
+    #[command(subcommand)]
+    Gpu(crate::gpu::GpuCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(args) => Ok(crate::data::prepare::cli::run_inspect(&args)?),
         Command::Score(args) => crate::eval::score::run(args),
         Command::Bench(cmd) => crate::bench::run(cmd),
+        Command::Gpu(cmd) => crate::gpu::run(cmd),
         Command::Synth(args) => crate::synth::run_cli(args),
         Command::Plot(args) => crate::plot::run_cli(args),
         Command::Import(args) => crate::model::cli::import(&args).map(|()| 0),
@@ -140,7 +144,7 @@ fn world_report(world: &World, args: &WorldArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "rank {}/{} local {}/{} mpi={} cuda_devices={} all_reduce={} (max error {})",
+            "rank {}/{} local {}/{} mpi={} cuda_devices={} all_reduce={} (max error {}){}",
             report.rank,
             report.size,
             report.local_rank,
@@ -148,8 +152,9 @@ fn world_report(world: &World, args: &WorldArgs) -> anyhow::Result<i32> {
             report.mpi,
             report.cuda_devices,
             if report.all_reduce_ok { "ok" } else { "WRONG" },
-            report.all_reduce_max_error
+            report.all_reduce_max_error,
+            report.nccl_summary()
         );
     }
-    Ok(if report.all_reduce_ok { 0 } else { 1 })
+    Ok(if report.ok() { 0 } else { 1 })
 }

@@ -6,7 +6,7 @@
 //! Layers, bottom to top — a module imports only modules listed before it (the `layering`
 //! test below checks the import graph against this list):
 //! fsutil, bounds, logging, run_dir, lifecycle, config, dist, data, model, eval,
-//! checkpoint, train, synth, plot, bench, cli
+//! checkpoint, train, gpu, synth, plot, bench, cli
 //!
 //! * `fsutil`, `logging`, `run_dir`, `lifecycle` — foundations: atomic writes, log setup, the
 //!   run directory's layout, signals / the watchdog / fault injection / exit codes;
@@ -24,6 +24,7 @@ pub mod data;
 pub mod dist;
 pub mod eval;
 pub mod fsutil;
+pub mod gpu;
 pub mod lifecycle;
 pub mod logging;
 pub mod model;

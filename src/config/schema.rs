@@ -523,6 +523,33 @@ impl Config {
     fn validate_model(&self) -> Result<(), Invalid> {
         let m = &self.model;
         check(m.d_model > 0, "model.d_model", "must be > 0")?;
+        let (wide, deep) = (
+            crate::bounds::MAX_MODEL_WIDTH,
+            crate::bounds::MAX_MODEL_DEPTH,
+        );
+        for (v, key) in [
+            (m.d_model, "model.d_model"),
+            (m.d_ff, "model.d_ff"),
+            (m.proj_dim, "model.proj_dim"),
+            (m.cmm_size, "model.cmm_size"),
+        ] {
+            check(v <= wide, key, format!("must be at most {wide}, got {v}"))?;
+        }
+        check(
+            m.num_layers <= deep,
+            "model.num_layers",
+            format!("must be at most {deep}"),
+        )?;
+        check(
+            m.visual_layers.iter().all(|&n| n <= deep),
+            "model.visual_layers",
+            format!("block counts must be at most {deep}"),
+        )?;
+        check(
+            m.visual_width_per_group <= 4096,
+            "model.visual_width_per_group",
+            "must be at most 4096",
+        )?;
         check(m.num_heads > 0, "model.num_heads", "must be > 0")?;
         check(
             m.d_model.is_multiple_of(m.num_heads),

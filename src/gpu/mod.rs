@@ -25,16 +25,16 @@ pub struct FlopsArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Report length in tokens, BOS/EOS included (as `bench step --report-len`).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = crate::bounds::between::<usize>(2, crate::bounds::MAX_SEQ_LEN as u64))]
     pub report_len: usize,
     /// Vocabulary size without the BOS/EOS/pad column (as `bench step --vocab`).
-    #[arg(long, default_value_t = 761)]
+    #[arg(long, default_value_t = 761, value_parser = crate::bounds::at_least::<usize>(1))]
     pub vocab: usize,
     /// A measured training rate (samples/s, e.g. from `bench step`): prints the MFU against `--peak-tflops`.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::bounds::positive_finite)]
     pub samples_per_s: Option<f64>,
     /// Peak rate to divide by, TFLOP/s (H200 bf16 dense matrix products measured at ~790 on these machines).
-    #[arg(long, default_value_t = 790.0)]
+    #[arg(long, default_value_t = 790.0, value_parser = crate::bounds::positive_finite)]
     pub peak_tflops: f64,
 }
 

@@ -68,6 +68,27 @@ pub const MAX_IMAGE_SIDE: u64 = 20_000;
 /// foundation module does not import the model).
 pub const MAX_SEQ_LEN: u64 = 5000;
 
+/// The largest width a config may give `model.d_model`, `model.d_ff`, `model.proj_dim` and
+/// `model.cmm_size`: 65,536 (the published model uses 512 / 512 / 512 / 2048). Larger values
+/// would only fail later as a libtorch allocation error of many gigabytes.
+pub const MAX_MODEL_WIDTH: usize = 65_536;
+
+/// The most transformer layers (`model.num_layers`) or ResNet blocks per stage
+/// (`model.visual_layers`) a config may give (the published model: 3 and [3, 4, 23, 3]).
+pub const MAX_MODEL_DEPTH: usize = 256;
+
+/// A finite number > 0 (a rate, a peak throughput): NaN, infinities, 0 and negatives are refused.
+pub fn positive_finite(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("must be a finite number > 0, got {v}"));
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,25 +109,4 @@ mod tests {
         let small = at_least::<u8>(0);
         assert!(small("300").unwrap_err().contains("does not fit"));
     }
-}
-
-/// The largest width a config may give `model.d_model`, `model.d_ff`, `model.proj_dim` and
-/// `model.cmm_size`: 65,536 (the published model uses 512 / 512 / 512 / 2048). Larger values
-/// would only fail later as a libtorch allocation error of many gigabytes.
-pub const MAX_MODEL_WIDTH: usize = 65_536;
-
-/// The most transformer layers (`model.num_layers`) or ResNet blocks per stage
-/// (`model.visual_layers`) a config may give (the published model: 3 and [3, 4, 23, 3]).
-pub const MAX_MODEL_DEPTH: usize = 256;
-
-/// A finite number > 0 (a rate, a peak throughput): NaN, infinities, 0 and negatives are refused.
-pub fn positive_finite(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number"))?;
-    if !v.is_finite() || v <= 0.0 {
-        return Err(format!("must be a finite number > 0, got {v}"));
-    }
-    Ok(v)
 }

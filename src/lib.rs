@@ -5,7 +5,7 @@
 //!
 //! Layers, bottom to top — a module imports only modules listed before it (the `layering`
 //! test below checks the import graph against this list):
-//! fsutil, bounds, logging, run_dir, lifecycle, config, dist, data, model, eval,
+//! fsutil, bounds, rng, logging, run_dir, lifecycle, config, dist, data, model, eval,
 //! checkpoint, train, gpu, synth, plot, bench, cli
 //!
 //! * `fsutil`, `logging`, `run_dir`, `lifecycle` — foundations: atomic writes, log setup, the
@@ -29,6 +29,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod model;
 pub mod plot;
+pub mod rng;
 pub mod run_dir;
 pub mod synth;
 pub mod train;

@@ -60,25 +60,18 @@ pub struct MetricsBenchArgs {
     pub script: PathBuf,
 }
 
-/// splitmix64: a tiny seeded generator, so the pairs are the same on every machine.
-struct Rng(u64);
+/// A seeded SplitMix64 stream, so the pairs are the same on every machine.
+struct Rng(crate::rng::SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.below_mod(n as u64) as usize
     }
 }
 
 /// Builds `n` (reference, hypothesis) pairs from cleaned reports.
 pub fn make_pairs(reports: &[String], n: usize, seed: u64) -> (Vec<String>, Vec<String>) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(crate::rng::SplitMix64::new(seed));
     let words: Vec<&str> = reports
         .iter()
         .flat_map(|r| py_split_whitespace(r))

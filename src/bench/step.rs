@@ -103,7 +103,7 @@ fn batch(
             masks: n(&masks),
             neg_ids: n(&neg_ids),
             neg_masks: n(&masks),
-            lambda: cfg.lambda(1),
+            lambda: crate::model::ithn::lambda_for_epoch(cfg.ithn.alpha, 1),
         },
         seeds: Some(sample_seeds(
             cfg.train.seed,

@@ -78,13 +78,8 @@ type Pair = [Vec<f32>; 2];
 const NAMES: [&str; 2] = ["linear.weight", "linear.bias"];
 const SHAPES: [&[i64]; 2] = [&[OUT as i64, IN as i64], &[OUT as i64]];
 
-/// splitmix64: the stateless hash every random draw of the drill comes from.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// The stateless hash every random draw of the drill comes from.
+use crate::rng::splitmix64 as mix;
 
 fn uniform(keys: &[u64]) -> f32 {
     let h = keys.iter().fold(0u64, |acc, k| mix(acc ^ k));

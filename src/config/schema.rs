@@ -681,9 +681,4 @@ impl Config {
         check(self.log.every_steps >= 1, "log.every_steps", "must be ≥ 1")?;
         Ok(())
     }
-
-    /// λ of SPEC §3 for a 1-based epoch: exp(−alpha·epoch).
-    pub fn lambda(&self, epoch: usize) -> f64 {
-        (-self.ithn.alpha * epoch as f64).exp()
-    }
 }

@@ -19,7 +19,7 @@ fn defaults_are_the_published_iu_run() {
     assert_eq!(c.model.visual_layers, vec![3, 4, 23, 3]);
     assert_eq!(c.train.batch_size, 16);
     assert_eq!(c.train.seed, 7580);
-    assert!((c.lambda(1) - (-0.01f64).exp()).abs() < 1e-15);
+    assert_eq!(c.ithn.alpha, 0.01);
 }
 
 #[test]

@@ -63,46 +63,7 @@ pub struct Cursor {
     pub batches_consumed: u64,
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a 64-bit state advanced by the golden-ratio constant,
-/// output passed through a fixed mixing function. Tiny, fast, and its stream is fixed forever.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix64(self.0)
-    }
-
-    /// Uniform-enough integer in `0..n` (`n ≥ 1`) by the multiply-high method; the bias is below
-    /// n / 2^64, irrelevant for shuffles and crops.
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// SplitMix64's finaliser: a bijective avalanche mix of 64 bits.
-pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Hash a sequence of words into one seed (each word is mixed in, order matters).
-pub fn hash_words(words: &[u64]) -> u64 {
-    words
-        .iter()
-        .fold(0x243F_6A88_85A3_08D3, |h, &w| mix64(h ^ mix64(w)))
-}
+pub use crate::rng::{hash_words, mix64, SplitMix64};
 
 /// Domain tags keep the streams of different uses apart even for equal numbers.
 const TAG_PERMUTATION: u64 = 0x7065_726d; // "perm"

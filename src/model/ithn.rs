@@ -24,7 +24,8 @@ pub fn normalize_rows(x: &Tensor, eps: f64) -> Tensor {
     x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(eps)
 }
 
-/// λ = exp(−α·epoch), epochs counted from 1.
+/// λ = exp(−α·epoch), epochs counted from 1 (SPEC §3; the one definition: trainer, `bench
+/// step` and tests call this).
 pub fn lambda_for_epoch(alpha: f64, epoch: usize) -> f64 {
     (-alpha * epoch as f64).exp()
 }
@@ -181,12 +182,9 @@ const NEG_SALT: u64 = 0x6E65_6761_7469_7665;
 pub fn negative_seeds(seeds: &[u64]) -> Vec<u64> {
     seeds
         .iter()
-        .map(|&s| crate::data::sampler::mix64((s ^ NEG_SALT).wrapping_add(GOLDEN_GAMMA)))
+        .map(|&s| crate::rng::splitmix64(s ^ NEG_SALT))
         .collect()
 }
-
-/// SplitMix64's increment; with [`crate::data::sampler::mix64`] it is one SplitMix64 output.
-const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// One pass of the model over a batch, before any objective: both pairs (image, report) and
 /// (negative image, negative report) through the extractor and the teacher-forced decoder,
@@ -316,6 +314,7 @@ mod tests {
     fn cosine_loss_of_identical_rows_is_one() {
         let x = Tensor::from_slice(&[3.0f32, 4.0, 0.0, 1.0]).reshape([2, 2]);
         assert!((cosine_loss(&x, &x).double_value(&[]) - 1.0).abs() < 1e-6);
+        assert!((lambda_for_epoch(0.01, 1) - 0.990_049_833_749_168).abs() < 1e-15);
         assert!((lambda_for_epoch(0.01, 100) - (-1.0f64).exp()).abs() < 1e-12);
     }
 }

@@ -167,13 +167,7 @@ impl<'a> Dropout<'a> {
     }
 }
 
-/// SplitMix64 finaliser: a good 64-bit mixer, cheap enough for mask generation.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use crate::rng::splitmix64 as mix;
 
 /// Keep-mask scaled by 1/(1−p); sample `i` (leading dim) uses only `seeds[i]` and `call`.
 pub fn seeded_mask(

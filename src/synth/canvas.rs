@@ -10,25 +10,22 @@
 
 /// SplitMix64: tiny, fast, well distributed, and stable forever (unlike `rand`'s StdRng,
 /// whose algorithm may change between versions and so would change the phantoms).
+/// (The project's [`crate::rng::SplitMix64`], with the f32 draws the phantoms use.)
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(crate::rng::SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(crate::rng::SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+        self.0.unit_f32()
     }
 
     /// Uniform in [lo, hi).

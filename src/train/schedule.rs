@@ -56,11 +56,6 @@ impl StepLr {
     }
 }
 
-/// λ = exp(−α·epoch) for a 1-based epoch (SPEC §3).
-pub fn lambda(alpha: f64, epoch: usize) -> f64 {
-    (-alpha * epoch as f64).exp()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,11 +89,5 @@ mod tests {
         let seen: Vec<f64> = (0..6).map(|_| s.step()[0]).collect();
         assert_eq!(seen, vec![1.0, 1.0, 0.5, 0.5, 0.5, 0.25]);
         assert_eq!(StepLr::replay(vec![1.0], 3, 0.5, 6), s);
-    }
-
-    #[test]
-    fn lambda_decays_from_epoch_one() {
-        assert!((lambda(0.01, 1) - 0.990_049_833_749_168).abs() < 1e-15);
-        assert!((lambda(0.01, 100) - (-1.0f64).exp()).abs() < 1e-15);
     }
 }

@@ -42,7 +42,6 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::{Gather, IthnConfig, Negatives};
 use crate::data::loader::Batch;
-use crate::data::sampler::mix64;
 use crate::dist::{Collectives, DistError};
 use crate::model::ithn::{
     contrastive_loss, cosine_sum, harder_negatives, lm_loss_sum, normalize_rows, target_tokens,
@@ -92,10 +91,7 @@ impl IthnModel for R2GenCmn {
     }
 }
 
-/// splitmix64: a cheap, well-mixed hash of one word.
-fn mix(x: u64) -> u64 {
-    mix64(x.wrapping_add(0x9E37_79B9_7F4A_7C15))
-}
+use crate::rng::splitmix64 as mix;
 
 /// Dropout seeds of `n` samples starting at global index `first` of optimizer step `step`: a
 /// function of (seed, step, global sample index) only, so masks do not depend on the world size

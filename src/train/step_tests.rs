@@ -95,10 +95,10 @@ pub(crate) struct Toy {
 impl Toy {
     /// Fresh parameters drawn from `seed` (f64, so equivalence checks see no rounding noise).
     pub fn new(seed: i64) -> Toy {
-        tch::manual_seed(seed);
-        let f = (Kind::Double, Device::Cpu);
+        // A stream of its own (not the global generator other tests move concurrently).
+        let w = crate::rng::seeded_normal(&[6, 4], seed as u64, Kind::Double);
         Toy {
-            w: (Tensor::randn([6, 4], f) * 0.5).set_requires_grad(true),
+            w: (w * 0.5).set_requires_grad(true),
             t1: Tensor::from(2.0f64).set_requires_grad(true),
             t3: Tensor::from(2.5f64).set_requires_grad(true),
         }
@@ -115,12 +115,13 @@ impl Toy {
 
 /// A toy batch of `rows` samples drawn from `seed` (ids/masks unused by [`Toy`]).
 pub(crate) fn toy_batch(rows: i64, seed: i64) -> IthnBatch {
-    tch::manual_seed(seed);
-    let f = (Kind::Double, Device::Cpu);
+    // Streams of their own (not the global generator other tests move concurrently).
+    let normal =
+        |salt: u64| crate::rng::seeded_normal(&[rows, 6], seed as u64 ^ salt, Kind::Double);
     let z = |n| Tensor::zeros([n, 2], (Kind::Int64, Device::Cpu));
     IthnBatch {
-        images: Tensor::randn([rows, 6], f),
-        neg_images: Tensor::randn([rows, 6], f),
+        images: normal(0),
+        neg_images: normal(0x006e_6567),
         ids: z(rows),
         masks: z(rows),
         neg_ids: z(rows),

@@ -34,7 +34,7 @@ use tch::{Device, Tensor};
 use super::metrics_log::{eval_record, train_record, MetricsLog};
 use super::optim_step::{OptimStep, StepError};
 use super::replicas::{broadcast_weights, check_in_sync};
-use super::schedule::{lambda, StepLr};
+use super::schedule::StepLr;
 use super::step::{LossTerms, Micro};
 use crate::checkpoint::manager::MODEL_FILE;
 use crate::checkpoint::{
@@ -47,6 +47,7 @@ use crate::dist::{collectives, Collectives, DistError, World};
 use crate::eval::evaluate::{evaluate_split, write_predictions, DecodeOpts, EvalError};
 use crate::eval::metrics::Scores;
 use crate::lifecycle::{Fault, Watchdog, EXIT_OK, EXIT_PREEMPTED};
+use crate::model::ithn::lambda_for_epoch as lambda;
 use crate::model::weights::{VocabInfo, WEIGHTS_FILE};
 use crate::model::{ModelCheckpoint, ModelError, R2GenCmn};
 use crate::run_dir::RunDir;

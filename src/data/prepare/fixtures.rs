@@ -11,23 +11,19 @@ use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 
-/// SplitMix64: tiny, seeded, reproducible across platforms.
-pub struct Rng(u64);
+/// The project's SplitMix64 stream, with draws as the fixtures were made.
+pub struct Rng(crate::rng::SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(crate::rng::SplitMix64::new(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
-    /// Uniform in `0..n` (n > 0).
+    /// Uniform in `0..n` (n = 0 taken as 1).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
+        self.0.below_mod(n as u64) as usize
     }
 }
 

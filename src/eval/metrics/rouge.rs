@@ -175,14 +175,8 @@ mod tests {
     fn bit_parallel_lcs_equals_the_table_across_word_boundaries() {
         // Lengths around 64 and 128 exercise the carry between words; a small alphabet makes
         // long common subsequences. splitmix64 keeps the cases the same on every run.
-        let mut state = 42u64;
-        let mut next = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut rng = crate::rng::SplitMix64::new(42);
+        let mut next = move || rng.next_u64();
         let mut l = Lcs::new(8);
         for case in 0..400 {
             let la = (next() % 150) as usize;

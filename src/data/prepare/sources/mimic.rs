@@ -86,50 +86,14 @@ struct Image {
 /// Reads the layout under `root`; reports default to `root` as well.
 pub fn read(root: &Path, reports: Option<&Path>) -> Result<SourceData, PrepareError> {
     let split_csv = csv_path(root, "mimic-cxr-2.0.0-split")?;
-    let meta_csv = csv_path(root, "mimic-cxr-2.0.0-metadata")?;
-    let splits = super::read_csv(&split_csv, &["dicom_id", "study_id", "subject_id", "split"])?;
-    let meta = super::read_csv(&meta_csv, &["dicom_id", "ViewPosition"])?;
-    let views: HashMap<&str, &str> = meta
-        .iter()
-        .map(|r| (r["dicom_id"].as_str(), r["ViewPosition"].as_str()))
-        .collect();
-
-    let mut studies: BTreeMap<(String, String), Vec<Image>> = BTreeMap::new();
-    for (i, r) in splits.iter().enumerate() {
-        let (subject, study) = (r["subject_id"].clone(), r["study_id"].clone());
-        if subject.is_empty() || study.is_empty() || !subject.chars().all(|c| c.is_ascii_digit()) {
-            return Err(PrepareError::Row {
-                path: split_csv.clone(),
-                row: i + 2,
-                what: format!("bad subject_id {subject:?} / study_id {study:?}"),
-            });
-        }
-        studies.entry((subject, study)).or_default().push(Image {
-            dicom: r["dicom_id"].clone(),
-            view: views.get(r["dicom_id"].as_str()).unwrap_or(&"").to_string(),
-            split: r["split"].clone(),
-        });
-    }
-
+    let studies = read_studies(root, &split_csv)?;
     let report_root = reports.unwrap_or(root);
     let mut samples = Vec::new();
     let mut skipped = Vec::new();
-    for ((subject, study), mut images) in studies {
-        let rank = |v: &str| match v {
-            "PA" => Some(0),
-            "AP" => Some(1),
-            _ => None,
-        };
-        images.retain(|im| rank(&im.view).is_some());
-        images.sort_by(|a, b| {
-            rank(&a.view)
-                .cmp(&rank(&b.view))
-                .then(a.dicom.cmp(&b.dicom))
-        });
-        let id = format!("s{study}");
-        let Some(image) = images.first() else {
+    for ((subject, study), images) in studies {
+        let Some(image) = frontal(images) else {
             skipped.push(Skipped {
-                id,
+                id: format!("s{study}"),
                 split: None,
                 reason: "no frontal (PA/AP) image".into(),
             });
@@ -141,39 +105,14 @@ pub fn read(root: &Path, reports: Option<&Path>) -> Result<SourceData, PrepareEr
                 format!("dicom {}: unknown split {:?}", image.dicom, image.split),
             )
         })?;
-        let dir = study_dir(&subject, &study);
-        let report_path = report_root
-            .join("files")
-            .join(format!("{}.txt", dir.display()));
-        let skip = |reason: String| Skipped {
-            id: image.dicom.clone(),
-            split: Some(split),
-            reason,
-        };
-        let report = match std::fs::read_to_string(&report_path) {
-            Ok(r) => r,
-            Err(e) => {
-                skipped.push(skip(format!(
-                    "cannot read report {}: {e}",
-                    report_path.display()
-                )));
-                continue;
-            }
-        };
-        match extract_findings(&report) {
-            Ok(findings) => samples.push(SourceSample {
+        let study_ids = (subject.as_str(), study.as_str());
+        match sample(root, report_root, study_ids, &image, split) {
+            Ok(s) => samples.push(s),
+            Err(reason) => skipped.push(Skipped {
                 id: image.dicom.clone(),
-                study_id: Some(study.clone()),
-                subject_id: Some(subject.clone()),
-                split,
-                report_raw: findings,
-                images: vec![root
-                    .join("files")
-                    .join(&dir)
-                    .join(format!("{}.jpg", image.dicom))],
-                neg_report_raw: None,
+                split: Some(split),
+                reason,
             }),
-            Err(reason) => skipped.push(skip(reason.to_string())),
         }
     }
     Ok(SourceData {
@@ -185,6 +124,83 @@ pub fn read(root: &Path, reports: Option<&Path>) -> Result<SourceData, PrepareEr
         }),
         samples,
         skipped,
+    })
+}
+
+/// The images of every (subject, study) from the split CSV, with their view positions from
+/// the metadata CSV. A row with a malformed subject or study id is an error naming the row.
+fn read_studies(
+    root: &Path,
+    split_csv: &Path,
+) -> Result<BTreeMap<(String, String), Vec<Image>>, PrepareError> {
+    let meta_csv = csv_path(root, "mimic-cxr-2.0.0-metadata")?;
+    let splits = super::read_csv(split_csv, &["dicom_id", "study_id", "subject_id", "split"])?;
+    let meta = super::read_csv(&meta_csv, &["dicom_id", "ViewPosition"])?;
+    let views: HashMap<&str, &str> = meta
+        .iter()
+        .map(|r| (r["dicom_id"].as_str(), r["ViewPosition"].as_str()))
+        .collect();
+    let mut studies: BTreeMap<(String, String), Vec<Image>> = BTreeMap::new();
+    for (i, r) in splits.iter().enumerate() {
+        let (subject, study) = (r["subject_id"].clone(), r["study_id"].clone());
+        if subject.is_empty() || study.is_empty() || !subject.chars().all(|c| c.is_ascii_digit()) {
+            return Err(PrepareError::Row {
+                path: split_csv.to_path_buf(),
+                row: i + 2,
+                what: format!("bad subject_id {subject:?} / study_id {study:?}"),
+            });
+        }
+        studies.entry((subject, study)).or_default().push(Image {
+            dicom: r["dicom_id"].clone(),
+            view: views.get(r["dicom_id"].as_str()).unwrap_or(&"").to_string(),
+            split: r["split"].clone(),
+        });
+    }
+    Ok(studies)
+}
+
+/// The study's image the reference uses: the first PA, else the first AP (by dicom id).
+fn frontal(mut images: Vec<Image>) -> Option<Image> {
+    let rank = |v: &str| match v {
+        "PA" => Some(0),
+        "AP" => Some(1),
+        _ => None,
+    };
+    images.retain(|im| rank(&im.view).is_some());
+    images.sort_by(|a, b| {
+        rank(&a.view)
+            .cmp(&rank(&b.view))
+            .then(a.dicom.cmp(&b.dicom))
+    });
+    images.into_iter().next()
+}
+
+/// One sample: the study's report (FINDINGS section) and its image path, or why it is skipped.
+fn sample(
+    root: &Path,
+    report_root: &Path,
+    (subject, study): (&str, &str),
+    image: &Image,
+    split: Split,
+) -> Result<SourceSample, String> {
+    let dir = study_dir(subject, study);
+    let report_path = report_root
+        .join("files")
+        .join(format!("{}.txt", dir.display()));
+    let report = std::fs::read_to_string(&report_path)
+        .map_err(|e| format!("cannot read report {}: {e}", report_path.display()))?;
+    let findings = extract_findings(&report).map_err(|reason| reason.to_string())?;
+    Ok(SourceSample {
+        id: image.dicom.clone(),
+        study_id: Some(study.to_string()),
+        subject_id: Some(subject.to_string()),
+        split,
+        report_raw: findings,
+        images: vec![root
+            .join("files")
+            .join(&dir)
+            .join(format!("{}.jpg", image.dicom))],
+        neg_report_raw: None,
     })
 }
 

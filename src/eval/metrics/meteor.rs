@@ -113,12 +113,9 @@ impl Drop for Jar {
     }
 }
 
-/// Corpus METEOR and the per-pair segment scores.
-pub fn meteor(
-    refs: &[String],
-    hyps: &[String],
-    opts: &MeteorOpts,
-) -> Result<(f64, Vec<f64>), MetricsError> {
+/// Starts the METEOR 1.5 jar in stdio mode (`-l en -norm`, as pycocoevalcap runs it), in the
+/// jar's folder so that it finds its paraphrase tables.
+fn spawn_jar(opts: &MeteorOpts) -> Result<Jar, MetricsError> {
     let jar_dir = opts
         .jar
         .parent()
@@ -138,7 +135,16 @@ pub fn meteor(
             java: opts.java.clone(),
             source,
         })?;
-    let mut jar = Jar(child);
+    Ok(Jar(child))
+}
+
+/// Corpus METEOR and the per-pair segment scores.
+pub fn meteor(
+    refs: &[String],
+    hyps: &[String],
+    opts: &MeteorOpts,
+) -> Result<(f64, Vec<f64>), MetricsError> {
+    let mut jar = spawn_jar(opts)?;
     let mut stdin = jar.0.stdin.take().expect("stdin was piped");
     let mut stdout = BufReader::new(jar.0.stdout.take().expect("stdout was piped"));
     let mut stderr = jar.0.stderr.take().expect("stderr was piped");

@@ -18,23 +18,6 @@ fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
 
-/// The largest per-channel difference, comparing our (grey or RGB) pixels as RGB.
-fn max_diff(ours: &Image, theirs: &Image) -> u8 {
-    assert_eq!(
-        (ours.width(), ours.height()),
-        (theirs.width(), theirs.height())
-    );
-    let c = ours.channels() as usize;
-    let mut worst = 0;
-    for (i, t) in theirs.pixels().chunks_exact(3).enumerate() {
-        for (ch, &theirs) in t.iter().enumerate() {
-            let o = ours.pixels()[i * c + if c == 1 { 0 } else { ch }];
-            worst = worst.max(o.abs_diff(theirs));
-        }
-    }
-    worst
-}
-
 /// The documented bound for a fixture variant: 1 level for greyscale JPEGs and for radiographs
 /// in any chroma subsampling (their colour planes are flat), 3 for saturated colour content.
 fn bound(name: &str) -> u8 {
@@ -81,7 +64,7 @@ fn jpeg_pixels_are_within_the_documented_bound_of_pillow() {
         let rgb = std::fs::read(dir.path().join(format!("{k}.rgb"))).unwrap();
         let pillow = Image::from_raw(w as u32, h as u32, Channels::Rgb, rgb, name).unwrap();
         let ours = image::decode_file(&dir.path().join(format!("{k}.jpg"))).unwrap();
-        let d = max_diff(&ours, &pillow);
+        let d = image::max_diff_as_rgb(&ours, &pillow);
         println!("{name}: max difference {d}/255");
         assert!(d <= bound(name), "{name}: {d} levels from Pillow");
         let kind = name.rsplit(' ').next().unwrap().to_string();

@@ -542,6 +542,29 @@ pub fn to_tensor_normalized(imgs: &[Image]) -> Tensor {
     Tensor::from_slice(&buf).view([imgs.len() as i64, 3, i64::from(h), i64::from(w)])
 }
 
+/// The largest per-channel difference between `ours` and an RGB image `theirs` of the same
+/// size, in grey levels, comparing a grey `ours` the way Pillow's `convert('RGB')` replicates
+/// grey into three channels. Used by the decoding and resizing parity checks against Pillow.
+///
+/// Panics when the sizes differ or `theirs` is not RGB (a test's precondition).
+pub fn max_diff_as_rgb(ours: &Image, theirs: &Image) -> u8 {
+    assert_eq!(
+        (ours.width(), ours.height()),
+        (theirs.width(), theirs.height()),
+        "images of different sizes"
+    );
+    assert_eq!(theirs.channels(), Channels::Rgb, "the reference is RGB");
+    let c = ours.channels() as usize;
+    let mut worst = 0;
+    for (i, t) in theirs.pixels().chunks_exact(3).enumerate() {
+        for (ch, &theirs) in t.iter().enumerate() {
+            let o = ours.pixels()[i * c + if c == 1 { 0 } else { ch }];
+            worst = worst.max(o.abs_diff(theirs));
+        }
+    }
+    worst
+}
+
 /// Encode as baseline JPEG (`quality` 1..=100); grey stays one channel.
 pub fn encode_jpeg(img: &Image, quality: u8) -> Result<Vec<u8>, ImageError> {
     let mut out = Vec::new();

@@ -144,7 +144,7 @@ fn forward_losses_gradients_and_decoding_match_reference() {
         );
     }
 
-    let att = out.att_feats.detach();
+    let att = out.forward.att_feats.detach();
     let g = greedy(&model, &att, 20, true);
     let b = beam_search(&model, &att, 20, 3);
     assert_eq!(

@@ -117,7 +117,7 @@ fn run_model(fx: &Fixture, device: Device, precision: Precision) -> anyhow::Resu
         .iter()
         .map(|(name, p, group)| (name.clone(), cpu(&p.grad()), *group))
         .collect();
-    let att = out.att_feats.detach();
+    let att = out.forward.att_feats.detach();
     let (g, b) = tch::no_grad(|| {
         (
             greedy(&model, &att, fx.max_len, true),

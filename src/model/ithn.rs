@@ -119,20 +119,11 @@ pub struct IthnBatch {
     pub lambda: f64,
 }
 
-/// Every intermediate of [`ithn_forward`] under the reference's names.
+/// Every intermediate of [`ithn_forward`]: the local forward (its features, decoder outputs and
+/// z, z⁻, u, u⁻) and the objective's terms; [`IthnOutputs::named`] gives the reference's names.
 #[derive(Debug)]
 pub struct IthnOutputs {
-    pub att_feats: Tensor,
-    pub fc_feats: Tensor,
-    pub neg_att_feats: Tensor,
-    pub neg_fc_feats: Tensor,
-    pub output: Tensor,
-    pub pos_rep_output: Tensor,
-    pub neg_rep_output: Tensor,
-    pub pos_img_embeds: Tensor,
-    pub neg_img_embeds: Tensor,
-    pub pos_rep_embeds: Tensor,
-    pub neg_rep_embeds: Tensor,
+    pub forward: LocalForward,
     pub p: Tensor,
     pub h_neg_embeds: Tensor,
     pub similarity_matrix: Tensor,
@@ -148,18 +139,19 @@ pub struct IthnOutputs {
 impl IthnOutputs {
     /// `(name, tensor)` pairs under the fixture's key names (outputs.safetensors).
     pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
+        let f = &self.forward;
         vec![
-            ("att_feats", &self.att_feats),
-            ("fc_feats", &self.fc_feats),
-            ("neg_att_feats", &self.neg_att_feats),
-            ("neg_fc_feats", &self.neg_fc_feats),
-            ("output", &self.output),
-            ("pos_rep_output", &self.pos_rep_output),
-            ("neg_rep_output", &self.neg_rep_output),
-            ("pos_img_embeds", &self.pos_img_embeds),
-            ("neg_img_embeds", &self.neg_img_embeds),
-            ("pos_rep_embeds", &self.pos_rep_embeds),
-            ("neg_rep_embeds", &self.neg_rep_embeds),
+            ("att_feats", &f.att_feats),
+            ("fc_feats", &f.fc_feats),
+            ("neg_att_feats", &f.neg_att_feats),
+            ("neg_fc_feats", &f.neg_fc_feats),
+            ("output", &f.output),
+            ("pos_rep_output", &f.pos_rep_output),
+            ("neg_rep_output", &f.neg_rep_output),
+            ("pos_img_embeds", &f.z),
+            ("neg_img_embeds", &f.z_neg),
+            ("pos_rep_embeds", &f.u),
+            ("neg_rep_embeds", &f.u_neg),
             ("p", &self.p),
             ("h_neg_embeds", &self.h_neg_embeds),
             ("similarity_matrix", &self.similarity_matrix),
@@ -267,17 +259,7 @@ pub fn ithn_forward(
         let lm_loss = lm_sum / tokens;
         let loss = &lm_loss * cfg.w_lm + &l_cp * cfg.w_cp + &l_cs * cfg.w_cs;
         IthnOutputs {
-            att_feats: f.att_feats,
-            fc_feats: f.fc_feats,
-            neg_att_feats: f.neg_att_feats,
-            neg_fc_feats: f.neg_fc_feats,
-            output: f.output,
-            pos_rep_output: f.pos_rep_output,
-            neg_rep_output: f.neg_rep_output,
-            pos_img_embeds: f.z,
-            neg_img_embeds: f.z_neg,
-            pos_rep_embeds: f.u,
-            neg_rep_embeds: f.u_neg,
+            forward: f,
             p,
             h_neg_embeds: h,
             similarity_matrix: s,

@@ -10,14 +10,9 @@ use crate::model::IthnBatch;
 use crate::train::step::tests::{rows_of, toy_batch, Toy};
 use crate::train::step::Micro;
 
+/// The published optimizer (the default config's: amsgrad, betas (0.9, 0.98), eps 1e-9, wd 5e-5).
 fn adam() -> AdamConfig {
-    AdamConfig {
-        beta1: 0.9,
-        beta2: 0.98,
-        eps: 1e-9,
-        weight_decay: 5e-5,
-        amsgrad: true,
-    }
+    AdamConfig::from_train(&crate::config::Config::default().train)
 }
 
 fn unit(toy: &Toy, objective: &IthnConfig) -> OptimStep {

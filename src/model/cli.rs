@@ -109,11 +109,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     }
     let model = R2GenCmn::from_config(&config, logit_dim, Device::Cpu)?;
     model.registry().load_map(&args.state_dict, map)?;
-    std::fs::create_dir_all(&args.out)?;
-    model
-        .registry()
-        .save_safetensors(&args.out.join(WEIGHTS_FILE))?;
-    ModelCheckpoint::write_meta(&args.out, &config, &vocab)?;
+    write_model_dir(&args.out, &model, &config, &vocab)?;
     println!(
         "imported {} tensors into {}",
         model.registry().entries().len(),
@@ -141,11 +137,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let vocab = VocabInfo::load(&args.vocab)?;
     let model = R2GenCmn::for_training(&config, vocab.logit_dim, Device::Cpu)?;
-    std::fs::create_dir_all(&args.out)?;
-    model
-        .registry()
-        .save_safetensors(&args.out.join(WEIGHTS_FILE))?;
-    ModelCheckpoint::write_meta(&args.out, &config, &vocab)?;
+    write_model_dir(&args.out, &model, &config, &vocab)?;
     println!(
         "initialised a model of {} parameters in {}",
         model.parameters().len(),
@@ -204,4 +196,23 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         println!("{report}");
     }
     Ok(())
+}
+
+/// Writes a model directory beside `out` and swaps it in whole with its `SHA256SUMS`
+/// ([`crate::fsutil::StagedDir`]): a failure leaves an earlier `out` as it was.
+fn write_model_dir(
+    out: &Path,
+    model: &R2GenCmn,
+    config: &crate::config::Config,
+    vocab: &VocabInfo,
+) -> anyhow::Result<()> {
+    let staged = crate::fsutil::StagedDir::new(out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    model
+        .registry()
+        .save_safetensors(&staged.path().join(WEIGHTS_FILE))?;
+    ModelCheckpoint::write_meta(staged.path(), config, vocab)?;
+    staged
+        .commit()
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))
 }

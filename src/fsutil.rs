@@ -183,7 +183,12 @@ pub fn verify_checksums(dir: &Path) -> Result<(), ChecksumError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ChecksumError::Missing { dir: dir.into() })
         }
-        Err(source) => return Err(ChecksumError::Io { path: sums_path, source }),
+        Err(source) => {
+            return Err(ChecksumError::Io {
+                path: sums_path,
+                source,
+            })
+        }
     };
     for (i, line) in text.lines().enumerate() {
         let bad = |reason: String| ChecksumError::Mismatch {
@@ -236,7 +241,9 @@ impl StagedDir {
     pub fn new(target: &Path) -> std::io::Result<StagedDir> {
         let name = target
             .file_name()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory path"))?
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory path")
+            })?
             .to_string_lossy()
             .into_owned();
         let parent = parent_dir(target);
@@ -264,7 +271,12 @@ impl StagedDir {
         write_checksums(&self.staging)?;
         std::fs::File::open(&self.staging)?.sync_all()?;
         let parent = parent_dir(&self.target).to_path_buf();
-        let name = self.target.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = self
+            .target
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
         let had_old = self.target.exists();
         if had_old {
@@ -369,6 +381,9 @@ mod tests {
         let bad = dir.path().join("a/x");
         assert!(write_files_atomic(&[(&b, b"3"), (&bad, b"4")]).is_err());
         assert_eq!(std::fs::read(&b).unwrap(), b"2");
-        assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            1
+        );
     }
 }

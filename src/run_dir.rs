@@ -165,7 +165,12 @@ mod tests {
         std::fs::write(r.predictions("test"), "").unwrap();
         assert_eq!(
             r.previous_outputs().unwrap(),
-            ["checkpoints", "final", "metrics.jsonl", "predictions-test.jsonl"]
+            [
+                "checkpoints",
+                "final",
+                "metrics.jsonl",
+                "predictions-test.jsonl"
+            ]
         );
         r.clear_previous().unwrap();
         assert!(r.previous_outputs().unwrap().is_empty());

@@ -43,7 +43,10 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// `ithn-dist ARGS`, whatever its exit code.
 fn cmd(args: &[String]) -> Output {
-    Command::new(bin()).args(args).output().expect("run ithn-dist")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run ithn-dist")
 }
 
 fn stderr(o: &Output) -> String {
@@ -106,10 +109,22 @@ fn case1_a_run_directory_belongs_to_one_run() {
     let before = snapshot(&run);
 
     // A new run in the used directory: refused, saying what to do; nothing changes.
-    let o = cmd(&train_args(&data, &run, &["--max-steps", "2", "--resume", "never"]));
+    let o = cmd(&train_args(
+        &data,
+        &run,
+        &["--max-steps", "2", "--resume", "never"],
+    ));
     expect_code(&o, 1, "--resume never into a used run directory");
-    assert!(stderr(&o).contains("--overwrite") && stderr(&o).contains("belongs to one run"), "{}", stderr(&o));
-    assert_eq!(snapshot(&run), before, "a refused run must leave the run directory as it was");
+    assert!(
+        stderr(&o).contains("--overwrite") && stderr(&o).contains("belongs to one run"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        snapshot(&run),
+        before,
+        "a refused run must leave the run directory as it was"
+    );
 
     // Re-running the finished run trains nothing and prints its test scores again.
     let o = cmd(&train_args(&data, &run, &["--max-steps", "3"]));
@@ -117,17 +132,29 @@ fn case1_a_run_directory_belongs_to_one_run() {
     assert!(stderr(&o).contains("nothing to train"), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&first.stdout).contains("BLEU_4"));
     assert_eq!(o.stdout, first.stdout, "the same test scores");
-    assert_eq!(snapshot(&run), before, "a finished run is not trained again");
+    assert_eq!(
+        snapshot(&run),
+        before,
+        "a finished run is not trained again"
+    );
 
     // --overwrite: a new run, nothing of the old one left.
-    let o = cmd(&train_args(&data, &run, &["--max-steps", "2", "--resume", "never", "--overwrite"]));
+    let o = cmd(&train_args(
+        &data,
+        &run,
+        &["--max-steps", "2", "--resume", "never", "--overwrite"],
+    ));
     expect_code(&o, 0, "--overwrite");
     assert_eq!(train_steps(&run), [1, 2]);
     let steps: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(steps, ["step-00000002"], "the old run's checkpoints are gone");
+    assert_eq!(
+        steps,
+        ["step-00000002"],
+        "the old run's checkpoints are gone"
+    );
 
     // A longer run continues the finished one (it asks for more steps).
     let o = cmd(&train_args(&data, &run, &["--max-steps", "4"]));
@@ -139,21 +166,45 @@ fn case1_a_run_directory_belongs_to_one_run() {
 fn source(dir: &Path) -> (PathBuf, PathBuf, serde_json::Value) {
     let text = std::fs::read_to_string(repo("data/iu_xray/annotation.json")).unwrap();
     let ann: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let take = |split: &str, n: usize| serde_json::Value::Array(ann[split].as_array().unwrap()[..n].to_vec());
+    let take = |split: &str, n: usize| {
+        serde_json::Value::Array(ann[split].as_array().unwrap()[..n].to_vec())
+    };
     let sub = serde_json::json!({"train": take("train", 8), "val": take("val", 4), "test": take("test", 4)});
     let ann_path = dir.join("annotation.json");
     std::fs::write(&ann_path, sub.to_string()).unwrap();
     let images = dir.join("images");
-    let o = cmd(&["synth".into(), "--ann".into(), s(&ann_path), "--out".into(), s(&images), "--size".into(), "80".into()]);
+    let o = cmd(&[
+        "synth".into(),
+        "--ann".into(),
+        s(&ann_path),
+        "--out".into(),
+        s(&images),
+        "--size".into(),
+        "80".into(),
+    ]);
     expect_code(&o, 0, "synth");
     (ann_path, images, sub)
 }
 
 fn prepare(ann: &Path, images: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut a: Vec<String> = ["prepare", "--source", "r2gen", "--ann", &s(ann), "--images", &s(images), "--dataset", "iu_xray", "--out", &s(out), "--resize", "72"]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
+    let mut a: Vec<String> = [
+        "prepare",
+        "--source",
+        "r2gen",
+        "--ann",
+        &s(ann),
+        "--images",
+        &s(images),
+        "--dataset",
+        "iu_xray",
+        "--out",
+        &s(out),
+        "--resize",
+        "72",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
     a.extend(extra.iter().map(|x| x.to_string()));
     cmd(&a)
 }
@@ -166,8 +217,16 @@ fn case2_a_refused_or_failed_prepare_keeps_the_previous_output() {
     expect_code(&prepare(&ann, &images, &out, &[]), 0, "first prepare");
     let before = snapshot(&out);
     let intact = |what: &str| {
-        assert_eq!(snapshot(&out), before, "{what}: the previous output must stay byte-identical");
-        expect_code(&cmd(&["inspect".into(), s(&out)]), 0, &format!("inspect after {what}"));
+        assert_eq!(
+            snapshot(&out),
+            before,
+            "{what}: the previous output must stay byte-identical"
+        );
+        expect_code(
+            &cmd(&["inspect".into(), s(&out)]),
+            0,
+            &format!("inspect after {what}"),
+        );
     };
 
     // A stray file: refused, nothing touched (the stray file too).
@@ -197,13 +256,24 @@ fn case2_a_refused_or_failed_prepare_keeps_the_previous_output() {
     empty["train"] = serde_json::json!([]);
     let empty_ann = dir.path().join("empty.json");
     std::fs::write(&empty_ann, empty.to_string()).unwrap();
-    expect_code(&prepare(&empty_ann, &images, &out, &[]), 1, "empty train list");
+    expect_code(
+        &prepare(&empty_ann, &images, &out, &[]),
+        1,
+        "empty train list",
+    );
     intact("an empty train list");
 
     // Into a new directory: a failure leaves no directory behind.
     let fresh = dir.path().join("fresh");
-    expect_code(&prepare(&empty_ann, &images, &fresh, &[]), 1, "empty train list, new dir");
-    assert!(!fresh.exists(), "a failed prepare into a new directory leaves nothing");
+    expect_code(
+        &prepare(&empty_ann, &images, &fresh, &[]),
+        1,
+        "empty train list, new dir",
+    );
+    assert!(
+        !fresh.exists(),
+        "a failed prepare into a new directory leaves nothing"
+    );
 }
 
 fn walk_files(dir: &Path) -> Vec<PathBuf> {
@@ -233,7 +303,14 @@ impl Tmpfs {
         }
         std::fs::create_dir_all(at).unwrap();
         let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", &s(at)])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                &s(at),
+            ])
             .output()
             .expect("mount");
         if !o.status.success() {
@@ -286,57 +363,105 @@ fn assert_no_space(o: &Output, what: &str) {
     expect_code(o, 1, what);
     let e = stderr(o);
     assert!(e.contains("No space left on device"), "{what}: {e}");
-    assert!(!e.contains("Os {") && !e.contains("StorageFull"), "{what}: debug text: {e}");
+    assert!(
+        !e.contains("Os {") && !e.contains("StorageFull"),
+        "{what}: debug text: {e}"
+    );
 }
 
 #[test]
 fn disk_full_prepare_keeps_the_previous_output_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount(&dir.path().join("mnt"), "8m") else { return };
+    let Some(fs) = Tmpfs::mount(&dir.path().join("mnt"), "8m") else {
+        return;
+    };
     let (ann, images, _) = source(dir.path());
     let out = fs.0.join("prepared");
     expect_code(&prepare(&ann, &images, &out, &[]), 0, "first prepare");
     let before = snapshot(&out);
     let filler = fs.fill(0);
     assert_no_space(&prepare(&ann, &images, &out, &[]), "prepare on a full disk");
-    assert_eq!(snapshot(&out), before, "previous output intact, no staging or spill left");
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "previous output intact, no staging or spill left"
+    );
     Tmpfs::unfill(filler);
-    expect_code(&prepare(&ann, &images, &out, &[]), 0, "prepare once space is back");
+    expect_code(
+        &prepare(&ann, &images, &out, &[]),
+        0,
+        "prepare once space is back",
+    );
     assert_eq!(snapshot(&out), before, "the rerun writes the same output");
 }
 
 #[test]
 fn disk_full_checkpoint_save_and_evaluate() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount(&dir.path().join("mnt"), "160m") else { return };
+    let Some(fs) = Tmpfs::mount(&dir.path().join("mnt"), "160m") else {
+        return;
+    };
     let data = prepared(dir.path(), 8, 4, 4);
     let run = fs.0.join("run");
-    expect_code(&cmd(&train_args(&data, &run, &["--max-steps", "2", "--set", "checkpoint.keep_last=1"])), 0, "first run");
-    let (ck, fin) = (snapshot(&run.join("checkpoints")), snapshot(&run.join("final")));
+    expect_code(
+        &cmd(&train_args(
+            &data,
+            &run,
+            &["--max-steps", "2", "--set", "checkpoint.keep_last=1"],
+        )),
+        0,
+        "first run",
+    );
+    let (ck, fin) = (
+        snapshot(&run.join("checkpoints")),
+        snapshot(&run.join("final")),
+    );
     let metrics = std::fs::read(run.join("metrics.jsonl")).unwrap();
     // Room for the metrics lines, not for a checkpoint (~54 MB).
     let filler = fs.fill(8);
-    let o = cmd(&train_args(&data, &run, &["--max-steps", "4", "--set", "checkpoint.keep_last=1"]));
+    let o = cmd(&train_args(
+        &data,
+        &run,
+        &["--max-steps", "4", "--set", "checkpoint.keep_last=1"],
+    ));
     assert_no_space(&o, "a checkpoint save on a full disk");
-    assert_eq!(snapshot(&run.join("checkpoints")), ck, "previous checkpoint intact, no .tmp-step left");
+    assert_eq!(
+        snapshot(&run.join("checkpoints")),
+        ck,
+        "previous checkpoint intact, no .tmp-step left"
+    );
     assert_eq!(snapshot(&run.join("final")), fin);
     // The resumed run's rewind dropped the old test record (it will be redone); the old
     // train records stay.
     assert_eq!(train_steps(&run)[..2], [1, 2]);
     assert!(String::from_utf8_lossy(&metrics).contains("\"kind\":\"test\""));
     Tmpfs::unfill(filler);
-    let o = cmd(&train_args(&data, &run, &["--max-steps", "4", "--set", "checkpoint.keep_last=1"]));
+    let o = cmd(&train_args(
+        &data,
+        &run,
+        &["--max-steps", "4", "--set", "checkpoint.keep_last=1"],
+    ));
     expect_code(&o, 0, "the resume once space is back");
     assert_eq!(train_steps(&run), [1, 2, 3, 4], "each step once");
 
     // evaluate's outputs.
     let ev = fs.0.join("eval");
-    let eval = vec!["evaluate".to_string(), "--checkpoint".into(), s(&run.join("final")), "--out".into(), s(&ev)];
+    let eval = vec![
+        "evaluate".to_string(),
+        "--checkpoint".into(),
+        s(&run.join("final")),
+        "--out".into(),
+        s(&ev),
+    ];
     expect_code(&cmd(&eval), 0, "first evaluate");
     let before = snapshot(&ev);
     let filler = fs.fill(0);
     assert_no_space(&cmd(&eval), "evaluate on a full disk");
-    assert_eq!(snapshot(&ev), before, "previous outputs intact, no temporaries");
+    assert_eq!(
+        snapshot(&ev),
+        before,
+        "previous outputs intact, no temporaries"
+    );
     Tmpfs::unfill(filler);
     expect_code(&cmd(&eval), 0, "evaluate once space is back");
     assert_eq!(snapshot(&ev), before, "the same outputs");
@@ -362,11 +487,17 @@ fn interrupt_launcher(dir: &Path, data: &Path, count: usize) -> (Option<i32>, St
     // Once a checkpoint is complete (the first epoch's end), so that there is one to keep.
     let complete = || {
         std::fs::read_dir(run.join("checkpoints"))
-            .map(|d| d.into_iter().any(|e| e.unwrap().path().join("DONE").is_file()))
+            .map(|d| {
+                d.into_iter()
+                    .any(|e| e.unwrap().path().join("DONE").is_file())
+            })
             .unwrap_or(false)
     };
     while !complete() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint was written");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint was written"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let pgid = child.id() as i32;
@@ -376,18 +507,32 @@ fn interrupt_launcher(dir: &Path, data: &Path, count: usize) -> (Option<i32>, St
         std::thread::sleep(Duration::from_millis(100));
     }
     let status = child.wait().unwrap();
-    (status.code(), std::fs::read_to_string(err_path).unwrap(), run)
+    (
+        status.code(),
+        std::fs::read_to_string(err_path).unwrap(),
+        run,
+    )
 }
 
 /// The newest checkpoint of `run` resumes: a run one step further exits 0 and says so.
 fn resumes(data: &Path, run: &Path) {
     let newest = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
-        .filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_prefix("step-").map(|n| n.parse::<u64>().unwrap()))
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .strip_prefix("step-")
+                .map(|n| n.parse::<u64>().unwrap())
+        })
         .max()
         .expect("a checkpoint");
     let more = (newest + 1).to_string();
-    let o = cmd(&train_args(data, run, &["--set", "train.epochs=500", "--max-steps", &more]));
+    let o = cmd(&train_args(
+        data,
+        run,
+        &["--set", "train.epochs=500", "--max-steps", &more],
+    ));
     expect_code(&o, 0, "resume after the interrupt");
     assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
     assert_eq!(*train_steps(run).last().unwrap(), newest + 1);
@@ -398,15 +543,29 @@ fn case4_ctrl_c_once_and_twice_through_launch_mpirun() {
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path(), 8, 4, 4);
     let (code, err, run) = interrupt_launcher(dir.path(), &data, 1);
-    assert_eq!(code, Some(3), "one Ctrl-C: checkpoint, exit 3 (docs/resume.md)\n{err}");
+    assert_eq!(
+        code,
+        Some(3),
+        "one Ctrl-C: checkpoint, exit 3 (docs/resume.md)\n{err}"
+    );
     assert!(err.contains("SIGINT #1 forwarded"), "{err}");
-    assert!(err.contains("SIGINT (forwarded by launch/mpirun.sh as SIGUSR2) received"), "{err}");
+    assert!(
+        err.contains("SIGINT (forwarded by launch/mpirun.sh as SIGUSR2) received"),
+        "{err}"
+    );
     assert!(!err.contains("SIGTERM"), "{err}");
     resumes(&data, &run);
 
     let (code, err, run) = interrupt_launcher(dir.path(), &data, 2);
-    assert_eq!(code, Some(130), "two Ctrl-C: leave at once, exit 130 (docs/resume.md)\n{err}");
-    assert!(err.contains("SIGINT #2 forwarded") && err.contains("exit 130"), "{err}");
+    assert_eq!(
+        code,
+        Some(130),
+        "two Ctrl-C: leave at once, exit 130 (docs/resume.md)\n{err}"
+    );
+    assert!(
+        err.contains("SIGINT #2 forwarded") && err.contains("exit 130"),
+        "{err}"
+    );
     resumes(&data, &run);
 }
 
@@ -415,14 +574,29 @@ fn case5_changed_or_non_finite_weights_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = prepared(dir.path(), 8, 4, 4);
     let run = dir.path().join("run");
-    expect_code(&cmd(&train_args(&data, &run, &["--max-steps", "2"])), 0, "train");
+    expect_code(
+        &cmd(&train_args(&data, &run, &["--max-steps", "2"])),
+        0,
+        "train",
+    );
     let model = dir.path().join("model");
     std::fs::create_dir_all(&model).unwrap();
-    for f in ["model.safetensors", "config.toml", "vocab.json", "SHA256SUMS"] {
+    for f in [
+        "model.safetensors",
+        "config.toml",
+        "vocab.json",
+        "SHA256SUMS",
+    ] {
         std::fs::copy(run.join("final").join(f), model.join(f)).unwrap();
     }
     let ev = dir.path().join("eval");
-    let eval = vec!["evaluate".to_string(), "--checkpoint".into(), s(&model), "--out".into(), s(&ev)];
+    let eval = vec![
+        "evaluate".to_string(),
+        "--checkpoint".into(),
+        s(&model),
+        "--out".into(),
+        s(&ev),
+    ];
     expect_code(&cmd(&eval), 0, "evaluate the intact model");
     let before = snapshot(&ev);
 
@@ -430,7 +604,10 @@ fn case5_changed_or_non_finite_weights_are_refused() {
     let weights = model.join("model.safetensors");
     let mut tensors = tch::Tensor::read_safetensors(&weights).unwrap();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let (name, t) = tensors.iter_mut().find(|(_, t)| t.is_floating_point()).unwrap();
+    let (name, t) = tensors
+        .iter_mut()
+        .find(|(_, t)| t.is_floating_point())
+        .unwrap();
     let _ = t.view(-1).get(0).fill_(f64::NAN);
     let name = name.clone();
     tch::Tensor::write_safetensors(&tensors, &weights).unwrap();
@@ -438,17 +615,34 @@ fn case5_changed_or_non_finite_weights_are_refused() {
     // With the checksums: the changed file is named.
     let o = cmd(&eval);
     expect_code(&o, 1, "evaluate of a changed model");
-    assert!(stderr(&o).contains("model.safetensors") && stderr(&o).contains("SHA-256 differs"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("model.safetensors") && stderr(&o).contains("SHA-256 differs"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(snapshot(&ev), before);
 
     // Without them (a hand-assembled directory): the non-finite weight is named.
     std::fs::remove_file(model.join("SHA256SUMS")).unwrap();
     let o = cmd(&eval);
     expect_code(&o, 1, "evaluate of NaN weights");
-    assert!(stderr(&o).contains("non-finite") && stderr(&o).contains(&name), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("non-finite") && stderr(&o).contains(&name),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(snapshot(&ev), before, "earlier outputs intact");
-    let image = walk_files(&dir.path().join("images")).into_iter().next().unwrap();
-    let o = cmd(&["generate".into(), "--checkpoint".into(), s(&model), "--image".into(), s(&image)]);
+    let image = walk_files(&dir.path().join("images"))
+        .into_iter()
+        .next()
+        .unwrap();
+    let o = cmd(&[
+        "generate".into(),
+        "--checkpoint".into(),
+        s(&model),
+        "--image".into(),
+        s(&image),
+    ]);
     expect_code(&o, 1, "generate with NaN weights");
     assert!(stderr(&o).contains("non-finite"), "{}", stderr(&o));
 }

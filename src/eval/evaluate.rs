@@ -342,7 +342,11 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
             &args.split,
         )?;
         if let Some((name, v)) = scores.entries().into_iter().find(|(_, v)| !v.is_finite()) {
-            anyhow::bail!("{} on {}: score {name} is {v}, not a finite number; nothing written", args.checkpoint.display(), args.split);
+            anyhow::bail!(
+                "{} on {}: score {name} is {v}, not a finite number; nothing written",
+                args.checkpoint.display(),
+                args.split
+            );
         }
         let json = serde_json::to_string_pretty(&serde_json::Value::Object(scores.to_json()))?;
         // Both files or neither: a full disk leaves the previous pair as it was.

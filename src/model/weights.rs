@@ -363,10 +363,21 @@ pub fn safetensors_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, ModelE
             Kind::Int8 => Dtype::I8,
             Kind::Uint8 => Dtype::U8,
             Kind::Bool => Dtype::BOOL,
-            k => return Err(ModelError::Config(format!("tensor {name:?}: kind {k:?} cannot be saved"))),
+            k => {
+                return Err(ModelError::Config(format!(
+                    "tensor {name:?}: kind {k:?} cannot be saved"
+                )))
+            }
         };
         let shape = t.size().iter().map(|&d| d as usize).collect();
-        views.push((name.as_str(), View { tensor: t, shape, dtype }));
+        views.push((
+            name.as_str(),
+            View {
+                tensor: t,
+                shape,
+                dtype,
+            },
+        ));
     }
     safetensors::serialize(views, None)
         .map_err(|e| ModelError::Config(format!("serialising safetensors: {e}")))

@@ -119,7 +119,11 @@ fn decide(req: &Request) -> anyhow::Result<Claim> {
         ResumeMode::Never if !outputs.is_empty() => return Err(refuse(run, &outputs, "")),
         ResumeMode::Never => Claim::Train,
         ResumeMode::Path(p) if !outputs.is_empty() && !inside(p, &run.checkpoints()) => {
-            return Err(refuse(run, &outputs, " and --resume names a checkpoint of another run"))
+            return Err(refuse(
+                run,
+                &outputs,
+                " and --resume names a checkpoint of another run",
+            ))
         }
         ResumeMode::Path(_) => Claim::Train,
         ResumeMode::Auto => decide_auto(req, &outputs)?,
@@ -143,13 +147,15 @@ fn decide_auto(req: &Request, outputs: &[String]) -> anyhow::Result<Claim> {
         });
         return Ok(finished.map_or(Claim::Train, Claim::Finished));
     }
-    // No checkpoint: only the records of the same run's first steps may be there (a run
-    // stopped before its first checkpoint); they are redone, so they are dropped.
-    let same_config = std::fs::read_to_string(run.config())
-        .is_ok_and(|text| text == req.cfg.to_toml());
-    let partial = outputs
-        .iter()
-        .all(|n| n == "config.toml" || n == "metrics.jsonl");
+    // No valid checkpoint: only what the same run wrote before its first complete checkpoint
+    // may be there (records of its first steps, a torn save); they are redone, so the
+    // records are dropped. A best/ or final/ model means a run got further: refused.
+    let same_config =
+        std::fs::read_to_string(run.config()).is_ok_and(|text| text == req.cfg.to_toml());
+    let partial = outputs.iter().all(|n| {
+        matches!(n.as_str(), "config.toml" | "metrics.jsonl" | "checkpoints")
+            || n.starts_with("predictions-")
+    });
     if !(outputs.is_empty() || partial && same_config) {
         return Err(refuse(run, outputs, " and no valid checkpoint to resume"));
     }
@@ -169,7 +175,10 @@ fn inside(path: &Path, dir: &Path) -> bool {
 fn probe(run: &RunDir) -> anyhow::Result<()> {
     for dir in [run.root().to_path_buf(), run.checkpoints()] {
         crate::fsutil::probe_writable(&dir).map_err(|e| {
-            anyhow::anyhow!("{}: cannot write here: {e} (checked before training)", dir.display())
+            anyhow::anyhow!(
+                "{}: cannot write here: {e} (checked before training)",
+                dir.display()
+            )
         })?;
     }
     Ok(())

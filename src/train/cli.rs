@@ -86,7 +86,9 @@ pub fn run(args: TrainArgs, world: &World, fault: Option<Fault>) -> anyhow::Resu
     let mut trainer = Trainer::new(cfg, world, &args.run_dir, opts)?;
     let outcome = trainer.train()?;
     if let Outcome::Finished(scores) = &outcome {
-        let scores = scores.as_ref().map(|s| serde_json::Value::Object(s.to_json()));
+        let scores = scores
+            .as_ref()
+            .map(|s| serde_json::Value::Object(s.to_json()));
         if world.is_root() {
             // Written last: a rerun with the same arguments trains nothing.
             let finished = claim::Finished {
@@ -96,9 +98,9 @@ pub fn run(args: TrainArgs, world: &World, fault: Option<Fault>) -> anyhow::Resu
                 config_hash: hash,
                 scores: scores.clone(),
             };
-            finished.write(&run).map_err(|e| {
-                anyhow::anyhow!("{}: {e}", run.finished().display())
-            })?;
+            finished
+                .write(&run)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", run.finished().display()))?;
         }
         if let Some(s) = scores {
             println!("{s}");

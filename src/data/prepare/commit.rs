@@ -57,8 +57,15 @@ fn check_out(out: &Path) -> Result<(), PrepareError> {
     };
     let mut leftovers = Vec::new();
     for entry in std::fs::read_dir(out).map_err(read)? {
-        let name = entry.map_err(read)?.file_name().to_string_lossy().into_owned();
-        if name == STAGING_DIR || name == WORK_DIR || (name.starts_with('.') && name.contains(".tmp")) {
+        let name = entry
+            .map_err(read)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name == STAGING_DIR
+            || name == WORK_DIR
+            || (name.starts_with('.') && name.contains(".tmp"))
+        {
             leftovers.push(out.join(name));
         } else if name != MANIFEST_FILE && name != VOCAB_FILE && !is_shard_name(&name) {
             return Err(PrepareError::input(
@@ -82,7 +89,11 @@ fn check_out(out: &Path) -> Result<(), PrepareError> {
 fn commit(staging: &Path, out: &Path) -> Result<(), PrepareError> {
     let mut staged = Vec::new();
     for entry in std::fs::read_dir(staging).map_err(werr(staging))? {
-        let name = entry.map_err(werr(staging))?.file_name().to_string_lossy().into_owned();
+        let name = entry
+            .map_err(werr(staging))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if name != MANIFEST_FILE && !name.starts_with('.') {
             staged.push(name);
         }
@@ -98,7 +109,11 @@ fn commit(staging: &Path, out: &Path) -> Result<(), PrepareError> {
         std::fs::rename(staging.join(name), &to).map_err(werr(&to))?;
     }
     for entry in std::fs::read_dir(out).map_err(werr(out))? {
-        let name = entry.map_err(werr(out))?.file_name().to_string_lossy().into_owned();
+        let name = entry
+            .map_err(werr(out))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if is_shard_name(&name) && !staged.contains(&name) {
             let path = out.join(&name);
             std::fs::remove_file(&path).map_err(werr(&path))?;

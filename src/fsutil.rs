@@ -140,6 +140,12 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Hex SHA-256 of a byte string.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Writes `dir/SHA256SUMS` over every regular, non-hidden file of `dir` (by name), fsync'd.
 pub fn write_checksums(dir: &Path) -> std::io::Result<()> {
     let mut names = Vec::new();

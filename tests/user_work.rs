@@ -646,3 +646,50 @@ fn case5_changed_or_non_finite_weights_are_refused() {
     expect_code(&o, 1, "generate with NaN weights");
     assert!(stderr(&o).contains("non-finite"), "{}", stderr(&o));
 }
+
+#[test]
+fn exported_weights_carry_a_checksum_that_import_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared(dir.path(), 8, 4, 4);
+    let run = dir.path().join("run");
+    expect_code(
+        &cmd(&train_args(&data, &run, &["--max-steps", "2"])),
+        0,
+        "train",
+    );
+    let file = dir.path().join("export.safetensors");
+    let export = [
+        "export".to_string(),
+        "--checkpoint".into(),
+        s(&run.join("final")),
+        "--out".into(),
+        s(&file),
+    ];
+    expect_code(&cmd(&export), 0, "export");
+    let sums = std::fs::read_to_string(dir.path().join("export.safetensors.sha256")).unwrap();
+    assert!(sums.ends_with("  export.safetensors\n"), "{sums}");
+    let import = |out: &Path| {
+        cmd(&[
+            "import".into(),
+            "--state-dict".into(),
+            s(&file),
+            "--config".into(),
+            s(&run.join("final/config.toml")),
+            "--vocab".into(),
+            s(&run.join("final/vocab.json")),
+            "--out".into(),
+            s(out),
+        ])
+    };
+    let model = dir.path().join("imported");
+    expect_code(&import(&model), 0, "import of the exported file");
+    let before = snapshot(&model);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let o = import(&model);
+    expect_code(&o, 1, "import of a changed file");
+    assert!(stderr(&o).contains("SHA-256 differs"), "{}", stderr(&o));
+    assert_eq!(snapshot(&model), before, "the earlier import stays");
+}

@@ -5,7 +5,7 @@
 //!   a new run (`--resume never`, or `auto` with no valid checkpoint, or a checkpoint from
 //!   elsewhere) unless `--overwrite` says to delete them first;
 //! * `--resume auto` on a run that finished (`finished.json` names the newest checkpoint's
-//!   step) with the same `--max-steps` and `train.epochs` trains nothing: the recorded test
+//!   step) with the same configuration, `--max-steps` and `train.epochs` trains nothing: the recorded test
 //!   scores are printed again ([`Claim::Finished`]);
 //! * the run directory and `checkpoints/` are checked writable (a full disk, a read-only
 //!   mount) before the model and loaders are built.
@@ -142,6 +142,7 @@ fn decide_auto(req: &Request, outputs: &[String]) -> anyhow::Result<Claim> {
     if let (Some(ck), _) = store.newest_valid()? {
         let finished = Finished::read(run).filter(|f| {
             f.step == ck.step()
+                && f.config_hash == config_hash(req.cfg)
                 && (req.max_steps.is_some_and(|m| m <= f.step)
                     || (f.max_steps == req.max_steps && f.epochs == req.cfg.train.epochs as u64))
         });

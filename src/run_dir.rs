@@ -10,7 +10,13 @@
 //! RUN/final/                    the model at the end of training (a model directory)
 //! RUN/logs/                     per-job, per-rank JSON logs (launch/slurm passes --log-dir there)
 //! RUN/plots/                    charts of `ithn-dist plot` (default output)
+//! RUN/finished.json             written last: the run finished (step, epochs, --max-steps,
+//!                               the test scores); a rerun of the same run trains nothing
 //! ```
+//!
+//! A run directory belongs to one run: `train` refuses to start a new run in a directory that
+//! holds [`RunDir::previous_outputs`] of another unless told `--overwrite`
+//! ([`RunDir::clear_previous`]); see `train::claim`.
 //!
 //! [`RunDir`] only names paths; creating the directory is [`RunDir::create`], the one place
 //! where policies about a directory as a whole (e.g. "a run directory belongs to one run") go.
@@ -77,6 +83,54 @@ impl RunDir {
     pub fn plots(&self) -> PathBuf {
         self.root.join("plots")
     }
+
+    /// `RUN/finished.json`.
+    pub fn finished(&self) -> PathBuf {
+        self.root.join("finished.json")
+    }
+
+    /// The entries of `RUN/` a training run writes (config, metrics, predictions, checkpoints,
+    /// best/final models, the finished marker), sorted by name; empty for a new directory.
+    /// Logs and plots are not a run's state and do not count.
+    pub fn previous_outputs(&self) -> std::io::Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if is_run_output(&name) {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes [`Self::previous_outputs`] (`train --overwrite`); logs and plots stay.
+    pub fn clear_previous(&self) -> std::io::Result<()> {
+        for name in self.previous_outputs()? {
+            let path = self.root.join(&name);
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` in a run directory is something a training run wrote.
+fn is_run_output(name: &str) -> bool {
+    matches!(
+        name,
+        "config.toml" | "metrics.jsonl" | "checkpoints" | "best" | "final" | "finished.json"
+    ) || (name.starts_with("predictions-") && name.ends_with(".jsonl"))
+        || name.starts_with(".best.")
+        || name.starts_with(".final.")
 }
 
 #[cfg(test)]
@@ -97,5 +151,29 @@ mod tests {
         );
         assert_eq!(r.logs(), Path::new("runs/x/logs"));
         assert_eq!(r.plots(), Path::new("runs/x/plots"));
+    }
+
+    #[test]
+    fn previous_outputs_are_the_runs_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = RunDir::new(dir.path().join("run"));
+        assert!(r.previous_outputs().unwrap().is_empty());
+        for d in ["logs", "checkpoints", "final"] {
+            std::fs::create_dir_all(r.root().join(d)).unwrap();
+        }
+        std::fs::write(r.metrics(), "{}\n").unwrap();
+        std::fs::write(r.predictions("test"), "").unwrap();
+        assert_eq!(
+            r.previous_outputs().unwrap(),
+            [
+                "checkpoints",
+                "final",
+                "metrics.jsonl",
+                "predictions-test.jsonl"
+            ]
+        );
+        r.clear_previous().unwrap();
+        assert!(r.previous_outputs().unwrap().is_empty());
+        assert!(r.logs().is_dir());
     }
 }

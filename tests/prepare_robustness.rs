@@ -73,7 +73,7 @@ fn two_runs_are_byte_identical_and_a_rerun_in_place_too() {
 }
 
 #[test]
-fn killed_run_leaves_no_manifest_and_a_rerun_completes() {
+fn killed_run_keeps_the_previous_output_and_a_rerun_completes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (ann, images) = small_r2gen(tmp.path(), 400);
     let (out, clean) = (tmp.path().join("out"), tmp.path().join("clean"));
@@ -86,8 +86,8 @@ fn killed_run_leaves_no_manifest_and_a_rerun_completes() {
         .spawn()
         .expect("spawn");
     let start = Instant::now();
-    // The work directory exists from the image phase until just before the manifest is written.
-    while !out.join(".prepare-work").exists() {
+    // The staging directory (with its work directory) exists from the start until the commit.
+    while !out.join(".prepare-staging/.prepare-work").exists() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "prepare never started its work directory"
@@ -100,17 +100,17 @@ fn killed_run_leaves_no_manifest_and_a_rerun_completes() {
     }
     child.kill().expect("kill");
     child.wait().expect("reap");
-    assert!(
-        !out.join("manifest.json").exists(),
-        "an interrupted run must not leave a manifest"
-    );
+    // Killed before its commit: the previous complete output is still there and usable
+    // (issue 18); only the staging directory is left, which the next run removes.
+    assert!(out.join(".prepare-staging").exists());
     let inspect = run(&["inspect", s(&out)]);
     assert_eq!(
         inspect.status.code(),
-        Some(1),
-        "inspect of an incomplete directory fails"
+        Some(0),
+        "the previous output survives an interrupted run"
     );
     run_ok(&prepare_args(&ann, &images, &out));
+    assert!(!out.join(".prepare-staging").exists());
     check_prepared(&out);
     assert_eq!(
         snapshot(&out),

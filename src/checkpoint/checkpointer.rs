@@ -274,11 +274,30 @@ impl<'w> Checkpointer<'w> {
 
     /// Writes a model directory (rank 0), then every rank waits for it.
     fn write_model(&self, target: &dyn Stateful, dir: &Path) -> Result<(), CheckpointError> {
-        if self.world.is_root() {
-            std::fs::create_dir_all(dir).map_err(|e| CheckpointError::io("create", dir, e))?;
-            target.write_model_dir(dir, &self.cfg)?;
+        // Built beside the old directory and swapped in whole with its SHA256SUMS: a failure
+        // (a full disk) leaves the previous best/final as it was and no staging directory.
+        let written = if self.world.is_root() {
+            (|| {
+                let staged = crate::fsutil::StagedDir::new(dir)
+                    .map_err(|e| CheckpointError::io("create", dir, e))?;
+                target.write_model_dir(staged.path(), &self.cfg)?;
+                staged
+                    .commit()
+                    .map_err(|e| CheckpointError::io("write", dir, e))
+            })()
+        } else {
+            Ok(())
+        };
+        let mut failed = [u64::from(written.is_err())];
+        self.world.all_reduce_max_u64(&mut failed);
+        written?;
+        if failed[0] != 0 {
+            return Err(CheckpointError::io(
+                "write",
+                dir,
+                std::io::Error::other("rank 0 failed to write it (see its log)"),
+            ));
         }
-        self.world.barrier();
         Ok(())
     }
 

@@ -130,9 +130,12 @@ impl Checkpoint {
         self.meta.state.step
     }
 
-    /// The model state_dict.
+    /// The model state_dict; non-finite weights are an error naming the key.
     pub fn model(&self) -> Result<Vec<(String, Tensor)>, CheckpointError> {
-        read_tensors(&self.dir.join(MODEL_FILE))
+        let path = self.dir.join(MODEL_FILE);
+        let tensors = read_tensors(&path)?;
+        crate::model::weights::check_finite(&path, &tensors)?;
+        Ok(tensors)
     }
 
     /// The optimizer state.
@@ -232,15 +235,10 @@ fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
 }
 
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), CheckpointError> {
-    let cpu: Vec<(&str, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.to_device(tch::Device::Cpu).contiguous()))
-        .collect();
-    Tensor::write_safetensors(&cpu, path).map_err(|e| CheckpointError::Tensor {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    super::fsutil::fsync_file(path)
+    // Serialised in memory and written with our own I/O, so that a full disk reads
+    // "No space left on device" with the file's name.
+    let bytes = crate::model::weights::safetensors_bytes(tensors)?;
+    write_durable(path, &bytes)
 }
 
 /// A checkpoint that `--resume auto` passed over, and why.
@@ -372,14 +370,26 @@ impl CheckpointManager {
         Ok(final_dir)
     }
 
-    /// Rank 0's part of a save: everything up to (not including) the marker.
+    /// Rank 0's part of a save: everything up to (not including) the marker. A failure (a
+    /// full disk) removes the temporary directory, so the space is free again and nothing is
+    /// left for the next run to stumble on.
     fn write_files(&self, p: &Payload) -> Result<(), CheckpointError> {
         let step = p.meta.state.step;
         std::fs::create_dir_all(&self.root)
             .map_err(|e| CheckpointError::io("create", &self.root, e))?;
         let tmp = self.root.join(format!(".tmp-step-{step:08}"));
         remove_dir_if_present(&tmp)?;
-        std::fs::create_dir(&tmp).map_err(|e| CheckpointError::io("create", &tmp, e))?;
+        let result = self.write_into(p, &tmp);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    /// [`Self::write_files`] into `tmp`, then the rename to `step-N/`.
+    fn write_into(&self, p: &Payload, tmp: &Path) -> Result<(), CheckpointError> {
+        let step = p.meta.state.step;
+        std::fs::create_dir(tmp).map_err(|e| CheckpointError::io("create", tmp, e))?;
 
         write_tensors(&tmp.join(MODEL_FILE), p.model)?;
         write_tensors(&tmp.join(OPTIMIZER_FILE), p.optimizer)?;
@@ -397,7 +407,7 @@ impl CheckpointManager {
             sums.push_str(&format!("{}  {name}\n", sha256_file(&tmp.join(name))?));
         }
         write_durable(&tmp.join(SUMS_FILE), sums.as_bytes())?;
-        fsync_dir(&tmp)?;
+        fsync_dir(tmp)?;
         self.fault_point(step, SavePoint::BeforeRename);
 
         // A directory of the same step (a torn save, or an earlier attempt of a replayed step)
@@ -410,7 +420,7 @@ impl CheckpointManager {
                 .map_err(|e| CheckpointError::io("move aside", &final_dir, e))?;
             remove_dir_if_present(&trash)?;
         }
-        std::fs::rename(&tmp, &final_dir)
+        std::fs::rename(tmp, &final_dir)
             .map_err(|e| CheckpointError::io("rename into", &final_dir, e))?;
         fsync_dir(&self.root)
     }

@@ -255,13 +255,19 @@ fn check_coverage(split: &str, sorted: &[Prediction], rows: usize) -> Result<(),
 
 /// Writes `predictions.jsonl` (id, reference, prediction) atomically.
 pub fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<(), EvalError> {
-    let mut text = String::new();
-    for p in preds {
-        text.push_str(&serde_json::to_string(p).unwrap_or_default());
-        text.push('\n');
-    }
+    let text = predictions_text(preds).unwrap_or_default();
     write_bytes_atomic(path, text.as_bytes())?;
     Ok(())
+}
+
+/// The lines of `predictions.jsonl`.
+fn predictions_text(preds: &[Prediction]) -> Result<String, serde_json::Error> {
+    let mut text = String::new();
+    for p in preds {
+        text.push_str(&serde_json::to_string(p)?);
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// `ithn-dist evaluate`: decode a split with a checkpoint and score it.
@@ -300,6 +306,12 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
         opts.beam = b;
     }
     contract::on_root(world, || check_inputs(&args, &ckpt, &cfg, opts.beam))?;
+    // The outputs' directory is checked writable before the model decodes a whole split.
+    let out = args.out.clone().unwrap_or_else(|| args.checkpoint.clone());
+    contract::on_root(world, || {
+        crate::fsutil::probe_writable(&out)
+            .map_err(|e| anyhow::anyhow!("{}: cannot write the outputs here: {e}", out.display()))
+    })?;
     let device = if tch::Cuda::is_available() {
         Device::Cuda(world.local_rank)
     } else {
@@ -329,11 +341,22 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
             Path::new(&cfg.data.prepared),
             &args.split,
         )?;
-        let out = args.out.unwrap_or_else(|| args.checkpoint.clone());
-        std::fs::create_dir_all(&out)?;
-        write_predictions(&out.join("predictions.jsonl"), &preds)?;
+        if let Some((name, v)) = scores.entries().into_iter().find(|(_, v)| !v.is_finite()) {
+            anyhow::bail!(
+                "{} on {}: score {name} is {v}, not a finite number; nothing written",
+                args.checkpoint.display(),
+                args.split
+            );
+        }
         let json = serde_json::to_string_pretty(&serde_json::Value::Object(scores.to_json()))?;
-        write_bytes_atomic(&out.join("scores.json"), json.as_bytes())?;
+        // Both files or neither: a full disk leaves the previous pair as it was.
+        let (p_path, s_path) = (out.join("predictions.jsonl"), out.join("scores.json"));
+        let preds_text = predictions_text(&preds)?;
+        crate::fsutil::write_files_atomic(&[
+            (&p_path, preds_text.as_bytes()),
+            (&s_path, json.as_bytes()),
+        ])
+        .map_err(|e| anyhow::anyhow!("{}: cannot write predictions.jsonl and scores.json: {e} (the previous ones, if any, are unchanged)", out.display()))?;
         println!("{json}");
     }
     Ok(0)

@@ -6,6 +6,11 @@
 //! with [`EXIT_PREEMPTED`](super::EXIT_PREEMPTED). A second SIGINT (or any of them once the flag is set and SIGINT
 //! follows) exits at once with [`EXIT_INTERRUPTED`]: the last complete checkpoint stays valid
 //! because saves are atomic.
+//!
+//! Under `launch/mpirun.sh`, Open MPI's mpirun would answer a Ctrl-C itself (SIGTERM to the
+//! ranks, then a kill, exit 1), so the launcher keeps mpirun out of the terminal's process
+//! group and forwards a SIGINT as SIGUSR2, which mpirun passes on to every rank: SIGUSR2
+//! means "SIGINT, forwarded by the launcher" here, with SIGINT's two-step behaviour.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +18,7 @@ use std::sync::Arc;
 use super::EXIT_INTERRUPTED;
 
 /// The signals that request a checkpoint-and-stop.
-pub const STOP_SIGNALS: [i32; 3] = [libc::SIGUSR1, libc::SIGTERM, libc::SIGINT];
+pub const STOP_SIGNALS: [i32; 4] = [libc::SIGUSR1, libc::SIGTERM, libc::SIGINT, libc::SIGUSR2];
 
 /// Records that a stop signal arrived (and which one). Cheap to clone and to poll.
 #[derive(Debug, Clone)]
@@ -30,11 +35,13 @@ impl SignalFlag {
         let which = Arc::new(AtomicUsize::new(0));
         // Order matters: the conditional exit must be registered before the flag is set by the
         // same signal, so the first SIGINT only arms it and the second one fires.
-        signal_hook::flag::register_conditional_shutdown(
-            libc::SIGINT,
-            EXIT_INTERRUPTED,
-            Arc::clone(&pending),
-        )?;
+        for sig in [libc::SIGINT, libc::SIGUSR2] {
+            signal_hook::flag::register_conditional_shutdown(
+                sig,
+                EXIT_INTERRUPTED,
+                Arc::clone(&pending),
+            )?;
+        }
         for sig in STOP_SIGNALS {
             signal_hook::flag::register_usize(sig, Arc::clone(&which), sig as usize)?;
             signal_hook::flag::register(sig, Arc::clone(&pending))?;
@@ -70,6 +77,7 @@ pub fn signal_name(signal: i32) -> &'static str {
         libc::SIGUSR1 => "SIGUSR1",
         libc::SIGTERM => "SIGTERM",
         libc::SIGINT => "SIGINT",
+        libc::SIGUSR2 => "SIGINT (forwarded by launch/mpirun.sh as SIGUSR2)",
         _ => "signal",
     }
 }

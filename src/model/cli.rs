@@ -81,6 +81,7 @@ pub fn default_device() -> Device {
 /// `import`: reference weights + config (+ vocab) → a model checkpoint directory.
 pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
+    verify_sidecar(&args.state_dict)?;
     let map = read_safetensors(&args.state_dict)?;
     let lut = "encoder_decoder.model.tgt_embed.0.lut.weight";
     let logit_dim =
@@ -109,11 +110,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     }
     let model = R2GenCmn::from_config(&config, logit_dim, Device::Cpu)?;
     model.registry().load_map(&args.state_dict, map)?;
-    std::fs::create_dir_all(&args.out)?;
-    model
-        .registry()
-        .save_safetensors(&args.out.join(WEIGHTS_FILE))?;
-    ModelCheckpoint::write_meta(&args.out, &config, &vocab)?;
+    write_model_dir(&args.out, &model, &config, &vocab)?;
     println!(
         "imported {} tensors into {}",
         model.registry().entries().len(),
@@ -126,7 +123,13 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let ckpt = ModelCheckpoint::open(&args.checkpoint)?;
     let model = R2GenCmn::from_checkpoint(&ckpt, Device::Cpu)?;
-    model.registry().save_safetensors(&args.out)?;
+    // The file and its `FILE.sha256` (sha256sum's format) together, or neither.
+    let bytes = crate::model::weights::safetensors_bytes(&model.registry().state_dict())?;
+    let name = args.out.file_name().unwrap_or_default().to_string_lossy();
+    let sums = format!("{}  {name}\n", crate::fsutil::sha256_bytes(&bytes));
+    let sidecar = sidecar_path(&args.out);
+    crate::fsutil::write_files_atomic(&[(&args.out, &bytes), (&sidecar, sums.as_bytes())])
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.out.display()))?;
     println!(
         "exported {} tensors to {}",
         model.registry().entries().len(),
@@ -141,11 +144,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let vocab = VocabInfo::load(&args.vocab)?;
     let model = R2GenCmn::for_training(&config, vocab.logit_dim, Device::Cpu)?;
-    std::fs::create_dir_all(&args.out)?;
-    model
-        .registry()
-        .save_safetensors(&args.out.join(WEIGHTS_FILE))?;
-    ModelCheckpoint::write_meta(&args.out, &config, &vocab)?;
+    write_model_dir(&args.out, &model, &config, &vocab)?;
     println!(
         "initialised a model of {} parameters in {}",
         model.parameters().len(),
@@ -202,6 +201,51 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         println!("{v}");
     } else {
         println!("{report}");
+    }
+    Ok(())
+}
+
+/// Writes a model directory beside `out` and swaps it in whole with its `SHA256SUMS`
+/// ([`crate::fsutil::StagedDir`]): a failure leaves an earlier `out` as it was.
+fn write_model_dir(
+    out: &Path,
+    model: &R2GenCmn,
+    config: &crate::config::Config,
+    vocab: &VocabInfo,
+) -> anyhow::Result<()> {
+    let staged = crate::fsutil::StagedDir::new(out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    model
+        .registry()
+        .save_safetensors(&staged.path().join(WEIGHTS_FILE))?;
+    ModelCheckpoint::write_meta(staged.path(), config, vocab)?;
+    staged
+        .commit()
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))
+}
+
+/// `FILE.sha256` beside an exported `FILE`.
+fn sidecar_path(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".sha256");
+    file.with_file_name(name)
+}
+
+/// Checks an exported file against its `FILE.sha256` when there is one (files from
+/// elsewhere, e.g. the PyTorch reference, have none).
+fn verify_sidecar(file: &Path) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(sidecar_path(file)) else {
+        return Ok(());
+    };
+    let expected = text.split_whitespace().next().unwrap_or_default();
+    let found =
+        crate::fsutil::sha256_file(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if found != expected {
+        anyhow::bail!(
+            "{}: SHA-256 differs from {} (changed, truncated or corrupt after export)",
+            file.display(),
+            sidecar_path(file).display()
+        );
     }
     Ok(())
 }

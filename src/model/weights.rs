@@ -272,7 +272,8 @@ impl Registry {
     }
 }
 
-/// Reads every tensor of a safetensors file onto the CPU.
+/// Reads every tensor of a safetensors file onto the CPU. A floating tensor holding NaN or
+/// ±Inf is an error naming the key: such weights decode garbage without any other sign.
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, ModelError> {
     if !path.is_file() {
         return Err(ModelError::Io {
@@ -284,7 +285,102 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, ModelErr
         path: path.into(),
         source,
     })?;
+    check_finite(path, &list)?;
     Ok(list.into_iter().collect())
+}
+
+/// Refuses tensors with non-finite values (the first such key, in name order).
+pub fn check_finite(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), ModelError> {
+    let mut bad: Vec<(&str, i64)> = tensors
+        .iter()
+        .filter(|(_, t)| t.is_floating_point())
+        .filter_map(|(n, t)| {
+            let count = t.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]);
+            (count > 0).then_some((n.as_str(), count))
+        })
+        .collect();
+    bad.sort_unstable();
+    match bad.first() {
+        None => Ok(()),
+        Some((key, count)) => Err(ModelError::Invalid {
+            path: path.into(),
+            msg: format!(
+                "tensor {key:?} holds {count} non-finite value(s) (NaN or Inf){}; these weights \
+                 cannot produce meaningful output",
+                if bad.len() > 1 {
+                    format!(", and {} more tensors do", bad.len() - 1)
+                } else {
+                    String::new()
+                }
+            ),
+        }),
+    }
+}
+
+/// A CPU tensor as a safetensors view (copied to bytes on demand).
+struct View<'a> {
+    tensor: &'a Tensor,
+    shape: Vec<usize>,
+    dtype: safetensors::Dtype,
+}
+
+impl safetensors::View for View<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        let mut data = vec![0u8; self.data_len()];
+        self.tensor.copy_data_u8(&mut data, self.tensor.numel());
+        data.into()
+    }
+    fn data_len(&self) -> usize {
+        self.tensor.numel() * self.tensor.kind().elt_size_in_bytes()
+    }
+}
+
+/// Named tensors in the safetensors format, in memory. Serialising here (rather than through
+/// `Tensor::write_safetensors`) lets the caller write the bytes with its own I/O, so a full
+/// disk is reported as an `io::Error` ("No space left on device"), not as debug text.
+pub fn safetensors_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, ModelError> {
+    use safetensors::Dtype;
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
+        .collect();
+    let mut views = Vec::with_capacity(cpu.len());
+    for (name, t) in &cpu {
+        let dtype = match t.kind() {
+            Kind::Float => Dtype::F32,
+            Kind::Double => Dtype::F64,
+            Kind::Half => Dtype::F16,
+            Kind::BFloat16 => Dtype::BF16,
+            Kind::Int64 => Dtype::I64,
+            Kind::Int => Dtype::I32,
+            Kind::Int16 => Dtype::I16,
+            Kind::Int8 => Dtype::I8,
+            Kind::Uint8 => Dtype::U8,
+            Kind::Bool => Dtype::BOOL,
+            k => {
+                return Err(ModelError::Config(format!(
+                    "tensor {name:?}: kind {k:?} cannot be saved"
+                )))
+            }
+        };
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        views.push((
+            name.as_str(),
+            View {
+                tensor: t,
+                shape,
+                dtype,
+            },
+        ));
+    }
+    safetensors::serialize(views, None)
+        .map_err(|e| ModelError::Config(format!("serialising safetensors: {e}")))
 }
 
 /// Writes named tensors as safetensors: temp file in the same directory, fsync, rename.
@@ -292,13 +388,8 @@ pub fn write_safetensors_atomic(
     path: &Path,
     tensors: &[(String, Tensor)],
 ) -> Result<(), ModelError> {
-    let cpu: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
-        .collect();
-    write_atomic(path, |tmp| {
-        Tensor::write_safetensors(&cpu, tmp).map_err(ModelError::from)
-    })
+    let bytes = safetensors_bytes(tensors)?;
+    write_bytes_atomic(path, &bytes)
 }
 
 /// Runs `write` on a temporary path beside `path`, then fsyncs and renames it into place
@@ -405,6 +496,27 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.toml";
 pub const VOCAB_FILE: &str = "vocab.json";
 
+/// Checks a model directory's files against its `SHA256SUMS` (every directory ithn-dist
+/// writes has one: `best/`, `final/`, checkpoints, `import`/`init` outputs). A directory
+/// without one (assembled by hand) is read with a warning; a mismatch is an error naming the
+/// file.
+pub fn verify_model_dir(dir: &Path) -> Result<(), ModelError> {
+    match crate::fsutil::verify_checksums(dir) {
+        Ok(()) => Ok(()),
+        Err(crate::fsutil::ChecksumError::Missing { .. }) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                "no SHA256SUMS: the model directory's files are not checked (directories written by ithn-dist carry one)"
+            );
+            Ok(())
+        }
+        Err(e) => Err(ModelError::Invalid {
+            path: dir.into(),
+            msg: format!("not the model directory that was written: {e}"),
+        }),
+    }
+}
+
 impl ModelCheckpoint {
     /// Reads the config and vocabulary of a checkpoint directory (weights are loaded by
     /// [`crate::model::R2GenCmn::from_checkpoint`]).
@@ -416,6 +528,7 @@ impl ModelCheckpoint {
                 msg: format!("not a model checkpoint: no {WEIGHTS_FILE} inside"),
             });
         }
+        verify_model_dir(dir)?;
         let cfg_path = dir.join(CONFIG_FILE);
         let config = Config::load(&cfg_path, &[]).map_err(|e| ModelError::Invalid {
             path: cfg_path.clone(),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::claim;
 use super::trainer::{Outcome, TrainOptions, Trainer};
 use crate::checkpoint::ResumeArgs;
 use crate::config::ConfigArgs;
@@ -28,6 +29,11 @@ pub struct TrainArgs {
     /// Threads per rank for libtorch's CPU kernels, 1..=4096 (default: libtorch's choice).
     #[arg(long, value_name = "N", value_parser = crate::bounds::threads::<i32>())]
     pub threads: Option<i32>,
+    /// Delete the earlier run's outputs in --run-dir (config, metrics, predictions,
+    /// checkpoints/, best/, final/) and start a new run there. Without it, a directory holding
+    /// another run is refused.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Checkpoint resume and preemption options (docs/resume.md).
     #[command(flatten)]
     pub resume: ResumeArgs,
@@ -49,6 +55,24 @@ pub fn run(args: TrainArgs, world: &World, fault: Option<Fault>) -> anyhow::Resu
             &data,
         )?)
     })?;
+    // Whose run directory is it (refusals before anything is built or written).
+    let run = crate::run_dir::RunDir::new(&args.run_dir);
+    let request = claim::Request {
+        run: &run,
+        mode: &args.resume.mode()?,
+        overwrite: args.overwrite,
+        cfg: &cfg,
+        max_steps: args.max_steps,
+    };
+    if let claim::Claim::Finished(f) = claim::claim(world, &request)? {
+        if world.is_root() {
+            tracing::info!(run = %run.root().display(), step = f.step, "the run finished already: nothing to train (ask for more --max-steps or train.epochs to continue it, or pass --overwrite to start afresh)");
+            if let Some(s) = &f.scores {
+                println!("{s}");
+            }
+        }
+        return Ok(crate::lifecycle::EXIT_OK);
+    }
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
@@ -57,10 +81,30 @@ pub fn run(args: TrainArgs, world: &World, fault: Option<Fault>) -> anyhow::Resu
         resume: args.resume,
         fault,
     };
+    let (epochs, max_steps) = (cfg.train.epochs as u64, args.max_steps);
+    let hash = claim::fingerprint(&cfg);
     let mut trainer = Trainer::new(cfg, world, &args.run_dir, opts)?;
     let outcome = trainer.train()?;
-    if let Outcome::Finished(Some(s)) = &outcome {
-        println!("{}", serde_json::Value::Object(s.to_json()));
+    if let Outcome::Finished(scores) = &outcome {
+        let scores = scores
+            .as_ref()
+            .map(|s| serde_json::Value::Object(s.to_json()));
+        if world.is_root() {
+            // Written last: a rerun with the same arguments trains nothing.
+            let finished = claim::Finished {
+                step: trainer.step(),
+                epochs,
+                max_steps,
+                config_hash: hash,
+                scores: scores.clone(),
+            };
+            finished
+                .write(&run)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", run.finished().display()))?;
+        }
+        if let Some(s) = scores {
+            println!("{s}");
+        }
     }
     Ok(outcome.exit_code())
 }

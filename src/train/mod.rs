@@ -2,6 +2,7 @@
 //! and the replicas' consistency checks. Sits above `checkpoint` (the trainer drives a
 //! [`crate::checkpoint::Checkpointer`]) and `eval` (validation and the test pass).
 
+pub mod claim;
 pub mod cli;
 pub mod metrics_log;
 pub mod optim;

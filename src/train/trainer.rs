@@ -271,6 +271,11 @@ impl<'w> Trainer<'w> {
         })
     }
 
+    /// Optimizer steps taken so far (after [`Self::train`]: the run's last step).
+    pub fn step(&self) -> u64 {
+        self.learner.state.step
+    }
+
     /// The whole run: resume, train, validate, test with the best. Collective.
     pub fn train(&mut self) -> Result<Outcome, TrainError> {
         if let Some(step) = self.checkpointer.load(&mut self.learner)? {

@@ -18,6 +18,7 @@
 //!   (no timestamps, ordered parallelism, deterministic negative tie-breaking).
 
 pub mod cli;
+mod commit;
 pub mod fixtures;
 pub mod images;
 pub mod inspect;

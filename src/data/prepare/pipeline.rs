@@ -20,7 +20,7 @@ use super::shards::{self, Row};
 use super::{negatives, select, PrepareError, Skipped, SourceData, SourceSample, Split};
 use crate::data::text::{Dataset, Vocab};
 
-const WORK_DIR: &str = ".prepare-work";
+pub(super) const WORK_DIR: &str = ".prepare-work";
 /// Samples whose images are decoded in parallel before the next spill write.
 const IMAGE_CHUNK: usize = 256;
 
@@ -115,9 +115,16 @@ fn listing_vocab(samples: &[SourceSample], dataset: Dataset, threshold: usize) -
     Vocab::build(cleaned.iter().map(String::as_str), dataset, threshold)
 }
 
-/// Runs the whole pipeline into `opts.out`, returning the manifest it wrote.
+/// Runs the whole pipeline into `opts.out`, returning the manifest it wrote. The output is
+/// built in `OUT/.prepare-staging/` and committed at the end ([`super::commit`]): a refused or
+/// failed run leaves an earlier output in `OUT` exactly as it was.
 pub fn run(source: SourceData, opts: &PrepareOptions) -> Result<Manifest, PrepareError> {
     opts.validate()?;
+    super::commit::staged(opts, |staged| build(source, staged))
+}
+
+/// The pipeline into `opts.out` (a fresh staging directory).
+fn build(source: SourceData, opts: &PrepareOptions) -> Result<Manifest, PrepareError> {
     let old_shards = prepare_out_dir(&opts.out)?;
     let SourceData {
         dataset,
@@ -366,7 +373,7 @@ fn prepare_out_dir(out: &Path) -> Result<Vec<String>, PrepareError> {
     Ok(shards)
 }
 
-fn is_shard_name(name: &str) -> bool {
+pub(super) fn is_shard_name(name: &str) -> bool {
     Split::ALL.iter().any(|s| {
         name.strip_prefix(s.name())
             .and_then(|r| r.strip_prefix('-'))

@@ -153,6 +153,15 @@ pub fn short_float(x: f64, digits: usize) -> String {
     }
 }
 
+/// `name=value` pairs with [`short_float`] values, space-separated (scores in a log line).
+pub fn short_pairs(entries: &[(&str, f64)]) -> String {
+    let pairs: Vec<String> = entries
+        .iter()
+        .map(|(k, v)| format!("{k}={}", short_float(*v, SIG_DIGITS)))
+        .collect();
+    pairs.join(" ")
+}
+
 fn trim_zeros(s: &str) -> String {
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()

@@ -40,6 +40,7 @@ pub fn run(args: TrainArgs, world: &World, fault: Option<Fault>) -> anyhow::Resu
     // The world against the batch (a pure configuration check, same answer on every rank).
     let t = &cfg.train;
     crate::data::sampler::check_world(t.batch_size, t.accumulation_steps, world.size)?;
+    args.config.prepared_dir(&cfg)?;
     // The config's claims about its prepared data, before any model or loader exists.
     contract::on_root(world, || {
         let data = contract::PreparedData::open(std::path::Path::new(&cfg.data.prepared))?;

@@ -319,7 +319,8 @@ fn format_tick(v: f64, span: f64) -> String {
         return s.replace(".0e", "e");
     }
     let step = (span / 10.0).abs().max(1e-12);
-    let decimals = (-step.log10().floor()).clamp(0.0, 6.0) as usize;
+    // One decimal more than the step's own, so half-steps (0.25 on a 0.1 grid) still read.
+    let decimals = (1.0 - step.log10().floor()).clamp(0.0, 7.0) as usize;
     let s = format!("{v:.decimals$}");
     let s = if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -584,7 +585,7 @@ mod tests {
         // Integer ticks of a wide axis print without decimals (issue 19: `7.000`).
         assert_eq!(format_tick(7.0, 40.0), "7");
         assert_eq!(format_tick(120.0, 400.0), "120");
-        assert_eq!(format_tick(3.31, 2.0), "3.3");
+        assert_eq!(format_tick(3.3149, 2.0), "3.31");
         assert_eq!(format_x(150.0), "150");
         assert_eq!(format_x(1.5), "");
     }

@@ -22,7 +22,8 @@ pub struct TrainArgs {
     /// Run directory: config.toml, metrics.jsonl, predictions-*.jsonl, best/, final/.
     #[arg(long, value_name = "DIR")]
     pub run_dir: PathBuf,
-    /// Stop after N ≥ 1 optimizer steps (then save the final model and score the test split).
+    /// Stop after N ≥ 1 optimizer steps (then save the final model and score the test split)
+    /// [default: no limit, train.epochs decides].
     #[arg(long, value_name = "N", value_parser = crate::bounds::at_least::<u64>(1))]
     pub max_steps: Option<u64>,
     /// Threads per rank for libtorch's CPU kernels, 1..=4096 (default: libtorch's choice).

@@ -244,7 +244,9 @@ pub fn error_message(e: &anyhow::Error) -> String {
 }
 
 /// [`error_message`] for any chain of causes (outermost first).
-pub fn error_chain<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
+pub fn error_chain<'a>(
+    chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
     let mut out = String::new();
     for cause in chain {
         let text = cause.to_string();

@@ -283,7 +283,11 @@ fn draw_series<'a, 'b: 'a>(
                 .legend(move |(x, y)| EmptyElement::at((x, y)) + line((0, 0)) + shape((12, 0)));
             if s.points.len() <= 60 {
                 chart
-                    .draw_series(s.points.iter().map(|&p| EmptyElement::at(p) + shape((0, 0))))
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .map(|&p| EmptyElement::at(p) + shape((0, 0))),
+                    )
                     .map_err(|e| e.to_string())?;
             }
         }};
@@ -384,11 +388,10 @@ pub fn plot_metrics(m: &Metrics, source: &Path, out: &Path) -> Result<Vec<PathBu
     let t = &m.train;
     let step = |r: &TrainRecord| r.step as f64;
     let mut written = Vec::new();
-    let mut emit =
-        |name: &str, title: &str, vertical: bool, x: &str, panels: &[Panel]| {
-            let path = out.join(name);
-            render(&path, title, vertical, x, panels).map(|_| written.push(path))
-        };
+    let mut emit = |name: &str, title: &str, vertical: bool, x: &str, panels: &[Panel]| {
+        let path = out.join(name);
+        render(&path, title, vertical, x, panels).map(|_| written.push(path))
+    };
     emit(
         "loss.png",
         "Training loss",

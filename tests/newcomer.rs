@@ -23,7 +23,10 @@ fn stderr(o: &Output) -> String {
 fn one_error(o: &Output) -> String {
     assert!(!o.status.success(), "must fail");
     let err = stderr(o);
-    assert!(!err.contains('\u{1b}'), "escape codes off a terminal: {err:?}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "escape codes off a terminal: {err:?}"
+    );
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
     assert_eq!(lines.len(), 1, "one error line expected:\n{err}");
     assert!(lines[0].starts_with("error: "), "{err}");
@@ -46,7 +49,10 @@ fn set_key_errors_blame_the_set_not_the_file() {
         .unwrap();
     let e = one_error(&o);
     assert!(e.starts_with("error: --set \"train.lr_edd=1e-4\""), "{e}");
-    assert!(e.contains("unknown field `lr_edd`") && !e.contains("tiny.toml"), "{e}");
+    assert!(
+        e.contains("unknown field `lr_edd`") && !e.contains("tiny.toml"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -56,7 +62,12 @@ fn missing_prepared_data_names_key_origin_directory_and_fix() {
         .current_dir(dir.path())
         .args(["train", "--config"])
         .arg(repo().join("configs/tiny.toml"))
-        .args(["--set", "data.prepared=no/such/prepared", "--run-dir", "run"])
+        .args([
+            "--set",
+            "data.prepared=no/such/prepared",
+            "--run-dir",
+            "run",
+        ])
         .output()
         .unwrap();
     let e = one_error(&o);
@@ -68,14 +79,22 @@ fn missing_prepared_data_names_key_origin_directory_and_fix() {
     ] {
         assert!(e.contains(part), "{part:?} missing in {e}");
     }
-    assert!(!dir.path().join("run").exists(), "a refused run leaves no run dir");
+    assert!(
+        !dir.path().join("run").exists(),
+        "a refused run leaves no run dir"
+    );
 }
 
 #[test]
 fn os_errors_are_printed_once() {
     let dir = tempfile::tempdir().unwrap();
     let gone = dir.path().join("gone.jsonl");
-    let o = bin().arg("score").arg("--hyps").arg(&gone).output().unwrap();
+    let o = bin()
+        .arg("score")
+        .arg("--hyps")
+        .arg(&gone)
+        .output()
+        .unwrap();
     let e = one_error(&o);
     assert_eq!(count(&e, "No such file or directory"), 1, "{e}");
     assert_eq!(count(&e, "gone.jsonl"), 1, "{e}");
@@ -135,7 +154,10 @@ fn generate_warns_on_tiny_images_and_refuses_unsupported_or_broken_files() {
         .unwrap();
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(!err.contains('\u{1b}'), "escape codes off a terminal: {err:?}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "escape codes off a terminal: {err:?}"
+    );
     assert!(
         err.contains("WARN") && err.contains("1×1 px is far outside what the model was trained on"),
         "{err}"
@@ -151,7 +173,11 @@ fn generate_warns_on_tiny_images_and_refuses_unsupported_or_broken_files() {
         .arg(&ok)
         .output()
         .unwrap();
-    assert!(o.status.success() && !stderr(&o).contains("WARN"), "{}", stderr(&o));
+    assert!(
+        o.status.success() && !stderr(&o).contains("WARN"),
+        "{}",
+        stderr(&o)
+    );
     // TIFF (little-endian signature): unsupported, not "corrupt".
     let tif = dir.path().join("x.tif");
     std::fs::write(&tif, b"II*\0\x08\0\0\0\0\0\0\0\0\0\0\0").unwrap();
@@ -193,7 +219,14 @@ fn non_utf8_annotation_is_located_by_line() {
     bytes.extend_from_slice(b"\"}\n]}\n");
     std::fs::write(&ann, bytes).unwrap();
     let o = bin()
-        .args(["prepare", "--source", "r2gen", "--dataset", "iu_xray", "--ann"])
+        .args([
+            "prepare",
+            "--source",
+            "r2gen",
+            "--dataset",
+            "iu_xray",
+            "--ann",
+        ])
         .arg(&ann)
         .arg("--images")
         .arg(dir.path())
@@ -237,8 +270,8 @@ fn score_reads_evaluate_predictions() {
     let (mut preds, mut refs, mut hyps) = (String::new(), String::new(), String::new());
     for (id, r, h) in rows {
         let rec = |k: &str, v: &str| serde_json::json!({"id": id, k: v}).to_string() + "\n";
-        preds += &(serde_json::json!({"id": id, "reference": r, "prediction": h}).to_string()
-            + "\n");
+        preds +=
+            &(serde_json::json!({"id": id, "reference": r, "prediction": h}).to_string() + "\n");
         refs += &rec("report", r);
         hyps += &rec("report", h);
     }

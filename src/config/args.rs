@@ -42,7 +42,10 @@ impl ConfigArgs {
         let resolved = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
         let relative = if dir.is_relative() {
             let cwd = std::env::current_dir().unwrap_or_default();
-            format!(" (relative, so from the current directory {})", cwd.display())
+            format!(
+                " (relative, so from the current directory {})",
+                cwd.display()
+            )
         } else {
             String::new()
         };

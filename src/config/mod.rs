@@ -119,7 +119,10 @@ impl Config {
 /// `key` is about (the last one wins, as in [`apply_override`]).
 fn override_for<'a>(overrides: &'a [String], key: &str) -> Option<&'a String> {
     overrides.iter().rev().find(|spec| {
-        let k = spec.split_once('=').map_or(spec.as_str(), |(k, _)| k).trim();
+        let k = spec
+            .split_once('=')
+            .map_or(spec.as_str(), |(k, _)| k)
+            .trim();
         k == key || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))
     })
 }

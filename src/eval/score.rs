@@ -299,7 +299,10 @@ mod tests {
         );
         std::fs::write(&p, "{\"id\":\"a\",\"text\":\"x\"}\n").unwrap();
         let err = read_records(&p, Side::Hypotheses).unwrap_err().to_string();
-        assert!(err.contains(":1: missing string key `report` (or `prediction`"), "{err}");
+        assert!(
+            err.contains(":1: missing string key `report` (or `prediction`"),
+            "{err}"
+        );
     }
 
     #[test]

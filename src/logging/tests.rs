@@ -45,7 +45,12 @@ fn terminal_fields_print_short_floats_and_plain_text() {
         .with_target(false)
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        tracing::info!(step = 3u64, loss = 4.481494479972988f64, what = "x", "train");
+        tracing::info!(
+            step = 3u64,
+            loss = 4.481494479972988f64,
+            what = "x",
+            "train"
+        );
     });
     let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
     assert!(

@@ -291,7 +291,10 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, ModelErr
 /// safetensors file; an OS error keeps only its message.
 pub fn safetensors_reason(text: &str, path: &Path) -> String {
     let t = text.trim();
-    let t = t.strip_prefix("safetensors error").unwrap_or(t).trim_start();
+    let t = t
+        .strip_prefix("safetensors error")
+        .unwrap_or(t)
+        .trim_start();
     let shown = path.display().to_string();
     let t = t.strip_prefix(shown.as_str()).unwrap_or(t);
     let t = t.strip_prefix(':').unwrap_or(t).trim();
@@ -299,7 +302,10 @@ pub fn safetensors_reason(text: &str, path: &Path) -> String {
         let msg = &t[i + 10..];
         return msg.split('"').next().unwrap_or(msg).to_string();
     }
-    let variant: String = t.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    let variant: String = t
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
     match variant.as_str() {
         v if v.starts_with("InvalidHeader")
             || v.starts_with("HeaderTooSmall")

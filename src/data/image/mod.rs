@@ -44,7 +44,9 @@ pub enum ImageError {
     UnknownFormat { path: PathBuf },
     /// A format recognised by its signature that this build does not decode (TIFF, WebP, …):
     /// the file may be fine, so it is not called corrupt.
-    #[error("{path}: {format} images are not supported (PNG or JPEG only); convert it to PNG first")]
+    #[error(
+        "{path}: {format} images are not supported (PNG or JPEG only); convert it to PNG first"
+    )]
     OtherFormat { path: PathBuf, format: String },
     #[error("{path}: image of {width}×{height} px refused (limit {MAX_SIDE} px per side, {MAX_PIXELS} px in all)")]
     TooLarge {

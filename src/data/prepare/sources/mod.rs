@@ -41,7 +41,12 @@ pub(crate) fn not_utf8(e: &std::string::FromUtf8Error) -> String {
     let at = e.utf8_error().valid_up_to();
     let before = &e.as_bytes()[..at];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let column = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+    let column = at
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
     format!(
         "not UTF-8 text: line {line}, column {column} (byte {at}) holds byte 0x{:02x}; \
          save the file as UTF-8",

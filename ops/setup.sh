@@ -7,6 +7,8 @@
 #     torchvision, pycocoevalcap (METEOR 1.5 jar), Pillow, pyarrow, safetensors — created with uv,
 #     whose cache lives outside the clone so a fresh clone re-links it in seconds.
 #   * .cargo/config.toml is committed: LIBTORCH_USE_PYTORCH + an rpath, so plain cargo works.
+#   * `bash ops/setup.sh --link-bin` also builds ithn-dist (release) and links it as
+#     ~/.local/bin/ithn-dist, so the README's bare `ithn-dist …` commands work.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -58,3 +60,19 @@ if [ "$(readlink .venv 2>/dev/null)" != "$VENV" ]; then
   ln -sfn "$VENV" .venv
 fi
 log "ready: .venv -> $VENV"
+
+# Putting `ithn-dist` on PATH (the README calls it bare): offered, done only when asked.
+LINK="$HOME/.local/bin/ithn-dist"
+if [ "${1:-}" = "--link-bin" ]; then
+  log "building ithn-dist (release) and linking $LINK"
+  cargo build --release --quiet --bin ithn-dist
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/ithn-dist"
+  mkdir -p "$(dirname "$LINK")"
+  ln -sfn "$BIN" "$LINK"
+  case ":$PATH:" in
+    *":$HOME/.local/bin:"*) log "ithn-dist is on PATH: $LINK -> $BIN" ;;
+    *) log "linked $LINK -> $BIN; add ~/.local/bin to PATH: export PATH=\"\$HOME/.local/bin:\$PATH\"" ;;
+  esac
+elif ! command -v ithn-dist >/dev/null 2>&1; then
+  log "ithn-dist is not on PATH: run 'bash ops/setup.sh --link-bin' (release build linked into ~/.local/bin), or 'cargo install --path .'"
+fi

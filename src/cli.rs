@@ -85,13 +85,32 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            // Rank 0 already printed why every rank stops.
-            if !e.is::<crate::model::contract::RefusedOnRoot>() {
-                eprintln!("error: {}", crate::logging::error_message(&e));
+            if !printed_by_rank_0(&e) {
+                crate::logging::eprint_above_bars(&format!(
+                    "error: {}",
+                    crate::logging::error_message(&e)
+                ));
             }
             EXIT_ERROR
         }
     }
+}
+
+/// This process's rank once the world is up (0 for commands without one).
+static RANK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Whether rank 0 says it for everyone: a refusal shared by [`contract::on_root`], or an
+/// error every rank finds alike in the same inputs (the configuration, the world against
+/// the batch), which would otherwise print once per rank under `mpirun`.
+///
+/// [`contract::on_root`]: crate::model::contract::on_root
+fn printed_by_rank_0(e: &anyhow::Error) -> bool {
+    if e.is::<crate::model::contract::RefusedOnRoot>() {
+        return true;
+    }
+    let rank = RANK.get().copied().unwrap_or(0);
+    rank != 0
+        && (e.is::<crate::config::ConfigError>() || e.is::<crate::data::sampler::SamplerError>())
 }
 
 impl Command {
@@ -109,6 +128,7 @@ impl Command {
 /// (`ITHN_FAULT`) is read here, for the commands that inject one, and passed down.
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let world = cli.command.runs_on_ranks().then(World::init).transpose()?;
+    let _ = RANK.set(world.as_ref().map_or(0, |w| w.rank));
     crate::logging::init(world.as_ref().map_or(0, |w| w.rank), cli.log_dir.as_deref())?;
     let on_ranks = || world.as_ref().expect("runs_on_ranks() lists this command");
     match cli.command {

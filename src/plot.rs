@@ -144,6 +144,9 @@ pub fn parse_metrics(text: &str, path: &Path) -> Result<Metrics, PlotError> {
 }
 
 /// A named series of (x, y) points; `None` values are dropped.
+/// One chart of a figure: title, y-axis title (with units), series.
+type Panel<'a> = (&'a str, &'a str, Vec<Series<'a>>);
+
 struct Series<'a> {
     name: &'a str,
     points: Vec<(f64, f64)>,
@@ -190,46 +193,39 @@ const COLORS: [RGBColor; 7] = [
 ];
 
 /// Draws one line chart (with markers when the series are short) into `area`.
+/// One panel. Series are told apart by colour, dash and marker shape, and the earlier ones
+/// are drawn wider, so a series with the same values as a later one (lr_ve = lr_ed) still
+/// shows around it instead of being hidden while the legend lists it (issue 19).
 fn line_chart(
     area: &DrawingArea<BitMapBackend, Shift>,
     title: &str,
-    x_desc: &str,
+    (x_desc, y_desc): (&str, &str),
     all: &[Series],
 ) -> Result<(), String> {
     let (x0, x1) = bounds(all, |p| p.0);
     let (y0, y1) = bounds(all, |p| p.1);
+    let y_span = y1 - y0;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 26))
         .margin(14)
         .x_label_area_size(44)
-        .y_label_area_size(80)
+        .y_label_area_size(96)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
         .x_desc(x_desc)
+        .y_desc(y_desc)
+        .axis_desc_style(("sans-serif", 18))
         .x_label_formatter(&|v| format_x(*v))
-        .y_label_formatter(&|v| format_tick(*v))
+        .y_label_formatter(&|v| format_tick(*v, y_span))
         .label_style(("sans-serif", 16))
         .draw()
         .map_err(|e| e.to_string())?;
-    for (k, s) in all.iter().enumerate().filter(|(_, s)| !s.points.is_empty()) {
-        let color = COLORS[k % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(
-                s.points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| e.to_string())?
-            .label(s.name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-            });
-        if s.points.len() <= 60 {
-            chart
-                .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))
-                .map_err(|e| e.to_string())?;
-        }
+    let drawn: Vec<&Series> = all.iter().filter(|s| !s.points.is_empty()).collect();
+    for (k, s) in drawn.iter().enumerate() {
+        let covered_by = drawn[k + 1..].iter().filter(|t| coincide(s, t)).count();
+        draw_series(&mut chart, k, covered_by, s)?;
     }
     chart
         .configure_series_labels()
@@ -241,7 +237,75 @@ fn line_chart(
         .map_err(|e| e.to_string())
 }
 
-/// Steps and epochs are integers: label whole ticks only (a blank label for 1.5 epochs).
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Whether two series have the same points (within 1e-9 relative): the later one, drawn on
+/// top, would hide the earlier.
+fn coincide(a: &Series, b: &Series) -> bool {
+    a.points.len() == b.points.len()
+        && a.points.iter().zip(&b.points).all(|(p, q)| {
+            p.0 == q.0 && (p.1 - q.1).abs() <= 1e-9 * p.1.abs().max(q.1.abs()).max(1e-300)
+        })
+}
+
+/// Series `k`, drawn under `covered_by` later series with the same points: width 2, plus 4
+/// and bigger markers for each of those, so it shows as a band around them; solid for the
+/// first series, dashed after; markers (≤ 60 points, and in the legend) circle, triangle,
+/// cross, square in turn.
+fn draw_series<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    k: usize,
+    covered_by: usize,
+    s: &Series,
+) -> Result<(), String> {
+    let color = COLORS[k % COLORS.len()];
+    let width = 2 + 4 * covered_by as u32;
+    let style = color.stroke_width(width);
+    let pts = s.points.iter().copied();
+    let anno = if k == 0 {
+        chart.draw_series(LineSeries::new(pts, style))
+    } else {
+        chart.draw_series(DashedLineSeries::new(pts, 10, 6, style))
+    }
+    .map_err(|e| e.to_string())?;
+    let line = move |(x, y): (i32, i32)| {
+        PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(width.min(6)))
+    };
+    // One arm per shape: plotters' marker types differ, and each arm is drawn the same way.
+    macro_rules! with_marker {
+        ($shape:expr) => {{
+            let shape = $shape;
+            anno.label(s.name)
+                .legend(move |(x, y)| EmptyElement::at((x, y)) + line((0, 0)) + shape((12, 0)));
+            if s.points.len() <= 60 {
+                chart
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .map(|&p| EmptyElement::at(p) + shape((0, 0))),
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+        }};
+    }
+    let r = 5 + 3 * covered_by as i32;
+    match k % 4 {
+        0 => with_marker!(move |c| Circle::new(c, r, color.filled())),
+        1 => with_marker!(move |c| TriangleMarker::new(c, r + 1, color.filled())),
+        2 => with_marker!(move |c| Cross::new(c, r, color.stroke_width(2))),
+        _ => with_marker!(move |(x, y): (i32, i32)| Rectangle::new(
+            [(x - r, y - r), (x + r, y + r)],
+            color.stroke_width(2)
+        )),
+    }
+    Ok(())
+}
+
+/// An x tick label: integers only (steps and epochs are whole numbers).
 fn format_x(v: f64) -> String {
     if (v - v.round()).abs() < 1e-6 {
         format!("{}", v.round() as i64)
@@ -250,13 +314,27 @@ fn format_x(v: f64) -> String {
     }
 }
 
-/// Tick labels that stay readable for losses (~1), metrics (~0.1) and learning rates (~1e-4).
-fn format_tick(v: f64) -> String {
+/// A y tick label with as many decimals as the axis span needs (≈10 ticks), trailing zeros
+/// dropped, so integer ticks read `7`, not `7.000`; scientific for tiny or huge values.
+fn format_tick(v: f64, span: f64) -> String {
     let a = v.abs();
-    if a != 0.0 && !(1e-2..1e4).contains(&a) {
-        format!("{v:.1e}")
+    if a != 0.0 && !(1e-3..1e5).contains(&a) {
+        let s = format!("{v:.1e}");
+        return s.replace(".0e", "e");
+    }
+    let step = (span / 10.0).abs().max(1e-12);
+    // One decimal more than the step's own, so half-steps (0.25 on a 0.1 grid) still read.
+    let decimals = (1.0 - step.log10().floor()).clamp(0.0, 7.0) as usize;
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
-        format!("{v:.3}")
+        s
+    };
+    if s == "-0" {
+        "0".into()
+    } else {
+        s
     }
 }
 
@@ -266,7 +344,7 @@ fn render(
     title: &str,
     vertical: bool,
     x_desc: &str,
-    panels: &[(&str, Vec<Series>)],
+    panels: &[Panel],
 ) -> Result<(), PlotError> {
     let draw_err = |message: String| PlotError::Draw {
         path: path.to_path_buf(),
@@ -285,8 +363,8 @@ fn render(
         } else {
             root.split_evenly((1, n))
         };
-        for (area, (name, all)) in areas.iter().zip(panels) {
-            line_chart(area, name, x_desc, all).map_err(draw_err)?;
+        for (area, (name, y_desc, all)) in areas.iter().zip(panels) {
+            line_chart(area, name, (x_desc, y_desc), all).map_err(draw_err)?;
         }
         root.present().map_err(|e| draw_err(e.to_string()))?;
     }
@@ -310,11 +388,10 @@ pub fn plot_metrics(m: &Metrics, source: &Path, out: &Path) -> Result<Vec<PathBu
     let t = &m.train;
     let step = |r: &TrainRecord| r.step as f64;
     let mut written = Vec::new();
-    let mut emit =
-        |name: &str, title: &str, vertical: bool, x: &str, panels: &[(&str, Vec<Series>)]| {
-            let path = out.join(name);
-            render(&path, title, vertical, x, panels).map(|_| written.push(path))
-        };
+    let mut emit = |name: &str, title: &str, vertical: bool, x: &str, panels: &[Panel]| {
+        let path = out.join(name);
+        render(&path, title, vertical, x, panels).map(|_| written.push(path))
+    };
     emit(
         "loss.png",
         "Training loss",
@@ -322,6 +399,7 @@ pub fn plot_metrics(m: &Metrics, source: &Path, out: &Path) -> Result<Vec<PathBu
         "step",
         &[(
             "L = 0.7 lm + 0.1 l_cp + 0.2 l_cs",
+            "loss (lm in nats per token)",
             vec![
                 series("loss", t, step, |r| r.loss),
                 series("lm", t, step, |r| r.lm),
@@ -338,10 +416,12 @@ pub fn plot_metrics(m: &Metrics, source: &Path, out: &Path) -> Result<Vec<PathBu
         &[
             (
                 "lambda = exp(-alpha * epoch)",
+                "lambda (weight, 0 to 1)",
                 vec![series("lambda", t, step, |r| r.lambda)],
             ),
             (
                 "learning rates",
+                "learning rate",
                 vec![
                     series("lr_ve", t, step, |r| r.lr_ve),
                     series("lr_ed", t, step, |r| r.lr_ed),
@@ -357,10 +437,12 @@ pub fn plot_metrics(m: &Metrics, source: &Path, out: &Path) -> Result<Vec<PathBu
         &[
             (
                 "samples/s",
+                "samples per second",
                 vec![series("samples/s", t, step, |r| r.samples_per_s)],
             ),
             (
                 "tokens/s",
+                "tokens per second",
                 vec![series("tokens/s", t, step, |r| r.tokens_per_s)],
             ),
         ],
@@ -376,6 +458,7 @@ pub fn plot_metrics(m: &Metrics, source: &Path, out: &Path) -> Result<Vec<PathBu
             &[
                 (
                     "validation",
+                    "score (0 to 1)",
                     vec![
                         series("BLEU-1", v, ep, |r| r.bleu_1),
                         series("BLEU-2", v, ep, |r| r.bleu_2),
@@ -387,6 +470,7 @@ pub fn plot_metrics(m: &Metrics, source: &Path, out: &Path) -> Result<Vec<PathBu
                 ),
                 (
                     "validation CIDEr",
+                    "CIDEr",
                     vec![series("CIDEr", v, ep, |r| r.cider)],
                 ),
             ],
@@ -497,9 +581,14 @@ mod tests {
 
     #[test]
     fn tick_labels_switch_to_scientific_for_small_values() {
-        assert_eq!(format_tick(0.25), "0.250");
-        assert_eq!(format_tick(5e-4), "5.0e-4");
-        assert_eq!(format_tick(0.0), "0.000");
+        assert_eq!(format_tick(0.25, 1.0), "0.25");
+        assert_eq!(format_tick(5e-4, 1e-3), "5e-4");
+        assert_eq!(format_tick(1.5e-4, 1e-3), "1.5e-4");
+        assert_eq!(format_tick(0.0, 1.0), "0");
+        // Integer ticks of a wide axis print without decimals (issue 19: `7.000`).
+        assert_eq!(format_tick(7.0, 40.0), "7");
+        assert_eq!(format_tick(120.0, 400.0), "120");
+        assert_eq!(format_tick(3.3149, 2.0), "3.31");
         assert_eq!(format_x(150.0), "150");
         assert_eq!(format_x(1.5), "");
     }

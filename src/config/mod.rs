@@ -38,6 +38,16 @@ pub enum ConfigError {
     },
     #[error("--set {spec:?}: {reason}")]
     Override { spec: String, reason: String },
+    #[error(
+        "data.prepared = {value:?} (from {origin}): {resolved} {what}; make it with \
+         `ithn-dist prepare … --out DIR` and point data.prepared at DIR (--set data.prepared=DIR)"
+    )]
+    MissingPrepared {
+        origin: String,
+        value: String,
+        resolved: String,
+        what: &'static str,
+    },
 }
 
 impl Config {
@@ -68,17 +78,32 @@ impl Config {
         let cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
                 let key = e.path().to_string();
-                ConfigError::Schema {
-                    path: origin.to_path_buf(),
-                    key,
-                    message: e.into_inner().to_string(),
+                // toml's message ends with "\nin `section`": the key already says where.
+                let message = e.into_inner().to_string();
+                let message = message.split('\n').next().unwrap_or_default().to_string();
+                match override_for(overrides, &key) {
+                    Some(spec) => ConfigError::Override {
+                        spec: spec.clone(),
+                        reason: format!("key `{key}`: {message}"),
+                    },
+                    None => ConfigError::Schema {
+                        path: origin.to_path_buf(),
+                        key,
+                        message,
+                    },
                 }
             })?;
         cfg.validate()
-            .map_err(|(key, reason)| ConfigError::Invalid {
-                path: origin.to_path_buf(),
-                key,
-                reason,
+            .map_err(|(key, reason)| match override_for(overrides, &key) {
+                Some(spec) => ConfigError::Override {
+                    spec: spec.clone(),
+                    reason: format!("invalid value for `{key}`: {reason}"),
+                },
+                None => ConfigError::Invalid {
+                    path: origin.to_path_buf(),
+                    key,
+                    reason,
+                },
             })?;
         Ok(cfg)
     }
@@ -87,6 +112,19 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a validated Config always serialises")
     }
+}
+
+/// The last `--set` whose key is `key` or a part of it (`train=…` for `train.lr`, or
+/// `train.lr.x=…` for `train.lr`): the value there, not the file, is what an error about
+/// `key` is about (the last one wins, as in [`apply_override`]).
+fn override_for<'a>(overrides: &'a [String], key: &str) -> Option<&'a String> {
+    overrides.iter().rev().find(|spec| {
+        let k = spec
+            .split_once('=')
+            .map_or(spec.as_str(), |(k, _)| k)
+            .trim();
+        k == key || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))
+    })
 }
 
 /// Applies one `section.key=value` override to the raw TOML tree. The value is parsed as a

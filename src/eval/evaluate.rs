@@ -190,6 +190,13 @@ pub fn evaluate_split(
 ) -> Result<(Vec<Prediction>, Option<Scores>), EvalError> {
     let split = loader.options().split.clone();
     let mut local = Vec::new();
+    // Rank 0's bar of its own batches (every rank decodes a like share at a like pace).
+    let bar = crate::logging::bar(
+        loader.eval_num_batches() as u64,
+        "{prefix} [{bar:30}] {pos}/{len} batches  {per_sec}  eta {eta}",
+        coll.rank() == 0,
+    );
+    bar.set_prefix(format!("decoding {split}"));
     let stopped = tch::no_grad(|| -> Result<bool, EvalError> {
         for batch in loader.eval_batches() {
             if stop() {
@@ -200,9 +207,11 @@ pub fn evaluate_split(
                 source,
             })?;
             local.extend(decode_batch(model, &batch, vocab, opts));
+            bar.inc(1);
         }
         Ok(false)
     })?;
+    bar.finish_and_clear();
     let device = coll.device();
     let mut flag = Tensor::from_slice(&[i64::from(stopped)]).to_device(device);
     coll.all_reduce_sum(&mut flag)?;

@@ -4,6 +4,8 @@
 //! baseline) can be scored by exactly the same code, so numbers are comparable. Both files are
 //! JSON lines `{"id": …, "report": …}`; pairs are matched by id, and a missing, extra or
 //! duplicate id is an error that names the ids (silently dropping samples changes scores).
+//! `evaluate`'s own `predictions.jsonl` (`{"id", "reference", "prediction"}`) is read as it
+//! is: as `--hyps` alone it gives both sides, and either side reads its key from it.
 
 use clap::Args;
 use serde_json::Value;
@@ -15,10 +17,12 @@ use crate::data::text::{write_atomic, Dataset};
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
-    /// Reference reports: JSON lines {"id": ..., "report": ...}.
+    /// Reference reports: JSON lines {"id": ..., "report": ...} (or "reference": ...)
+    /// [default: the "reference" of each --hyps line, as in evaluate's predictions.jsonl].
     #[arg(long, value_name = "REFS.jsonl")]
-    pub refs: PathBuf,
-    /// Generated reports in the same format, matched to the references by id.
+    pub refs: Option<PathBuf>,
+    /// Generated reports, matched to the references by id: JSON lines {"id", "report"}, or
+    /// evaluate's predictions.jsonl ({"id", "reference", "prediction"}).
     #[arg(long, value_name = "HYPS.jsonl")]
     pub hyps: PathBuf,
     /// Print {"BLEU_1": ..., ..., "CIDEr": ...} as JSON instead of a table.
@@ -56,7 +60,7 @@ pub enum ScoreError {
     MissingKey {
         path: PathBuf,
         line: usize,
-        what: &'static str,
+        what: String,
     },
     #[error("{path}: duplicate ids: {}", list(.ids))]
     Duplicate { path: PathBuf, ids: Vec<String> },
@@ -108,8 +112,26 @@ pub struct Record {
     pub report: String,
 }
 
-/// Reads a `{"id", "report"}` JSON-lines file (blank lines skipped); ids must be unique.
-pub fn read_records(path: &Path) -> Result<Vec<Record>, ScoreError> {
+/// Which side of the pairs a file gives: its text is `report`, else this side's key in
+/// `evaluate`'s predictions.jsonl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    References,
+    Hypotheses,
+}
+
+impl Side {
+    fn key(self) -> &'static str {
+        match self {
+            Side::References => "reference",
+            Side::Hypotheses => "prediction",
+        }
+    }
+}
+
+/// Reads a `{"id", "report"}` JSON-lines file (blank lines skipped), or `evaluate`'s
+/// `{"id", "reference", "prediction"}` lines taking `side`'s key; ids must be unique.
+pub fn read_records(path: &Path, side: Side) -> Result<Vec<Record>, ScoreError> {
     let text = std::fs::read_to_string(path).map_err(|source| ScoreError::Read {
         path: path.to_path_buf(),
         source,
@@ -119,10 +141,10 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, ScoreError> {
         if line.trim().is_empty() {
             continue;
         }
-        let at = |what| ScoreError::MissingKey {
+        let at = |what: &str| ScoreError::MissingKey {
             path: path.to_path_buf(),
             line: i + 1,
-            what,
+            what: what.to_string(),
         };
         let v: Value = serde_json::from_str(line).map_err(|e| ScoreError::Json {
             path: path.to_path_buf(),
@@ -136,8 +158,14 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, ScoreError> {
             .ok_or_else(|| at("key `id` (a string or an integer)"))?;
         let report = v
             .get("report")
+            .or_else(|| v.get(side.key()))
             .and_then(Value::as_str)
-            .ok_or_else(|| at("string key `report`"))?;
+            .ok_or_else(|| {
+                at(&format!(
+                    "string key `report` (or `{}`, as in evaluate's predictions.jsonl)",
+                    side.key()
+                ))
+            })?;
         out.push(Record {
             id,
             report: report.to_owned(),
@@ -206,8 +234,8 @@ fn per_item_jsonl(ids: &[String], report: &ScoreReport) -> String {
 
 /// Runs the command: read, pair, (clean), score, print, optionally write per-item scores.
 pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
-    let refs = read_records(&a.refs)?;
-    let hyps = read_records(&a.hyps)?;
+    let refs = read_records(a.refs.as_deref().unwrap_or(&a.hyps), Side::References)?;
+    let hyps = read_records(&a.hyps, Side::Hypotheses)?;
     let (ids, mut ref_texts, mut hyp_texts) = pair_by_id(&refs, &hyps)?;
     if let Some(ds) = a.clean {
         for t in ref_texts.iter_mut().chain(hyp_texts.iter_mut()) {
@@ -249,6 +277,32 @@ mod tests {
             id: id.into(),
             report: report.into(),
         }
+    }
+
+    /// evaluate's predictions.jsonl gives the references and the hypotheses (issue 19).
+    #[test]
+    fn evaluate_predictions_give_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("predictions.jsonl");
+        std::fs::write(
+            &p,
+            "{\"id\":\"a\",\"reference\":\"no effusion\",\"prediction\":\"clear lungs\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_records(&p, Side::References).unwrap(),
+            [rec("a", "no effusion")]
+        );
+        assert_eq!(
+            read_records(&p, Side::Hypotheses).unwrap(),
+            [rec("a", "clear lungs")]
+        );
+        std::fs::write(&p, "{\"id\":\"a\",\"text\":\"x\"}\n").unwrap();
+        let err = read_records(&p, Side::Hypotheses).unwrap_err().to_string();
+        assert!(
+            err.contains(":1: missing string key `report` (or `prediction`"),
+            "{err}"
+        );
     }
 
     #[test]

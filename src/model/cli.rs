@@ -145,9 +145,13 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     let vocab = VocabInfo::load(&args.vocab)?;
     let model = R2GenCmn::for_training(&config, vocab.logit_dim, Device::Cpu)?;
     write_model_dir(&args.out, &model, &config, &vocab)?;
+    let params = model.parameters();
+    let values: i64 = params.iter().map(|(_, t, _)| t.numel() as i64).sum();
     println!(
-        "initialised a model of {} parameters in {}",
-        model.parameters().len(),
+        "initialised a model of {values} parameter values in {} parameter tensors ({} \
+         state_dict entries with buffers) in {}",
+        params.len(),
+        model.registry().entries().len(),
         args.out.display()
     );
     Ok(())
@@ -161,10 +165,41 @@ fn load_study(paths: &[PathBuf], size: usize) -> anyhow::Result<tch::Tensor> {
         .iter()
         .map(|p| {
             let img = image::decode_file(p)?;
+            warn_if_unlike_training(p, img.width(), img.height(), size);
             Ok(image::resize_exact(&img, size as u32, size as u32))
         })
         .collect::<Result<Vec<_>, image::ImageError>>()?;
     Ok(image::to_tensor_normalized(&imgs))
+}
+
+/// Warns on stderr when an input is far from what the model saw in training (radiographs
+/// resized to `size`-pixel crops): a side under half of `size` (the upscaled image holds
+/// almost no detail) or an aspect ratio over 3:1. The model still writes a fluent report for
+/// such an input, so the warning is the only hint that it means little (issue 19).
+fn warn_if_unlike_training(path: &std::path::Path, w: u32, h: u32, size: usize) {
+    let (short, long) = (w.min(h) as usize, w.max(h) as usize);
+    let mut why = Vec::new();
+    if short * 2 < size {
+        why.push(format!(
+            "its shorter side is {short} px, the model was trained on {size}×{size} crops \
+             (upscaled {:.0}×)",
+            size as f64 / short.max(1) as f64
+        ));
+    }
+    if long > 3 * short {
+        why.push(format!(
+            "its aspect ratio is {:.1}:1 (radiographs are near square)",
+            long as f64 / short.max(1) as f64
+        ));
+    }
+    if !why.is_empty() {
+        tracing::warn!(
+            "{}: {w}×{h} px is far outside what the model was trained on: {}; the report may \
+             mean nothing",
+            path.display(),
+            why.join("; ")
+        );
+    }
 }
 
 /// `generate`: one study → a report (text or JSON).

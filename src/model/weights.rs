@@ -28,11 +28,10 @@ pub enum ModelError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: cannot read safetensors: {source}")]
-    Read {
-        path: PathBuf,
-        source: tch::TchError,
-    },
+    /// `reason` is in words ([`safetensors_reason`]): tch's text repeats the path and gives
+    /// the safetensors crate's variant name (`InvalidHeaderLength`, `IoError(Os { … })`).
+    #[error("{path}: cannot read safetensors: {reason}")]
+    Read { path: PathBuf, reason: String },
     #[error("{path}: missing key {key:?}")]
     MissingKey { path: PathBuf, key: String },
     #[error("{path}: unexpected key {key:?} (not in the model's state_dict)")]
@@ -281,9 +280,9 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, ModelErr
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
-    let list = Tensor::read_safetensors(path).map_err(|source| ModelError::Read {
+    let list = Tensor::read_safetensors(path).map_err(|e| ModelError::Read {
         path: path.into(),
-        source,
+        reason: safetensors_reason(&e.to_string(), path),
     })?;
     check_finite(path, &list)?;
     Ok(list.into_iter().collect())
@@ -381,6 +380,45 @@ pub fn safetensors_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>, ModelE
     }
     safetensors::serialize(views, None)
         .map_err(|e| ModelError::Config(format!("serialising safetensors: {e}")))
+}
+
+/// tch's safetensors error text (`safetensors error PATH: Variant(…)`) in words, without the
+/// path (the caller names it once). Header and buffer variants mean the file is not a whole
+/// safetensors file; an OS error keeps only its message.
+pub fn safetensors_reason(text: &str, path: &Path) -> String {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("safetensors error")
+        .unwrap_or(t)
+        .trim_start();
+    let shown = path.display().to_string();
+    let t = t.strip_prefix(shown.as_str()).unwrap_or(t);
+    let t = t.strip_prefix(':').unwrap_or(t).trim();
+    if let Some(i) = t.find("message: \"") {
+        let msg = &t[i + 10..];
+        return msg.split('"').next().unwrap_or(msg).to_string();
+    }
+    let variant: String = t
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    match variant.as_str() {
+        v if v.starts_with("InvalidHeader")
+            || v.starts_with("HeaderTooSmall")
+            || v == "MetadataIncompleteBuffer"
+            || v == "InvalidOffset"
+            || v == "ValidationOverflow" =>
+        {
+            format!(
+                "not a complete safetensors file (truncated, or another format; {v}): copy or \
+                 export it again"
+            )
+        }
+        "HeaderTooLarge" => "the header is larger than safetensors allows (not a safetensors \
+                             file?)"
+            .into(),
+        _ => t.to_string(),
+    }
 }
 
 /// Writes named tensors as safetensors: temp file in the same directory, fsync, rename.

@@ -23,7 +23,8 @@ pub struct TrainArgs {
     /// Run directory: config.toml, metrics.jsonl, predictions-*.jsonl, best/, final/.
     #[arg(long, value_name = "DIR")]
     pub run_dir: PathBuf,
-    /// Stop after N ≥ 1 optimizer steps (then save the final model and score the test split).
+    /// Stop after N ≥ 1 optimizer steps (then save the final model and score the test split)
+    /// [default: no limit, train.epochs decides].
     #[arg(long, value_name = "N", value_parser = crate::bounds::at_least::<u64>(1))]
     pub max_steps: Option<u64>,
     /// Threads per rank for libtorch's CPU kernels, 1..=4096 (default: libtorch's choice).
@@ -46,6 +47,7 @@ pub fn run(args: TrainArgs, world: &World, fault: Option<Fault>) -> anyhow::Resu
     // The world against the batch (a pure configuration check, same answer on every rank).
     let t = &cfg.train;
     crate::data::sampler::check_world(t.batch_size, t.accumulation_steps, world.size)?;
+    args.config.prepared_dir(&cfg)?;
     // The config's claims about its prepared data, before any model or loader exists.
     contract::on_root(world, || {
         let data = contract::PreparedData::open(std::path::Path::new(&cfg.data.prepared))?;

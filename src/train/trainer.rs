@@ -413,7 +413,11 @@ impl<'w> Trainer<'w> {
         }
         if let Some(b) = bar {
             b.inc(batches);
-            b.set_message(format!("loss {:.4}", terms.loss));
+            b.set_message(format!(
+                "loss {}  λ {}",
+                crate::logging::short_float(terms.loss, crate::logging::SIG_DIGITS),
+                crate::logging::short_float(lam, 3)
+            ));
         }
         let every = self.cfg.dist.checksum_every as u64;
         if every > 0 && state.step.is_multiple_of(every) {
@@ -422,13 +426,21 @@ impl<'w> Trainer<'w> {
         Ok(())
     }
 
+    /// Rank 0's bar of this epoch's loader batches (epoch, loss, λ, rate, ETA), starting at
+    /// the cursor on a resume; none off a terminal or with `log.progress = false`.
     fn progress_bar(&self) -> Option<indicatif::ProgressBar> {
-        use std::io::IsTerminal;
-        if !self.world.is_root() || !self.cfg.log.progress || !std::io::stderr().is_terminal() {
+        if !self.world.is_root() || !self.cfg.log.progress || !crate::logging::bars_visible() {
             return None;
         }
-        let b = indicatif::ProgressBar::new(self.train.epoch_batches() as u64);
-        b.set_prefix(format!("epoch {}", self.learner.state.epoch));
+        let b = crate::logging::bar(
+            self.train.epoch_batches() as u64,
+            "{prefix} [{bar:30}] {pos}/{len} batches  {msg}  {per_sec}  eta {eta}",
+            true,
+        );
+        let state = &self.learner.state;
+        b.set_prefix(format!("epoch {}/{}", state.epoch, self.cfg.train.epochs));
+        b.set_position(state.cursor.batches_consumed);
+        b.reset_eta();
         Some(b)
     }
 
@@ -492,7 +504,7 @@ impl<'w> Trainer<'w> {
                 state.epoch
             };
             self.log.write(&eval_record(split, epoch, state.step, s))?;
-            tracing::info!(split, scores = %serde_json::Value::Object(s.to_json()), "evaluation");
+            tracing::info!(split, scores = %crate::logging::short_pairs(&s.entries()), "evaluation");
         }
         Ok(Evaluated::Scored(scores))
     }

@@ -42,6 +42,12 @@ pub enum ImageError {
     Dicom { path: PathBuf },
     #[error("{path}: unknown image format (expected PNG or JPEG)")]
     UnknownFormat { path: PathBuf },
+    /// A format recognised by its signature that this build does not decode (TIFF, WebP, …):
+    /// the file may be fine, so it is not called corrupt.
+    #[error(
+        "{path}: {format} images are not supported (PNG or JPEG only); convert it to PNG first"
+    )]
+    OtherFormat { path: PathBuf, format: String },
     #[error("{path}: image of {width}×{height} px refused (limit {MAX_SIDE} px per side, {MAX_PIXELS} px in all)")]
     TooLarge {
         path: PathBuf,
@@ -226,8 +232,19 @@ pub fn decode(bytes: &[u8], origin: &Path) -> Result<Image, ImageError> {
             })
     };
     let header = open()?;
-    if header.format().is_none() {
-        return Err(ImageError::UnknownFormat { path: path() });
+    match header.format() {
+        None => return Err(ImageError::UnknownFormat { path: path() }),
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        Some(other) => {
+            let format = other
+                .extensions_str()
+                .first()
+                .map_or_else(|| format!("{other:?}"), |e| e.to_uppercase());
+            return Err(ImageError::OtherFormat {
+                path: path(),
+                format,
+            });
+        }
     }
     // Header first: refuse bombs before the decoder allocates anything.
     let (width, height) = header.into_dimensions().map_err(|e| corrupt(origin, e))?;

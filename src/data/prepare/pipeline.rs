@@ -11,7 +11,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use super::images::{self, ImageParams, StoredImage, StoredViews};
@@ -89,16 +89,13 @@ struct Kept {
     spilled: Spilled,
 }
 
+/// A phase's bar (above it, log lines print; see [`crate::logging::bar`]).
 fn bar(len: usize, what: &str, enabled: bool) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len as u64);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-    {
-        pb.set_style(style);
-    }
+    let pb = crate::logging::bar(
+        len as u64,
+        "{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        enabled,
+    );
     pb.set_message(what.to_string());
     pb
 }

@@ -32,7 +32,26 @@ pub(crate) fn read_text_maybe_gz(path: &Path) -> Result<String, PrepareError> {
     } else {
         bytes
     };
-    String::from_utf8(bytes).map_err(|e| PrepareError::input(path, format!("not UTF-8 text: {e}")))
+    String::from_utf8(bytes).map_err(|e| PrepareError::input(path, not_utf8(&e)))
+}
+
+/// Where the first invalid byte is, as a person finds it in an editor: line and column
+/// (1-based, column in bytes) rather than the byte offset of `FromUtf8Error`'s text.
+pub(crate) fn not_utf8(e: &std::string::FromUtf8Error) -> String {
+    let at = e.utf8_error().valid_up_to();
+    let before = &e.as_bytes()[..at];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = at
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
+    format!(
+        "not UTF-8 text: line {line}, column {column} (byte {at}) holds byte 0x{:02x}; \
+         save the file as UTF-8",
+        e.as_bytes()[at]
+    )
 }
 
 /// Parses a CSV with a header row into records keyed by column name; a missing column or a

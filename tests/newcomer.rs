@@ -192,10 +192,27 @@ fn generate_warns_on_tiny_images_and_refuses_unsupported_or_broken_files() {
     let e = one_error(&o);
     assert!(e.contains("TIFF images are not supported"), "{e}");
     assert!(!e.contains("corrupt"), "{e}");
-    // A truncated safetensors file: the path once, the problem in words.
+    // A truncated safetensors file: the checksum list written with the model names it first.
     let w = ckpt.join("model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..100]).unwrap();
+    let o = bin()
+        .arg("generate")
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg("--image")
+        .arg(&ok)
+        .output()
+        .unwrap();
+    let e = one_error(&o);
+    assert!(
+        e.contains("SHA-256 differs") && e.contains("truncated"),
+        "{e}"
+    );
+    assert_eq!(count(&e, "model.safetensors"), 1, "{e}");
+    // Without SHA256SUMS (a directory from before checksums, or assembled by hand) the reader
+    // itself says what is wrong: the path once, the problem in words.
+    std::fs::remove_file(ckpt.join("SHA256SUMS")).unwrap();
     let o = bin()
         .arg("generate")
         .arg("--checkpoint")

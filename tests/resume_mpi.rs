@@ -114,8 +114,9 @@ fn kill_9_of_one_rank_ends_every_process_quickly_and_keeps_the_last_checkpoint_v
             "run ended early"
         );
     }
-    // launch/mpirun.sh execs mpirun, so the ranks are the child's children.
-    let ranks = children(child.id());
+    // launch/mpirun.sh runs mpirun as its own child (it stays to forward Ctrl-C), so the ranks
+    // are the `ithn-dist` processes somewhere below the child.
+    let ranks = rank_processes(child.id());
     assert_eq!(ranks.len(), 2, "rank processes: {ranks:?}");
     let t = Instant::now();
     // SAFETY: killing a process of our own job.
@@ -172,6 +173,24 @@ fn a_hanging_rank_is_aborted_by_the_watchdog() {
         3,
         "the checkpoint before the hang stays valid"
     );
+}
+
+/// The `ithn-dist` processes among the descendants of `pid` (sorted).
+fn rank_processes(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children(p) {
+            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
+            if comm.trim() == "ithn-dist" {
+                found.push(c);
+            } else {
+                todo.push(c);
+            }
+        }
+    }
+    found.sort_unstable();
+    found
 }
 
 fn children(pid: u32) -> Vec<u32> {

@@ -27,11 +27,24 @@ fn archive() -> PathBuf {
     home.join("data/NLMCXR_reports.tgz")
 }
 
-/// (observation, F1 floor): the observations with at least ~30 MeSH positives.
-const F1_FLOORS: &[(Observation, f64)] = &[];
+/// (observation, F1 floor) for the observations with at least 40 MeSH positives; measured
+/// values (docs/clinical-efficacy.md) minus 0.02 to 0.05.
+const F1_FLOORS: &[(Observation, f64)] = &[
+    (Observation::NoFinding, 0.95),
+    (Observation::Cardiomegaly, 0.95),
+    (Observation::LungLesion, 0.70),
+    (Observation::LungOpacity, 0.90),
+    (Observation::Edema, 0.80),
+    (Observation::Pneumonia, 0.70),
+    (Observation::Atelectasis, 0.90),
+    (Observation::PleuralEffusion, 0.88),
+    (Observation::PleuralOther, 0.62),
+    (Observation::Fracture, 0.85),
+    (Observation::SupportDevices, 0.92),
+];
 
-/// Floor of the micro-averaged F1 over the 14 observations.
-const MICRO_F1_FLOOR: f64 = 0.0;
+/// Floor of the micro-averaged F1 over the 14 observations (measured: 0.943).
+const MICRO_F1_FLOOR: f64 = 0.92;
 
 #[test]
 fn labeler_agrees_with_open_i_mesh_labels() {

@@ -87,8 +87,8 @@ impl Observation {
 }
 
 impl Kind {
-    /// The CheXpert observation a finding kind counts toward (`None`: granuloma and
-    /// hyperinflation, which CheXpert does not label).
+    /// The CheXpert observation a finding kind counts toward (`None`: granuloma,
+    /// hyperinflation and sternotomy, which are none of the 14).
     pub fn observation(self) -> Option<Observation> {
         Some(match self {
             Kind::WideMediastinum => Observation::EnlargedCardiomediastinum,
@@ -103,10 +103,10 @@ impl Kind {
             Kind::Effusion => Observation::PleuralEffusion,
             Kind::PleuralThickening => Observation::PleuralOther,
             Kind::Fracture => Observation::Fracture,
-            Kind::Sternotomy | Kind::Line | Kind::Pacemaker | Kind::Device => {
-                Observation::SupportDevices
-            }
-            Kind::Granuloma | Kind::Hyperinflation => return None,
+            Kind::Line | Kind::Pacemaker | Kind::Device => Observation::SupportDevices,
+            // Sternotomy wires are a post-surgical finding, not a support device: the IU
+            // coders never code them as a device (docs/clinical-efficacy.md).
+            Kind::Granuloma | Kind::Hyperinflation | Kind::Sternotomy => return None,
         })
     }
 }

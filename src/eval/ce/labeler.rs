@@ -316,7 +316,8 @@ impl Sentence {
         let negated = pre.iter().any(|&j| real(j, &v.pre_neg))
             || post.iter().any(|&j| real(j, &v.post_neg))
             || (role == Role::Neutral
-                && pre.iter().chain(&post).any(|&j| self.any_at(j, &v.normal)));
+                && pre.iter().chain(&post).any(|&j| self.any_at(j, &v.normal)))
+            || gaps.iter().any(|&j| self.any_at(j, &v.normal));
         if negated {
             return Certainty::Negative;
         }

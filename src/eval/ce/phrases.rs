@@ -44,6 +44,14 @@ pub const PHRASES: &[(Kind, &str, Role)] = &[
     (Kind::Cardiomegaly, "enlarged cardiac", Role::Mention),
     (Kind::Cardiomegaly, "enlargement of the heart", Role::Mention),
     (Kind::Cardiomegaly, "heart size .. increased", Role::Mention),
+    (Kind::Cardiomegaly, "enlargement of the cardiac", Role::Mention),
+    (Kind::Cardiomegaly, "heart .. large", Role::Mention),
+    (Kind::Cardiomegaly, "cardiac silhouette .. large", Role::Mention),
+    // "Borderline" heart size: the IU coders code it as (borderline) cardiomegaly.
+    (Kind::Cardiomegaly, "heart .. borderline", Role::Mention),
+    (Kind::Cardiomegaly, "borderline .. heart", Role::Mention),
+    (Kind::Cardiomegaly, "cardiac .. borderline", Role::Mention),
+    (Kind::Cardiomegaly, "borderline .. cardiac", Role::Mention),
     (Kind::Cardiomegaly, "heart size", Role::Neutral),
     (Kind::Cardiomegaly, "cardiac size", Role::Neutral),
     (Kind::Cardiomegaly, "cardiac silhouette", Role::Neutral),
@@ -57,10 +65,12 @@ pub const PHRASES: &[(Kind, &str, Role)] = &[
     (Kind::Edema, "cephalization", Role::Mention),
     (Kind::Edema, "fluid overload", Role::Mention),
     (Kind::Edema, "kerley", Role::Mention),
+    (Kind::Edema, "engorge*", Role::Mention),
+    (Kind::Edema, "venous hypertension", Role::Mention),
+    (Kind::Edema, "vascular redistribution", Role::Mention),
     // Pleural effusion.
     (Kind::Effusion, "effusion*", Role::Mention),
     (Kind::Effusion, "pleural fluid", Role::Mention),
-    (Kind::Effusion, "blunt*", Role::Mention),
     (Kind::Effusion, "pericardial effusion*", Role::Ignore),
     // Pleural other.
     (Kind::PleuralThickening, "pleural .. thicken*", Role::Mention),
@@ -103,6 +113,8 @@ pub const PHRASES: &[(Kind, &str, Role)] = &[
     (Kind::Pneumonia, "pneumonitis", Role::Mention),
     (Kind::Pneumonia, "infection*", Role::Mention),
     (Kind::Pneumonia, "infectious", Role::Mention),
+    // Healed: "calcified sequelae of prior granulomatous infection".
+    (Kind::Pneumonia, "granulomatous infection*", Role::Ignore),
     // Atelectasis.
     (Kind::Atelectasis, "atelecta*", Role::Mention),
     // Lung lesion.
@@ -147,6 +159,9 @@ pub const PHRASES: &[(Kind, &str, Role)] = &[
     (Kind::Line, "endotracheal", Role::Mention),
     (Kind::Line, "nasogastric", Role::Mention),
     (Kind::Line, "swan-ganz", Role::Mention),
+    (Kind::Line, "tubing", Role::Mention),
+    // "XXXX tip in the SVC": the IU anonymiser often hides the device's own name.
+    (Kind::Line, "tip", Role::Mention),
     (Kind::Line, "pleural line", Role::Ignore),
     (Kind::Line, "septal line*", Role::Ignore),
     (Kind::Pacemaker, "pacemaker*", Role::Mention),
@@ -155,6 +170,8 @@ pub const PHRASES: &[(Kind, &str, Role)] = &[
     (Kind::Pacemaker, "defibrillator*", Role::Mention),
     (Kind::Pacemaker, "aicd", Role::Mention),
     (Kind::Pacemaker, "icd", Role::Mention),
+    (Kind::Pacemaker, "leads", Role::Mention),
+    (Kind::Pacemaker, "generator", Role::Mention),
     (Kind::Device, "stent*", Role::Mention),
     (Kind::Device, "clip*", Role::Mention),
     (Kind::Device, "hardware", Role::Mention),
@@ -165,6 +182,9 @@ pub const PHRASES: &[(Kind, &str, Role)] = &[
     (Kind::Device, "suture*", Role::Mention),
     (Kind::Device, "coil*", Role::Mention),
     (Kind::Device, "device*", Role::Mention),
+    (Kind::Device, "stimulator", Role::Mention),
+    (Kind::Device, "breast prosthes*", Role::Ignore),
+    (Kind::Device, "breast implant*", Role::Ignore),
     // Hyperinflation / emphysema: not one of the 14 observations, but drawn.
     (Kind::Hyperinflation, "hyperinflat*", Role::Mention),
     (Kind::Hyperinflation, "hyperexpan*", Role::Mention),
@@ -222,6 +242,8 @@ pub const POST_NEGATIONS: &[&str] = &[
     "excluded",
     "removed",
     "no longer",
+    "within normal limits",
+    "within limits of normal",
 ];
 
 /// Words that look like negation triggers but are not ("no interval change in the opacity").
@@ -235,8 +257,9 @@ pub const PSEUDO_NEGATIONS: &[&str] = &[
     "not only",
 ];
 
-/// Extra negation triggers for [`Role::Neutral`] mentions only ("normal heart size", "the
-/// mediastinum is unremarkable"): said of a lesion they would mean nothing.
+/// Extra negation triggers for [`Role::Neutral`] mentions ("normal heart size", "the
+/// mediastinum is unremarkable"), and for any mention when inside its `..` gap ("heart size
+/// normal, large hiatal hernia" is not "heart .. large"): before a lesion they mean nothing.
 pub const NORMAL_TRIGGERS: &[&str] = &[
     "normal",
     "normally",
@@ -264,14 +287,15 @@ pub const PRE_UNCERTAIN: &[&str] = &[
     "versus",
     "vs",
     "differential",
-    "consider*",
+    "consider",
+    "considered",
+    "consideration",
     "equivocal",
     "indeterminate",
     "worrisome",
     "presum*",
     "uncertain",
     "perhaps",
-    "borderline",
 ];
 
 /// Uncertainty triggers after a mention.

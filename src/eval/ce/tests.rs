@@ -134,7 +134,7 @@ fn no_finding_is_positive_only_without_pathology() {
 #[test]
 fn multi_sentence_reports_keep_each_sentence_apart() {
     let r = "The heart is enlarged. There is a small right pleural effusion. No pneumothorax. \
-             Left basilar atelectasis versus scarring. Median sternotomy wires are intact.";
+             Left basilar atelectasis versus scarring. Right PICC line in the SVC.";
     let l = label_report(r);
     assert_eq!(
         l.positives(),

@@ -76,8 +76,13 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 fn close(got: &Value, want: f64, what: &str) {
-    let g = got.as_f64().unwrap_or_else(|| panic!("{what}: not a number: {got}"));
-    assert!((g - want).abs() < 1e-12, "{what}: got {g}, hand labels give {want}");
+    let g = got
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: not a number: {got}"));
+    assert!(
+        (g - want).abs() < 1e-12,
+        "{what}: got {g}, hand labels give {want}"
+    );
 }
 
 /// Checks one CE object of `score --json` against the hand counts.
@@ -92,17 +97,34 @@ fn check_ce(ce: &Value, counts: &[(usize, usize, usize)], n: usize) {
             (json!(t), json!(f), json!(n)),
             "{o}: (tp, fp, fn) differ from the hand labels"
         );
-        let (p, r, f1) = (ratio(t, t + f), ratio(t, t + n), ratio(2 * t, 2 * t + f + n));
+        let (p, r, f1) = (
+            ratio(t, t + f),
+            ratio(t, t + n),
+            ratio(2 * t, 2 * t + f + n),
+        );
         close(&got["f1"], f1, o);
         (tp, fp, fnn) = (tp + t, fp + f, fnn + n);
         (p_sum, r_sum, f_sum) = (p_sum + p, r_sum + r, f_sum + f1);
     }
     close(&ce["micro"]["precision"], ratio(tp, tp + fp), "micro P");
     close(&ce["micro"]["recall"], ratio(tp, tp + fnn), "micro R");
-    close(&ce["micro"]["f1"], ratio(2 * tp, 2 * tp + fp + fnn), "micro F1");
+    close(
+        &ce["micro"]["f1"],
+        ratio(2 * tp, 2 * tp + fp + fnn),
+        "micro F1",
+    );
     close(&ce["macro"]["precision"], p_sum / 14.0, "macro P");
     close(&ce["macro"]["recall"], r_sum / 14.0, "macro R");
     close(&ce["macro"]["f1"], f_sum / 14.0, "macro F1");
+    // The 13 findings: every observation but "No Finding" (the first).
+    let (t, f, n) = counts[1..]
+        .iter()
+        .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+    close(
+        &ce["micro_findings"]["f1"],
+        ratio(2 * t, 2 * t + f + n),
+        "findings F1",
+    );
 }
 
 #[test]
@@ -114,21 +136,49 @@ fn score_ce_matches_the_hand_labels() {
         let text: String = rows.iter().map(|r| format!("{}\n", line(r))).collect();
         std::fs::write(dir.path().join(name), text).unwrap();
     };
-    write("reference.jsonl", &|r| json!({"id": r["id"], "report": r["reference"]}));
-    write("generated.jsonl", &|r| json!({"id": r["id"], "report": r["generated"]}));
-    write("truth.jsonl", &|r| json!({"id": r["id"], "chexpert": r["reference_chexpert"]}));
+    write(
+        "reference.jsonl",
+        &|r| json!({"id": r["id"], "report": r["reference"]}),
+    );
+    write(
+        "generated.jsonl",
+        &|r| json!({"id": r["id"], "report": r["generated"]}),
+    );
+    write(
+        "truth.jsonl",
+        &|r| json!({"id": r["id"], "chexpert": r["reference_chexpert"]}),
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_ithn-dist"))
-        .args(["score", "--refs", "reference.jsonl", "--hyps", "generated.jsonl"])
-        .args(["--ce", "--ce-labels", "truth.jsonl", "--json", "--no-meteor"])
+        .args([
+            "score",
+            "--refs",
+            "reference.jsonl",
+            "--hyps",
+            "generated.jsonl",
+        ])
+        .args([
+            "--ce",
+            "--ce-labels",
+            "truth.jsonl",
+            "--json",
+            "--no-meteor",
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let counts = hand_counts(&rows);
     // The fixture exercises most observations on both sides.
     let present = counts.iter().filter(|c| c.0 + c.2 > 0).count();
-    assert!(present >= 12, "only {present} observations have reference positives");
+    assert!(
+        present >= 12,
+        "only {present} observations have reference positives"
+    );
     check_ce(&v["ce"], &counts, rows.len());
     check_ce(&v["ce_vs_labels"], &counts, rows.len());
     // The flat summary keys next to BLEU are the same micro/macro figures.
@@ -140,11 +190,22 @@ fn score_ce_matches_the_hand_labels() {
 fn labels_file_errors_name_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    std::fs::write(p.join("r.jsonl"), "{\"id\": \"a\", \"report\": \"no effusion\"}\n").unwrap();
+    std::fs::write(
+        p.join("r.jsonl"),
+        "{\"id\": \"a\", \"report\": \"no effusion\"}\n",
+    )
+    .unwrap();
     let run = |labels: &str| {
         std::fs::write(p.join("l.jsonl"), labels).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_ithn-dist"))
-            .args(["score", "--refs", "r.jsonl", "--hyps", "r.jsonl", "--no-meteor"])
+            .args([
+                "score",
+                "--refs",
+                "r.jsonl",
+                "--hyps",
+                "r.jsonl",
+                "--no-meteor",
+            ])
             .args(["--ce-labels", "l.jsonl"])
             .current_dir(p)
             .output()
@@ -155,7 +216,10 @@ fn labels_file_errors_name_the_file_and_line() {
     let e = run("{\"id\": \"a\", \"chexpert\": {\"Effusion\": 1}}\n");
     assert!(e.contains("l.jsonl:1") && e.contains("`Effusion`"), "{e}");
     let e = run("\n{\"id\": \"a\", \"chexpert\": {\"Pleural Effusion\": 2}}\n");
-    assert!(e.contains("l.jsonl:2") && e.contains("not 1, 0, -1 or null"), "{e}");
+    assert!(
+        e.contains("l.jsonl:2") && e.contains("not 1, 0, -1 or null"),
+        "{e}"
+    );
     let e = run("{\"id\": \"b\", \"chexpert\": {}}\n");
     assert!(e.contains("no labels for ids a"), "{e}");
 }

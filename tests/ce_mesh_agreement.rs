@@ -65,5 +65,8 @@ fn labeler_agrees_with_open_i_mesh_labels() {
         assert!(f1 >= floor, "{}: F1 {f1:.3} < floor {floor}", o.name());
     }
     let micro = a.micro().f1;
-    assert!(micro >= MICRO_F1_FLOOR, "micro F1 {micro:.3} < floor {MICRO_F1_FLOOR}");
+    assert!(
+        micro >= MICRO_F1_FLOOR,
+        "micro F1 {micro:.3} < floor {MICRO_F1_FLOOR}"
+    );
 }

@@ -254,7 +254,9 @@ pub fn read_labels(path: &Path) -> Result<HashMap<String, Labels>, ScoreError> {
         let mut labels = Labels::default();
         for (name, code) in map {
             let o = Observation::from_name(name).ok_or_else(|| {
-                bad(format!("`{name}` is not a CheXpert observation (e.g. \"Pleural Effusion\")"))
+                bad(format!(
+                    "`{name}` is not a CheXpert observation (e.g. \"Pleural Effusion\")"
+                ))
             })?;
             let label = match code {
                 Value::Null => Some(Label::Blank),
@@ -348,7 +350,11 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
             println!("{k:<11} {v:.6}");
         }
         for (key, scores) in &ce {
-            let against = if *key == "ce" { "reference reports" } else { "given labels" };
+            let against = if *key == "ce" {
+                "reference reports"
+            } else {
+                "given labels"
+            };
             println!("\nclinical efficacy against {against}:\n{}", scores.table());
         }
     }

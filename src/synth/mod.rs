@@ -30,9 +30,9 @@ use image::ImageEncoder;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+pub use crate::eval::ce::labeler::{read_report, Finding, Kind, Severity, Side, Zone};
 use canvas::{fnv1a, Rng};
 use phantom::{Anatomy, View};
-pub use crate::eval::ce::labeler::{read_report, Finding, Kind, Severity, Side, Zone};
 
 /// Everything that can go wrong while synthesising a dataset.
 #[derive(Debug, thiserror::Error)]

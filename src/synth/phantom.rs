@@ -437,10 +437,7 @@ fn draw_frontal_finding(c: &mut Canvas, lungs: &Canvas, a: &Anatomy, f: &Finding
             );
         }
         // Drawn through the anatomy (heart width, mediastinum, dome height).
-        Kind::Cardiomegaly
-        | Kind::WideMediastinum
-        | Kind::Hyperinflation
-        | Kind::Pneumothorax => {}
+        Kind::Cardiomegaly | Kind::WideMediastinum | Kind::Hyperinflation | Kind::Pneumothorax => {}
     }
 }
 
@@ -450,7 +447,10 @@ fn lesion(layer: &mut Canvas, kind: Kind, c: (f32, f32), sev: f32, rng: &mut Rng
         Kind::Opacity => {
             // Hazy: a few wide, faint blobs.
             for _ in 0..4 {
-                let p = (c.0 + rng.normal() * 0.03 * sev, c.1 + rng.normal() * 0.03 * sev);
+                let p = (
+                    c.0 + rng.normal() * 0.03 * sev,
+                    c.1 + rng.normal() * 0.03 * sev,
+                );
                 let r = rng.range(0.04, 0.06) * sev.sqrt();
                 layer.blob(p, (r, r * 0.9), rng.range(0.08, 0.13));
             }
@@ -458,7 +458,10 @@ fn lesion(layer: &mut Canvas, kind: Kind, c: (f32, f32), sev: f32, rng: &mut Rng
         Kind::Pneumonia => {
             // Lobar: a large, dense, confluent patch.
             for _ in 0..14 {
-                let p = (c.0 + rng.normal() * 0.05 * sev, c.1 + rng.normal() * 0.04 * sev);
+                let p = (
+                    c.0 + rng.normal() * 0.05 * sev,
+                    c.1 + rng.normal() * 0.04 * sev,
+                );
                 let r = rng.range(0.025, 0.045) * sev.sqrt();
                 layer.blob(p, (r, r * 0.8), rng.range(0.22, 0.34));
             }

@@ -250,7 +250,13 @@ impl Sentence {
 
     /// Matches `toks` at word `i` within clause `clause`: the end (exclusive) and the words
     /// skipped by gaps. The shortest gaps are tried first.
-    fn match_at(&self, i: usize, toks: &[Tok], clause: usize, gaps: &mut Vec<usize>) -> Option<usize> {
+    fn match_at(
+        &self,
+        i: usize,
+        toks: &[Tok],
+        clause: usize,
+        gaps: &mut Vec<usize>,
+    ) -> Option<usize> {
         let Some((first, rest)) = toks.split_first() else {
             return Some(i);
         };
@@ -278,8 +284,10 @@ impl Sentence {
 
     /// Whether any of `list` matches at word `j` (within `j`'s clause).
     fn any_at(&self, j: usize, list: &[Vec<Tok>]) -> bool {
-        list.iter()
-            .any(|t| self.match_at(j, t, self.clause[j], &mut Vec::new()).is_some())
+        list.iter().any(|t| {
+            self.match_at(j, t, self.clause[j], &mut Vec::new())
+                .is_some()
+        })
     }
 
     /// The longest phrase at word `i`: (phrase, end, gap words).
@@ -309,7 +317,10 @@ impl Sentence {
             .filter(|&j| j < start || gaps.contains(&j))
             .collect();
         let post: Vec<usize> = in_clause.iter().copied().filter(|&j| j >= end).collect();
-        if in_clause.iter().any(|&j| self.any_at(j, &v.double_negative)) {
+        if in_clause
+            .iter()
+            .any(|&j| self.any_at(j, &v.double_negative))
+        {
             return Certainty::Uncertain;
         }
         let real = |j: usize, list: &[Vec<Tok>]| self.any_at(j, list) && !self.any_at(j, &v.pseudo);

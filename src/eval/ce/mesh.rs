@@ -129,7 +129,11 @@ pub fn mesh_observations(term: &str) -> Vec<Observation> {
         "cardiac shadow" | "heart" if has(&["enlarged"]) => vec![O::Cardiomegaly],
         "mediastinum" if enlarged => vec![O::EnlargedCardiomediastinum],
         "nodule" | "mass" | "cavitation" | "neoplasms" => vec![O::LungLesion],
-        "opacity" | "airspace disease" | "infiltrate" | "density" | "lung diseases, interstitial" => {
+        "opacity"
+        | "airspace disease"
+        | "infiltrate"
+        | "density"
+        | "lung diseases, interstitial" => {
             vec![O::LungOpacity]
         }
         "markings" | "lung" if has(&["interstitial"]) => vec![O::LungOpacity],

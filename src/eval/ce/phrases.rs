@@ -30,10 +30,22 @@ pub const PHRASES: &[(Kind, &str, Role)] = &[
     // Enlarged cardiomediastinum.
     (Kind::WideMediastinum, "mediastin* .. widen*", Role::Mention),
     (Kind::WideMediastinum, "widen* .. mediastin*", Role::Mention),
-    (Kind::WideMediastinum, "mediastin* .. enlarg*", Role::Mention),
+    (
+        Kind::WideMediastinum,
+        "mediastin* .. enlarg*",
+        Role::Mention,
+    ),
     (Kind::WideMediastinum, "enlarged mediastin*", Role::Mention),
-    (Kind::WideMediastinum, "cardiomediastinal .. enlarg*", Role::Mention),
-    (Kind::WideMediastinum, "enlarged cardiomediastinal", Role::Mention),
+    (
+        Kind::WideMediastinum,
+        "cardiomediastinal .. enlarg*",
+        Role::Mention,
+    ),
+    (
+        Kind::WideMediastinum,
+        "enlarged cardiomediastinal",
+        Role::Mention,
+    ),
     (Kind::WideMediastinum, "mediastin*", Role::Neutral),
     (Kind::WideMediastinum, "cardiomediastinal", Role::Neutral),
     // Cardiomegaly.
@@ -42,11 +54,23 @@ pub const PHRASES: &[(Kind, &str, Role)] = &[
     (Kind::Cardiomegaly, "cardiac .. enlarg*", Role::Mention),
     (Kind::Cardiomegaly, "enlarged heart", Role::Mention),
     (Kind::Cardiomegaly, "enlarged cardiac", Role::Mention),
-    (Kind::Cardiomegaly, "enlargement of the heart", Role::Mention),
+    (
+        Kind::Cardiomegaly,
+        "enlargement of the heart",
+        Role::Mention,
+    ),
     (Kind::Cardiomegaly, "heart size .. increased", Role::Mention),
-    (Kind::Cardiomegaly, "enlargement of the cardiac", Role::Mention),
+    (
+        Kind::Cardiomegaly,
+        "enlargement of the cardiac",
+        Role::Mention,
+    ),
     (Kind::Cardiomegaly, "heart .. large", Role::Mention),
-    (Kind::Cardiomegaly, "cardiac silhouette .. large", Role::Mention),
+    (
+        Kind::Cardiomegaly,
+        "cardiac silhouette .. large",
+        Role::Mention,
+    ),
     // "Borderline" heart size: the IU coders code it as (borderline) cardiomegaly.
     (Kind::Cardiomegaly, "heart .. borderline", Role::Mention),
     (Kind::Cardiomegaly, "borderline .. heart", Role::Mention),
@@ -73,13 +97,29 @@ pub const PHRASES: &[(Kind, &str, Role)] = &[
     (Kind::Effusion, "pleural fluid", Role::Mention),
     (Kind::Effusion, "pericardial effusion*", Role::Ignore),
     // Pleural other.
-    (Kind::PleuralThickening, "pleural .. thicken*", Role::Mention),
-    (Kind::PleuralThickening, "thicken* .. pleura*", Role::Mention),
+    (
+        Kind::PleuralThickening,
+        "pleural .. thicken*",
+        Role::Mention,
+    ),
+    (
+        Kind::PleuralThickening,
+        "thicken* .. pleura*",
+        Role::Mention,
+    ),
     (Kind::PleuralThickening, "pleural plaque*", Role::Mention),
-    (Kind::PleuralThickening, "pleural calcification*", Role::Mention),
+    (
+        Kind::PleuralThickening,
+        "pleural calcification*",
+        Role::Mention,
+    ),
     (Kind::PleuralThickening, "calcified pleura*", Role::Mention),
     (Kind::PleuralThickening, "pleural scar*", Role::Mention),
-    (Kind::PleuralThickening, "pleural-parenchymal", Role::Mention),
+    (
+        Kind::PleuralThickening,
+        "pleural-parenchymal",
+        Role::Mention,
+    ),
     (Kind::PleuralThickening, "pleuroparenchymal", Role::Mention),
     (Kind::PleuralThickening, "fibrothorax", Role::Mention),
     // Pneumothorax.
@@ -193,7 +233,11 @@ pub const PHRASES: &[(Kind, &str, Role)] = &[
     (Kind::Hyperinflation, "emphysem*", Role::Mention),
     (Kind::Hyperinflation, "copd", Role::Mention),
     (Kind::Hyperinflation, "chronic obstructive", Role::Mention),
-    (Kind::Hyperinflation, "flatten* .. diaphragm*", Role::Mention),
+    (
+        Kind::Hyperinflation,
+        "flatten* .. diaphragm*",
+        Role::Mention,
+    ),
 ];
 
 /// Uncertainty that is written as a double negative ("cannot be excluded"): checked first,

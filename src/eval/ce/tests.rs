@@ -73,7 +73,10 @@ fn uncertainty_gives_uncertain_labels() {
             "Left basilar opacity may represent atelectasis.",
             Observation::Atelectasis,
         ),
-        ("Possible right lower lobe pneumonia.", Observation::Pneumonia),
+        (
+            "Possible right lower lobe pneumonia.",
+            Observation::Pneumonia,
+        ),
         (
             "A small left effusion cannot be excluded.",
             Observation::PleuralEffusion,
@@ -82,8 +85,14 @@ fn uncertainty_gives_uncertain_labels() {
             "Findings suspicious for pulmonary edema.",
             Observation::Edema,
         ),
-        ("Atelectasis versus consolidation.", Observation::Consolidation),
-        ("Atelectasis versus consolidation.", Observation::Atelectasis),
+        (
+            "Atelectasis versus consolidation.",
+            Observation::Consolidation,
+        ),
+        (
+            "Atelectasis versus consolidation.",
+            Observation::Atelectasis,
+        ),
         ("Pneumonia is not excluded.", Observation::Pneumonia),
     ] {
         assert_eq!(label(r, o), Label::Uncertain, "{r}: {o:?}");
@@ -94,10 +103,7 @@ fn uncertainty_gives_uncertain_labels() {
     assert_eq!(label(r, Observation::NoFinding), Label::Blank);
     // Negation wins over plain uncertainty; "no change" is not a negation.
     assert_eq!(
-        label(
-            "No findings to suggest pneumonia.",
-            Observation::Pneumonia
-        ),
+        label("No findings to suggest pneumonia.", Observation::Pneumonia),
         Label::Negative
     );
     assert_eq!(
@@ -125,10 +131,7 @@ fn no_finding_is_positive_only_without_pathology() {
     let r = "Mild cardiomegaly. Lungs are clear.";
     assert_eq!(label_report(r).positives(), vec![Observation::Cardiomegaly]);
     // A report that mentions nothing gets "No Finding" (CheXpert's rule: no pathology).
-    assert_eq!(
-        label_report("").positives(),
-        vec![Observation::NoFinding]
-    );
+    assert_eq!(label_report("").positives(), vec![Observation::NoFinding]);
 }
 
 #[test]
@@ -217,11 +220,17 @@ fn devices_are_support_devices() {
         vec![Kind::Sternotomy, Kind::Line, Kind::Pacemaker]
     );
     assert_eq!(
-        label("Surgical clips in the right upper quadrant.", Observation::SupportDevices),
+        label(
+            "Surgical clips in the right upper quadrant.",
+            Observation::SupportDevices
+        ),
         Label::Positive
     );
     assert_eq!(
-        label("The pacemaker has been removed.", Observation::SupportDevices),
+        label(
+            "The pacemaker has been removed.",
+            Observation::SupportDevices
+        ),
         Label::Negative
     );
 }
@@ -238,7 +247,13 @@ fn scores_follow_scikit_learn_on_a_small_corpus() {
     let hyps = ["Cardiomegaly. Left effusion.", "Normal.", "Normal."].map(label_report);
     let s = ce_scores(&refs, &hyps);
     let c = |o: Observation| s.counts[o.index()];
-    assert_eq!((c(Observation::Cardiomegaly).tp, c(Observation::Cardiomegaly).fp), (1, 0));
+    assert_eq!(
+        (
+            c(Observation::Cardiomegaly).tp,
+            c(Observation::Cardiomegaly).fp
+        ),
+        (1, 0)
+    );
     let eff = c(Observation::PleuralEffusion);
     assert_eq!((eff.tp, eff.fp, eff.fn_), (1, 0, 1));
     let nf = c(Observation::NoFinding);
@@ -247,6 +262,8 @@ fn scores_follow_scikit_learn_on_a_small_corpus() {
     assert!((s.summary.micro.precision - 0.75).abs() < 1e-12);
     assert!((s.summary.micro.recall - 0.75).abs() < 1e-12);
     assert!((s.summary.micro.f1 - 0.75).abs() < 1e-12);
+    // findings (no NF): tp 2, fp 0, fn 1.
+    assert!((s.summary.findings.f1 - 0.8).abs() < 1e-12);
     // macro: per-class F1 Card 1, Eff 2/3, NF 2/3, the other 11 classes 0 (0/0 → 0).
     assert!((s.summary.macro_.f1 - (1.0 + 2.0 / 3.0 + 2.0 / 3.0) / 14.0).abs() < 1e-12);
 }

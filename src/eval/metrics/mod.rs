@@ -36,9 +36,9 @@ pub mod tokens;
 
 pub use meteor::MeteorOpts;
 
+use crate::eval::ce::CeSummary;
 use ngrams::{Matcher, NgramIndex};
 use pymath::numpy_mean;
-use crate::eval::ce::CeSummary;
 use rayon::prelude::*;
 use std::path::PathBuf;
 use tokens::{Pairs, Vocab};

@@ -9,7 +9,8 @@ and micro-F1 over all 14 observations (R2Gen's convention).
 
 Models: every `NAME=RUN_DIR` given (their `predictions-test.jsonl`, written by the trainer's
 test pass), plus the most-frequent-report baseline (the most frequent cleaned train report,
-predicted for every test study). Scores come from `ithn-dist score --ce --ce-labels`, so they
+predicted for every test study). References are the ones the trainer scores against (the
+decoded report ids of the first run's predictions, as R2Gen's trainer does), for every row. Scores come from `ithn-dist score --ce --ce-labels`, so they
 are exactly what `score` and `evaluate` report; each model's score JSON is written to
 OUT/scores-NAME.json (inputs of `plot --ce`). With `--probe FILE` (ops/probe.py cnn --out),
 the direct classifier's figures are printed beside the models'.
@@ -76,15 +77,17 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     train, test = rows(a.prepared, "train"), rows(a.prepared, "test")
     frequent, n = collections.Counter(r for _, r in train).most_common(1)[0]
-    refs = os.path.join(a.out, "refs-test.jsonl")
-    write_jsonl(refs, test)
-    table = {}
-    models = [("most-frequent", [(i, frequent) for i, _ in test])]
+    runs = []
     for spec in a.runs:
         name, _, run_dir = spec.partition("=")
         if not run_dir:
             sys.exit(f"`{spec}`: expected NAME=RUN_DIR")
-        models.append((name, [(p["id"], p["prediction"]) for p in predictions(run_dir)]))
+        runs.append((name, predictions(run_dir)))
+    refs = os.path.join(a.out, "refs-test.jsonl")
+    write_jsonl(refs, [(p["id"], p["reference"]) for p in runs[0][1]])
+    table = {}
+    models = [("most-frequent", [(i, frequent) for i, _ in test])]
+    models += [(name, [(p["id"], p["prediction"]) for p in preds]) for name, preds in runs]
     for name, hyps in models:
         path = os.path.join(a.out, f"hyps-{name}.jsonl")
         write_jsonl(path, hyps)

@@ -273,7 +273,8 @@ pub struct TrainConfig {
     pub lr_gamma: f64,
     /// Stop after this many epochs without a better validation score (0 = never).
     pub early_stop: usize,
-    /// Validation metric that selects the best model.
+    /// Validation metric that selects the best model (a pycocoevalcap key such as "BLEU_4",
+    /// or a clinical-efficacy key such as "CE_F1_findings").
     pub monitor_metric: String,
     /// Drop the last incomplete global batch of an epoch (true) or train on it (false).
     pub drop_last: bool,
@@ -549,8 +550,23 @@ impl Config {
         positive(t.adam_eps, "train.adam_eps")?;
         check(t.lr_step_size >= 1, "train.lr_step_size", "must be ≥ 1")?;
         positive(t.lr_gamma, "train.lr_gamma")?;
-        const METRICS: [&str; 7] = [
-            "BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr",
+        // pycocoevalcap's keys and the clinical-efficacy keys every val record carries
+        // (crate::eval::ce::CeSummary::entries).
+        const METRICS: [&str; 14] = [
+            "BLEU_1",
+            "BLEU_2",
+            "BLEU_3",
+            "BLEU_4",
+            "METEOR",
+            "ROUGE_L",
+            "CIDEr",
+            "CE_P_micro",
+            "CE_R_micro",
+            "CE_F1_micro",
+            "CE_P_macro",
+            "CE_R_macro",
+            "CE_F1_macro",
+            "CE_F1_findings",
         ];
         check(
             METRICS.contains(&t.monitor_metric.as_str()),

@@ -96,6 +96,13 @@ def report(name, prob, y, extra=None):
     out = {"probe": name, "micro_f1_findings": micro(1), "micro_f1_14": micro(0),
            "per_observation": {o: {"auc": auc(prob[:, k], y[:, k]), "f1": float(f1[k]),
                                    "support": int(y[:, k].sum())} for k, o in enumerate(OBS)}}
+    # The same shape as `score --ce-labels` JSON's object, so `plot --ce NAME=probe.json` draws it.
+    out["ce_vs_labels"] = {
+        "micro_findings": {"f1": out["micro_f1_findings"]},
+        "micro": {"f1": out["micro_f1_14"]},
+        "per_observation": {o: {"f1": v["f1"], "support": v["support"]}
+                            for o, v in out["per_observation"].items()},
+    }
     out.update(extra or {})
     print(f"{name}: micro-F1 findings {out['micro_f1_findings']:.3f}, all 14 {out['micro_f1_14']:.3f}")
     for o, v in out["per_observation"].items():

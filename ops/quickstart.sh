@@ -45,12 +45,12 @@ bash launch/mpirun.sh "$NP" evaluate --checkpoint "$QS/ithn/best" --data "$QS/pr
   --split test --out "$QS/ithn/eval-test" --ce-labels "$QS/images/findings.jsonl" > /dev/null
 echo "wrote $QS/ithn/eval-test/scores.json and predictions.jsonl"
 
-probe=()
+probe=() probe_ce=()
 if [ "${QS_PROBE:-1}" = 1 ]; then
   step "CNN probe: the visual extractor trained directly on the phantom labels (same epochs)"
   .venv/bin/python ops/probe.py cnn --images "$QS/images" --config "$CFG" --out "$QS/probe.json" \
     --threads "$NP" | tail -4
-  probe=(--probe "$QS/probe.json")
+  probe=(--probe "$QS/probe.json") probe_ce=(--ce "CNN probe=$QS/probe.json")
 fi
 
 step "summary (test split)"
@@ -62,6 +62,7 @@ step "plot the run, CE per observation, test phantoms"
 "$B" plot "$QS/ithn" --out "$QS/ithn/plots" --ce "ITHN=$QS/summary/scores-R2GenCMN+ITHN.json" \
   --ce "no ITHN=$QS/summary/scores-no-ITHN.json" \
   --ce "most frequent=$QS/summary/scores-most-frequent.json" \
+  "${probe_ce[@]}" \
   --panel "$QS/ithn/eval-test/predictions.jsonl" --images "$QS/images"
 
 step "generate a report for a bundled real radiograph"

@@ -61,7 +61,14 @@ fn evaluate_ce_equals_score_ce_on_its_predictions() {
     write("refs.jsonl", "reference");
     write("hyps.jsonl", "prediction");
     let o = Command::new(bin())
-        .args(["score", "--refs", "refs.jsonl", "--hyps", "hyps.jsonl", "--json"])
+        .args([
+            "score",
+            "--refs",
+            "refs.jsonl",
+            "--hyps",
+            "hyps.jsonl",
+            "--json",
+        ])
         .args(["--no-meteor", "--ce", "--ce-labels", &s(&labels)])
         .current_dir(dir.path())
         .output()
@@ -71,7 +78,13 @@ fn evaluate_ce_equals_score_ce_on_its_predictions() {
     assert_eq!(scores["ce"], scored["ce"]);
     assert_eq!(scores["ce_vs_labels"], scored["ce_vs_labels"]);
     assert_eq!(scores["ce"]["n"], 9);
-    for key in ["CE_F1_micro", "CE_F1_macro", "CE_F1_findings", "BLEU_4", "CIDEr"] {
+    for key in [
+        "CE_F1_micro",
+        "CE_F1_macro",
+        "CE_F1_findings",
+        "BLEU_4",
+        "CIDEr",
+    ] {
         assert_eq!(scores[key], scored[key], "{key}");
     }
 
@@ -87,6 +100,9 @@ fn evaluate_ce_equals_score_ce_on_its_predictions() {
     let o = evaluate(&partial, &out2);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("train-only.jsonl") && err.contains("no labels for ids"), "{err}");
+    assert!(
+        err.contains("train-only.jsonl") && err.contains("no labels for ids"),
+        "{err}"
+    );
     assert!(!out2.join("scores.json").exists() && !out2.join("predictions.jsonl").exists());
 }

@@ -1,11 +1,14 @@
 //! Command-line interface. Each subcommand's arguments live beside the code that runs it;
-//! this file only dispatches. Exit codes (for SLURM scripts): 0 success, 1 error, 2 usage.
+//! this file sets up what every command shares (world, logging, fault injection) and dispatches.
+//! Exit codes (for SLURM scripts): see [`crate::lifecycle`] (0 success, 1 error, 2 usage,
+//! 3 preempted after a checkpoint, 4 watchdog).
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-use crate::config::Config;
+use crate::config::ConfigArgs;
 use crate::dist::World;
+use crate::lifecycle::{Fault, EXIT_ERROR};
 
 #[derive(Parser, Debug)]
 #[command(name = "ithn-dist", version, about = "Train and run R2GenCMN radiology report generators with ITHN, across many ranks", long_about = None)]
@@ -63,27 +66,10 @@ pub enum ConfigCmd {
     Show(ConfigArgs),
 }
 
-/// A configuration file plus `--set` overrides; shared by every command that takes a config.
-#[derive(Args, Debug, Clone)]
-pub struct ConfigArgs {
-    /// TOML configuration file (see configs/).
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
-    /// Override one key, e.g. `--set train.epochs=5` (repeatable; values are TOML, type-checked).
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub set: Vec<String>,
-}
-
-impl ConfigArgs {
-    pub fn load(&self) -> anyhow::Result<Config> {
-        Ok(Config::load(&self.config, &self.set)?)
-    }
-}
-
 #[derive(Args, Debug)]
 pub struct WorldArgs {
-    /// Elements in the test all-reduce.
-    #[arg(long, default_value_t = 1024)]
+    /// Elements in the test all-reduce (1 to 2^28).
+    #[arg(long, default_value_t = 1024, value_parser = crate::bounds::between::<i64>(1, 1 << 28))]
     pub elements: i64,
     /// Print one JSON object per rank instead of text.
     #[arg(long)]
@@ -96,13 +82,32 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            1
+            // Rank 0 already printed why every rank stops.
+            if !e.is::<crate::model::contract::RefusedOnRoot>() {
+                eprintln!("error: {}", crate::logging::error_message(&e));
+            }
+            EXIT_ERROR
         }
     }
 }
 
+impl Command {
+    /// Whether the command runs on every rank of a launch (and so needs the MPI [`World`]).
+    fn runs_on_ranks(&self) -> bool {
+        matches!(
+            self,
+            Command::Train(_) | Command::Evaluate(_) | Command::Drill(_) | Command::World(_)
+        )
+    }
+}
+
+/// Sets up what every command shares, once — the world (for commands that run on ranks) and
+/// the logging of this rank — then dispatches. The scripted fault of the crash tests
+/// (`ITHN_FAULT`) is read here, for the commands that inject one, and passed down.
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    let world = cli.command.runs_on_ranks().then(World::init).transpose()?;
+    crate::logging::init(world.as_ref().map_or(0, |w| w.rank), cli.log_dir.as_deref())?;
+    let on_ranks = || world.as_ref().expect("runs_on_ranks() lists this command");
     match cli.command {
         Command::Config(ConfigCmd::Show(args)) => {
             print!("{}", args.load()?.to_toml());
@@ -119,41 +124,32 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Export(args) => crate::model::cli::export(&args).map(|()| 0),
         Command::InitModel(args) => crate::model::cli::init(&args).map(|()| 0),
         Command::Generate(args) => crate::model::cli::generate(&args).map(|()| 0),
-        Command::Train(args) => {
-            let world = World::init()?;
-            crate::logging::init(world.rank, cli.log_dir.as_deref())?;
-            crate::train::cli::run(args, &world)
-        }
-        Command::Evaluate(args) => {
-            let world = World::init()?;
-            crate::logging::init(world.rank, cli.log_dir.as_deref())?;
-            crate::eval::evaluate::run(args, &world)
-        }
+        Command::Train(args) => crate::train::cli::run(args, on_ranks(), Fault::from_env()?),
+        Command::Evaluate(args) => crate::eval::evaluate::run(args, on_ranks()),
         Command::Drill(args) => {
-            let world = World::init()?;
-            crate::logging::init(world.rank, cli.log_dir.as_deref())?;
-            crate::checkpoint::drill::run(&world, &args)
+            crate::checkpoint::drill::run(on_ranks(), &args, Fault::from_env()?)
         }
-        Command::World(args) => {
-            let world = World::init()?;
-            crate::logging::init(world.rank, cli.log_dir.as_deref())?;
-            let report = crate::dist::smoke::run(&world, args.elements);
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "rank {}/{} local {}/{} mpi={} cuda_devices={} all_reduce={} (max error {})",
-                    report.rank,
-                    report.size,
-                    report.local_rank,
-                    report.local_size,
-                    report.mpi,
-                    report.cuda_devices,
-                    if report.all_reduce_ok { "ok" } else { "WRONG" },
-                    report.all_reduce_max_error
-                );
-            }
-            Ok(if report.all_reduce_ok { 0 } else { 1 })
-        }
+        Command::World(args) => world_report(on_ranks(), &args),
     }
+}
+
+/// `ithn-dist world`: every rank reports itself and checks a tensor all-reduce.
+fn world_report(world: &World, args: &WorldArgs) -> anyhow::Result<i32> {
+    let report = crate::dist::smoke::run(world, args.elements);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "rank {}/{} local {}/{} mpi={} cuda_devices={} all_reduce={} (max error {})",
+            report.rank,
+            report.size,
+            report.local_rank,
+            report.local_size,
+            report.mpi,
+            report.cuda_devices,
+            if report.all_reduce_ok { "ok" } else { "WRONG" },
+            report.all_reduce_max_error
+        );
+    }
+    Ok(if report.all_reduce_ok { 0 } else { 1 })
 }

@@ -1,6 +1,6 @@
 //! Rank-aware logging with `tracing`: rank 0 writes human-readable lines to the terminal
 //! (stderr), every rank can also write JSON lines to `<log_dir>/rank-<r>.jsonl`.
-//! `RUST_LOG` filters as usual (default `info`).
+//! `RUST_LOG` filters as usual (default `info`). `cli` calls [`init`] once, for every command.
 
 use std::path::Path;
 use tracing_subscriber::prelude::*;
@@ -36,4 +36,22 @@ pub fn init(rank: usize, log_dir: Option<&Path>) -> std::io::Result<()> {
         .with(file)
         .try_init();
     Ok(())
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text the message
+/// already holds (many errors print their source in their own message; `{:#}` would then say
+/// it twice, as `train` did for an empty val split — issue 14).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -431,16 +431,14 @@ fn eval_title(test: Option<&EvalRecord>) -> String {
 
 /// Reads `RUN_DIR/metrics.jsonl` and writes the charts; returns the files written.
 pub fn run(args: &PlotArgs) -> Result<Vec<PathBuf>, PlotError> {
-    let source = args.run_dir.join("metrics.jsonl");
+    let run = crate::run_dir::RunDir::new(&args.run_dir);
+    let source = run.metrics();
     let text = std::fs::read_to_string(&source).map_err(|e| PlotError::Read {
         path: source.clone(),
         source: e,
     })?;
     let metrics = parse_metrics(&text, &source)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.run_dir.join("plots"));
+    let out = args.out.clone().unwrap_or_else(|| run.plots());
     // Read every extra input before writing anything, so a bad file leaves no half set.
     let bars = args
         .ce

@@ -58,3 +58,29 @@ fn help_runs_for_every_subcommand() {
         );
     }
 }
+
+/// Logging is set up once for every command, not only for those that run on ranks: with
+/// `--log-dir`, even `config show` opens this rank's JSON log (before, only train, evaluate,
+/// drill and world did, and `prepare`'s log lines were dropped).
+#[test]
+fn every_command_sets_up_logging() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ithn-dist"))
+        .arg("--log-dir")
+        .arg(&logs)
+        .args(["config", "show", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run ithn-dist");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        logs.join("rank-0.jsonl").is_file(),
+        "no log file in {logs:?}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The MPI collectives backend on 2 real ranks (`mpirun -np 2`): all-reduce for f32/f64/i64 and
-//! non-contiguous tensors, all-gather with unequal first dimensions (rank-major), reduce-scatter,
+//! non-contiguous tensors, all-gather with unequal first dimensions (rank-major, a rank with 0
+//! rows included, with and without known counts), reduce-scatter,
 //! broadcast, bucketed gradient all-reduce, and the errors for mismatched shapes.
 //!
 //! No fixture: every expected value is a closed form of the rank numbers. Like
@@ -56,6 +57,27 @@ fn child() {
     ));
     let msg = bad.expect_err("trailing shapes differ").to_string();
     assert!(msg.contains("rank"), "{msg}");
+
+    // A rank with 0 rows (issue 13): both the plain and the known-count gather.
+    let rows = if world.rank == 0 { 2 } else { 0 };
+    let mine = Tensor::arange(rows * 2, (Kind::Double, Device::Cpu)).reshape([rows, 2]);
+    let g = coll.all_gather(&mine).unwrap();
+    assert_eq!(g.size(), vec![2, 2]);
+    let h = coll.all_gather_rows(&mine, &[2, 0]).unwrap();
+    assert!(
+        h.equal(&g) && g.equal(&Tensor::arange(4, (Kind::Double, Device::Cpu)).reshape([2, 2]))
+    );
+    let none = Tensor::zeros([0, 3], (Kind::Int64, Device::Cpu));
+    assert_eq!(
+        coll.all_gather_rows(&none, &[0, 0]).unwrap().size(),
+        vec![0, 3]
+    );
+    // Counts that do not describe the world are refused on every rank (before any transfer).
+    let msg = coll
+        .all_gather_rows(&mine, &[2])
+        .expect_err("counts that do not fit")
+        .to_string();
+    assert!(msg.contains("row counts [2]"), "{msg}");
 
     // reduce-scatter: rows [0, 1) to rank 0, [1, 3) to rank 1.
     let full = Tensor::arange(3, (Kind::Float, Device::Cpu)) + 10.0 * r;

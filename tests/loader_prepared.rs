@@ -85,6 +85,7 @@ fn options(dir: &Path, split: &str) -> LoaderOptions {
         split: split.into(),
         seed: 7580,
         batch_size: 4,
+        accumulation_steps: 1,
         drop_last: false,
         views: 2,
         resize: 72,

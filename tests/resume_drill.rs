@@ -26,7 +26,7 @@ fn sigterm_at_three_random_steps_then_resume_is_bit_identical() {
             .env("NO_COLOR", "1");
         let (status, last) = signal_at_step(cmd, at, libc::SIGTERM);
         let ck = newest(run.path());
-        if ck.meta.step >= STEPS {
+        if ck.meta.state.step >= STEPS {
             break; // the run finished before the signal landed (only possible for the last stop)
         }
         assert_eq!(
@@ -36,11 +36,11 @@ fn sigterm_at_three_random_steps_then_resume_is_bit_identical() {
         );
         assert_eq!(ck.meta.reason, ithn_dist::checkpoint::SaveReason::Signal);
         assert_eq!(
-            ck.meta.step, last,
+            ck.meta.state.step, last,
             "the signal checkpoint is the step the run stopped at"
         );
-        assert!(ck.meta.step >= at);
-        resumed_from.push(ck.meta.step);
+        assert!(ck.meta.state.step >= at);
+        resumed_from.push(ck.meta.state.step);
     }
     assert!(
         !resumed_from.is_empty(),
@@ -78,7 +78,7 @@ fn sigkill_during_a_checkpoint_write_resumes_from_the_previous_one_identically()
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(libc::SIGKILL)
     );
-    assert_eq!(newest(run.path()).meta.step, 3);
+    assert_eq!(newest(run.path()).meta.state.step, 3);
     // Killed after the rename but before the DONE marker: a torn step-00000012.
     let (status, _, err) = run_drill(
         run.path(),
@@ -93,7 +93,7 @@ fn sigkill_during_a_checkpoint_write_resumes_from_the_previous_one_identically()
     assert!(err.contains("resuming") && err.contains("step=3"), "{err}");
     let torn = run.path().join("checkpoints/step-00000012");
     assert!(torn.is_dir() && !torn.join("DONE").exists());
-    assert_eq!(newest(run.path()).meta.step, 9);
+    assert_eq!(newest(run.path()).meta.state.step, 9);
 
     let (status, _, err) = run_drill(run.path(), &[], &[]);
     assert!(status.success(), "{err}");
@@ -179,5 +179,20 @@ fn config_change_on_resume_is_refused_unless_allowed() {
         err.contains("resuming with a changed key: train.lr_ed"),
         "{err}"
     );
-    assert_eq!(newest(run.path()).meta.step, 6);
+    assert_eq!(newest(run.path()).meta.state.step, 6);
+}
+
+#[test]
+fn a_malformed_fault_injection_is_refused_naming_the_variable() {
+    let run = tempfile::tempdir().unwrap();
+    let (status, _, err) = run_drill(run.path(), &[], &[("ITHN_FAULT", "hang:5")]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ITHN_FAULT=\"hang:5\"") && err.contains("hang:STEP:RANK"),
+        "{err}"
+    );
+    assert!(ithn_dist::checkpoint::CheckpointManager::new(run.path(), 2)
+        .list()
+        .unwrap()
+        .is_empty());
 }

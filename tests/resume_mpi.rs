@@ -51,7 +51,7 @@ fn sigusr1_to_mpirun_checkpoints_all_ranks_and_resume_is_bit_identical() {
         "mpirun passes the ranks' exit code 3 on"
     );
     let ck = newest(run.path());
-    assert_eq!((ck.meta.step, ck.meta.world_size), (last, 2));
+    assert_eq!((ck.meta.state.step, ck.meta.world_size), (last, 2));
     let out = drill_mpi(2, run.path(), &[]);
     assert!(
         out.status.success(),
@@ -140,8 +140,12 @@ fn kill_9_of_one_rank_ends_every_process_quickly_and_keeps_the_last_checkpoint_v
         t.elapsed().as_secs_f64()
     );
     let ck = newest(run.path());
-    assert!(ck.meta.step >= 3, "checkpoint at step {}", ck.meta.step);
-    assert!(ck.meta.step < STEPS);
+    assert!(
+        ck.meta.state.step >= 3,
+        "checkpoint at step {}",
+        ck.meta.state.step
+    );
+    assert!(ck.meta.state.step < STEPS);
 }
 
 #[test]
@@ -164,7 +168,7 @@ fn a_hanging_rank_is_aborted_by_the_watchdog() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("watchdog: no step completed"));
     assert_eq!(
-        newest(run.path()).meta.step,
+        newest(run.path()).meta.state.step,
         3,
         "the checkpoint before the hang stays valid"
     );

@@ -120,7 +120,7 @@ fn sigterm_at_three_random_steps_and_sigkill_mid_checkpoint_resume_bit_identical
             .newest_valid()
             .unwrap()
             .0
-            .map_or(0, |c| c.meta.step);
+            .map_or(0, |c| c.meta.state.step);
         let target = logged + (at.saturating_sub(resumed_at)).max(1) as usize;
         while steps_logged(&run) < target && child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_millis(20));
@@ -136,17 +136,17 @@ fn sigterm_at_three_random_steps_and_sigkill_mid_checkpoint_resume_bit_identical
         // writes its own signal checkpoint.
         use ithn_dist::checkpoint::SaveReason;
         let in_validation =
-            ck.meta.reason == SaveReason::EpochEnd && ck.meta.step.is_multiple_of(4);
+            ck.meta.reason == SaveReason::EpochEnd && ck.meta.state.step.is_multiple_of(4);
         assert!(
             ck.meta.reason == SaveReason::Signal || in_validation,
             "{:?} checkpoint at step {}",
             ck.meta.reason,
-            ck.meta.step
+            ck.meta.state.step
         );
-        eprintln!("stopped at step {} (asked {at})", ck.meta.step);
+        eprintln!("stopped at step {} (asked {at})", ck.meta.state.step);
     }
     // Then a SIGKILL while the next checkpoint (every 2 steps) is half written.
-    let before = resume_support::newest(&run).meta.step;
+    let before = resume_support::newest(&run).meta.state.step;
     let kill_at = (before / 2 + 1) * 2;
     let fault = format!("kill-in-checkpoint:{kill_at}:before-done");
     let torn = train(1, &data, &run, &[], &[("ITHN_FAULT", &fault)]);
@@ -267,7 +267,10 @@ fn a_stop_signal_during_validation_or_the_test_pass_checkpoints_and_resumes_iden
         assert_eq!(out.status.code(), Some(3), "{fault}: {err}");
         assert!(err.contains("evaluation interrupted"), "{fault}: {err}");
         let ck = resume_support::newest(&run);
-        eprintln!("{fault}: stopped, newest checkpoint step {}", ck.meta.step);
+        eprintln!(
+            "{fault}: stopped, newest checkpoint step {}",
+            ck.meta.state.step
+        );
     }
     ok(train(2, &data, &run, &[], &[]));
     assert_eq!(final_weights(&run), final_weights(&reference));

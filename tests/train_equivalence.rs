@@ -1,11 +1,19 @@
-//! Equivalence of the distributed ITHN step (issue 7, acceptance 1; SPEC §5).
+//! Equivalence of the distributed ITHN step (issue 7, acceptance 1; issue 13, acceptance 1;
+//! SPEC §5), through `OptimStep`, the optimizer step the trainer runs.
 //!
-//! `mpirun -np 2` with per-rank batch b against one process with batch 2b, on the real
-//! R2GenCMN+ITHN model (tiny dimensions, dropout 0, BatchNorm frozen, fixed random data):
-//! every loss term and every parameter gradient of the first step, and every parameter after 5
-//! Adam steps, agree within 1e-5 (relative, per tensor: max |a − b| / max |b|), for
-//! `ithn.negatives = "projection"` and `"ascent"`. The same run shows that `ithn.gather =
-//! "local"` on 2 ranks gives a different objective.
+//! Under `mpirun` against one process on the same global batch, on the real R2GenCMN+ITHN model
+//! (tiny dimensions, dropout 0, BatchNorm frozen, fixed random data): every loss term and every
+//! parameter gradient of the first step, and every parameter after the last Adam step, agree
+//! within 1e-5 (relative, per tensor: max |a − b| / max |b|), for `ithn.negatives =
+//! "projection"` and `"ascent"`, for every way a global batch falls on the ranks:
+//! * 2 ranks, global batch 4 (2 + 2), 5 steps; and global batches 1 (1 + 0), 3 (2 + 1) and
+//!   5 (3 + 2), 2 steps each;
+//! * 3 ranks (`--oversubscribe`), global batches 2 (1 + 1 + 0), 4 (2 + 1 + 1), 5 (2 + 2 + 1).
+//!
+//! The same runs show that `ithn.gather = "local"` on 2 ranks gives a different objective, and
+//! that with `model.batchnorm = "local"` the step is finite on every rank also when a rank holds
+//! 0 samples or 1 sample on a 1×1 feature map (32×32 images), and every rank ends with rank 0's
+//! parameters and BatchNorm statistics.
 //!
 //! The comparison runs in float64 (`model.precision = "fp64"`: parameters and buffers converted
 //! after the usual float32 initialisation, inputs at the model's entry). Why: the invariant is mathematical, and Adam divides each gradient
@@ -24,20 +32,53 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ithn_dist::config::{BatchNormMode, Config, Gather, Negatives, Precision};
-use ithn_dist::dist::buckets::{BucketPlan, GradSync};
+use ithn_dist::data::sampler::even_slice;
 use ithn_dist::dist::collectives::{select, Collectives};
 use ithn_dist::dist::World;
 use ithn_dist::model::{IthnBatch, R2GenCmn};
-use ithn_dist::train::optim::{Adam, AdamConfig};
-use ithn_dist::train::step::{forward_backward, sample_seeds};
+use ithn_dist::train::optim_step::OptimStep;
+use ithn_dist::train::step::{sample_seeds, Micro};
 use tch::{Device, Kind, Tensor};
 
-const GLOBAL_BATCH: i64 = 4;
-const STEPS: usize = 5;
 const LOGIT_DIM: usize = 31;
-const MODES: [&str; 3] = ["projection", "ascent", "local"];
 
-fn tiny_config(mode: &str) -> Config {
+/// One run: objective `mode` (projection, ascent, local = `ithn.gather = "local"`, bn-local =
+/// projection with `model.batchnorm = "local"`), global batch `batch`, `steps` optimizer steps.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    mode: &'static str,
+    batch: i64,
+    steps: usize,
+}
+
+impl Scenario {
+    fn key(&self) -> String {
+        format!("{}-b{}", self.mode, self.batch)
+    }
+    /// Compared with the single process (local and bn-local are different objectives).
+    fn equivalent(&self) -> bool {
+        matches!(self.mode, "projection" | "ascent")
+    }
+}
+
+/// What runs on `world` ranks.
+fn scenarios(world: usize) -> Vec<Scenario> {
+    let s = |mode, batch, steps| Scenario { mode, batch, steps };
+    let uneven: &[i64] = if world == 2 { &[1, 3, 5] } else { &[2, 4, 5] };
+    let mut v = Vec::new();
+    if world == 2 {
+        v.extend([s("projection", 4, 5), s("ascent", 4, 5), s("local", 4, 5)]);
+    }
+    for &b in uneven {
+        v.extend([s("projection", b, 2), s("ascent", b, 2)]);
+    }
+    // A rank with 0 samples, and one with 1 sample on a 1×1 map (1 value per channel).
+    v.push(s("bn-local", if world == 2 { 1 } else { 2 }, 2));
+    v.push(s("bn-local", 3, 2));
+    v
+}
+
+fn tiny_config(mode: &str, batch: i64) -> Config {
     let mut c = Config::default();
     let m = &mut c.model;
     (m.d_model, m.d_ff, m.num_heads, m.num_layers) = (32, 64, 4, 1);
@@ -45,7 +86,11 @@ fn tiny_config(mode: &str) -> Config {
     m.visual_layers = vec![1, 1, 1, 1];
     m.visual_width_per_group = 4;
     (m.dropout, m.drop_prob_lm) = (0.0, 0.0);
-    m.batchnorm = BatchNormMode::Frozen;
+    m.batchnorm = if mode == "bn-local" {
+        BatchNormMode::Local
+    } else {
+        BatchNormMode::Frozen
+    };
     m.precision = Precision::Fp64;
     c.ithn.negatives = if mode == "ascent" {
         Negatives::Ascent
@@ -60,21 +105,23 @@ fn tiny_config(mode: &str) -> Config {
     c.ithn.ascent_steps = 3;
     c.ithn.ascent_lr = 0.5;
     c.train.seed = 11;
-    c.train.batch_size = GLOBAL_BATCH as usize;
+    c.train.batch_size = batch as usize;
+    // A small bucket size so the run uses several buckets.
+    c.dist.bucket_mb = 0.05;
     c
 }
 
-/// The global batch of step `s`: random images, reports of random lengths right-padded to the
-/// global batch's longest (as the loader pads), identical in every process.
-fn global_batch(s: usize) -> IthnBatch {
+/// The global batch of step `s`: `n` random images, reports of random lengths right-padded to
+/// the global batch's longest (as the loader pads), identical in every process.
+fn global_batch(s: usize, n: i64) -> IthnBatch {
     tch::manual_seed(1000 + s as i64);
     let f = (Kind::Float, Device::Cpu);
     let make_ids = |max_len: i64| {
-        let lens = Tensor::randint_low(3, max_len, [GLOBAL_BATCH], (Kind::Int64, Device::Cpu));
+        let lens = Tensor::randint_low(3, max_len, [n], (Kind::Int64, Device::Cpu));
         let tok = Tensor::randint_low(
             1,
             LOGIT_DIM as i64,
-            [GLOBAL_BATCH, max_len],
+            [n, max_len],
             (Kind::Int64, Device::Cpu),
         );
         let pos = Tensor::arange(max_len, (Kind::Int64, Device::Cpu)).unsqueeze(0);
@@ -90,8 +137,8 @@ fn global_batch(s: usize) -> IthnBatch {
     let (ids, masks) = make_ids(9);
     let (neg_ids, neg_masks) = make_ids(8);
     IthnBatch {
-        images: Tensor::randn([GLOBAL_BATCH, 3, 32, 32], f).to_kind(Kind::Double),
-        neg_images: Tensor::randn([GLOBAL_BATCH, 3, 32, 32], f).to_kind(Kind::Double),
+        images: Tensor::randn([n, 3, 32, 32], f).to_kind(Kind::Double),
+        neg_images: Tensor::randn([n, 3, 32, 32], f).to_kind(Kind::Double),
         ids,
         masks,
         neg_ids,
@@ -113,32 +160,39 @@ fn slice(b: &IthnBatch, start: i64, len: i64) -> IthnBatch {
     }
 }
 
-/// Runs the scenario on this process's share and returns what rank 0 records: the loss terms
-/// and gradients of the first step, the parameters after `STEPS` steps.
-fn scenario(mode: &str, coll: &dyn Collectives) -> Vec<(String, Tensor)> {
-    let cfg = tiny_config(mode);
+/// Runs the scenario on this process's share (the sampler's split of each global batch) and
+/// returns what it records: the loss terms and gradients of the first step, the parameters and
+/// BatchNorm statistics after the last.
+fn scenario(sc: &Scenario, coll: &dyn Collectives) -> Vec<(String, Tensor)> {
+    let cfg = tiny_config(sc.mode, sc.batch);
     let model = R2GenCmn::from_config(&cfg, LOGIT_DIM, Device::Cpu).expect("tiny model");
-    let params = model.parameters();
     // Rank 0's initialisation is everyone's (what the trainer does at start).
-    for (_, p, _) in &params {
-        let mut d = p.detach();
+    for (_, t) in model.registry().state_dict() {
+        let mut d = t.detach();
         coll.broadcast(&mut d, 0).expect("broadcast");
     }
-    let tensors: Vec<Tensor> = params.iter().map(|(_, p, _)| p.shallow_clone()).collect();
-    let names: Vec<String> = params.iter().map(|(n, _, _)| n.clone()).collect();
-    let mut opt = Adam::new(params, vec![1e-4, 5e-4], AdamConfig::from_train(&cfg.train)).unwrap();
-    // A small bucket size so the run uses several buckets.
-    let mut sync = GradSync::new(BucketPlan::for_params(&tensors, 0.05), 1);
-    let per_rank = GLOBAL_BATCH / coll.size() as i64;
-    let start = per_rank * coll.rank() as i64;
+    let mut unit = OptimStep::new(&model, &cfg).expect("optimizer step");
+    let params = model.parameters();
+    let part = even_slice(sc.batch as usize, coll.size(), coll.rank());
     let mut out = Vec::new();
-    for s in 0..STEPS {
-        let batch = slice(&global_batch(s), start, per_rank);
-        let seeds = sample_seeds(cfg.train.seed, s as u64, start as u64, per_rank as usize);
-        opt.zero_grad();
-        let terms =
-            forward_backward(&model, &batch, &cfg.ithn, coll, Some(&seeds), 1.0).expect("step");
-        assert!(sync.after_backward(&tensors, coll).expect("all-reduce"));
+    for s in 0..sc.steps {
+        let micro = Micro {
+            batch: slice(
+                &global_batch(s, sc.batch),
+                part.start as i64,
+                part.len() as i64,
+            ),
+            seeds: Some(sample_seeds(
+                cfg.train.seed,
+                s as u64,
+                part.start as u64,
+                part.len(),
+            )),
+            indices: (part.start as u64..part.end as u64).collect(),
+        };
+        let terms = unit
+            .step(&model, &[micro], coll, s as u64 + 1)
+            .expect("step");
         if s == 0 {
             for (k, v) in [
                 ("lm", terms.lm),
@@ -148,14 +202,18 @@ fn scenario(mode: &str, coll: &dyn Collectives) -> Vec<(String, Tensor)> {
             ] {
                 out.push((format!("loss.{k}"), Tensor::from(v)));
             }
-            for (n, p) in names.iter().zip(&tensors) {
+            for (n, p, _) in &params {
                 out.push((format!("grad.{n}"), p.grad().copy()));
             }
         }
-        opt.step();
     }
-    for (n, p) in names.iter().zip(&tensors) {
+    for (n, p, _) in &params {
         out.push((format!("param.{n}"), p.detach().copy()));
+    }
+    for (n, t) in model.registry().state_dict() {
+        if n.contains("running_") {
+            out.push((format!("buffer.{n}"), t.detach().copy()));
+        }
     }
     out
 }
@@ -180,80 +238,125 @@ fn child(out: &Path) {
     let coll =
         select(&world, ithn_dist::config::Backend::Auto, Device::Cpu, 120.0).expect("collectives");
     tch::set_num_threads(1);
-    for mode in MODES {
-        let rec = scenario(mode, coll.as_ref());
-        if world.rank == 0 {
-            Tensor::write_safetensors(&rec, out.join(format!("{mode}.safetensors")))
-                .expect("write");
-        }
+    for sc in scenarios(world.size) {
+        let rec = scenario(&sc, coll.as_ref());
+        let name = format!(
+            "{}-w{}-rank{}.safetensors",
+            sc.key(),
+            world.size,
+            world.rank
+        );
+        Tensor::write_safetensors(&rec, out.join(name)).expect("write");
     }
     world.barrier();
 }
 
-fn parent() {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn read(dir: &Path, sc: &Scenario, world: usize, rank: usize) -> HashMap<String, Tensor> {
+    let name = format!("{}-w{world}-rank{rank}.safetensors", sc.key());
+    Tensor::read_safetensors(dir.join(&name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .into_iter()
+        .collect()
+}
+
+/// Launches `world` ranks of this binary; every scenario of [`scenarios`] is run there.
+fn launch(world: usize, dir: &Path) {
     let exe = std::env::current_exe().expect("own path");
     let status = Command::new("mpirun")
-        .args(["--oversubscribe", "-np", "2"])
+        .args(["--oversubscribe", "-np", &world.to_string()])
         .arg(&exe)
-        .env("ITHN_EQ_OUT", dir.path())
+        .env("ITHN_EQ_OUT", dir)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .status()
         .expect("mpirun must be on PATH");
-    assert!(status.success(), "the 2-rank run failed: {status}");
+    assert!(status.success(), "the {world}-rank run failed: {status}");
+}
 
-    let single_coll = ithn_dist::dist::collectives::SingleProcess;
-    let mut failures = Vec::new();
+/// Checks one scenario of a `world`-rank run; returns report lines, pushes failures.
+fn check(dir: &Path, world: usize, sc: &Scenario, failures: &mut Vec<String>) -> Vec<String> {
+    let what = format!("{} on {world} ranks", sc.key());
+    let dist = read(dir, sc, world, 0);
     let mut report = Vec::new();
-    for mode in MODES {
-        let single: HashMap<String, Tensor> = scenario(mode, &single_coll).into_iter().collect();
-        let dist: HashMap<String, Tensor> =
-            Tensor::read_safetensors(dir.path().join(format!("{mode}.safetensors")))
-                .expect("rank 0 output")
-                .into_iter()
-                .collect();
-        assert_eq!(single.len(), dist.len(), "{mode}: same keys");
-        let g_max = single
-            .iter()
-            .filter(|(k, _)| k.starts_with("grad."))
-            .map(|(_, t)| max_abs(t))
-            .fold(0.0, f64::max);
-        let mut worst = ("", 0.0f64);
-        for (k, want) in &single {
-            let floor = if k.starts_with("grad.") {
-                1e-6 * g_max
-            } else {
-                0.0
-            };
-            let r = rel(&dist[k], want, floor);
-            if r > worst.1 {
-                worst = (k.as_str(), r);
+    // Every rank ends with rank 0's parameters and BatchNorm statistics, all finite.
+    for r in 0..world {
+        let other = read(dir, sc, world, r);
+        for (k, t) in other.iter().filter(|(k, _)| !k.starts_with("grad.")) {
+            if !bool::try_from(t.isfinite().all()).unwrap() {
+                failures.push(format!("{what}: rank {r}: {k} is not finite"));
             }
-            if mode != "local" && r > 1e-5 {
-                failures.push(format!("{mode}: {k} differs by {r:e}"));
+            if (k.starts_with("param.") || k.starts_with("buffer.")) && !t.equal(&dist[k]) {
+                failures.push(format!("{what}: rank {r}: {k} differs from rank 0's"));
             }
-        }
-        report.push(format!(
-            "{mode}: worst relative difference {:e} ({})",
-            worst.1, worst.0
-        ));
-        if mode == "local" {
-            let d = rel(&dist["loss.l_cp"], &single["loss.l_cp"], 0.0);
-            assert!(
-                d > 1e-3,
-                "gather=local must change L_cp on 2 ranks (relative change {d:e})"
-            );
-            let g = rel(&dist["grad.temp_3"], &single["grad.temp_3"], 0.0);
-            assert!(
-                g > 1e-3,
-                "gather=local must change the gradients (temp_3 by {g:e})"
-            );
-            report.push(format!(
-                "local: L_cp differs by {d:e}, grad temp_3 by {g:e}"
-            ));
         }
     }
+    if !sc.equivalent() {
+        return report;
+    }
+    let single = scenario(sc, &ithn_dist::dist::collectives::SingleProcess);
+    let single: HashMap<String, Tensor> = single.into_iter().collect();
+    assert_eq!(single.len(), dist.len(), "{what}: same keys");
+    let g_max = single
+        .iter()
+        .filter(|(k, _)| k.starts_with("grad."))
+        .map(|(_, t)| max_abs(t))
+        .fold(0.0, f64::max);
+    let mut worst = ("", 0.0f64);
+    for (k, want) in &single {
+        let floor = if k.starts_with("grad.") {
+            1e-6 * g_max
+        } else {
+            0.0
+        };
+        let r = rel(&dist[k], want, floor);
+        if r > worst.1 {
+            worst = (k.as_str(), r);
+        }
+        if r > 1e-5 {
+            failures.push(format!("{what}: {k} differs by {r:e}"));
+        }
+    }
+    report.push(format!(
+        "{what}: worst relative difference {:e} ({})",
+        worst.1, worst.0
+    ));
+    report
+}
+
+fn parent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut failures = Vec::new();
+    let mut report = Vec::new();
+    for world in [2, 3] {
+        launch(world, dir.path());
+        for sc in scenarios(world) {
+            report.extend(check(dir.path(), world, &sc, &mut failures));
+        }
+    }
+    // gather = "local" is a different objective on 2 ranks.
+    let local = Scenario {
+        mode: "local",
+        batch: 4,
+        steps: 5,
+    };
+    let single: HashMap<String, Tensor> =
+        scenario(&local, &ithn_dist::dist::collectives::SingleProcess)
+            .into_iter()
+            .collect();
+    let dist = read(dir.path(), &local, 2, 0);
+    let d = rel(&dist["loss.l_cp"], &single["loss.l_cp"], 0.0);
+    assert!(
+        d > 1e-3,
+        "gather=local must change L_cp on 2 ranks (relative change {d:e})"
+    );
+    let g = rel(&dist["grad.temp_3"], &single["grad.temp_3"], 0.0);
+    assert!(
+        g > 1e-3,
+        "gather=local must change the gradients (temp_3 by {g:e})"
+    );
+    report.push(format!(
+        "local: L_cp differs by {d:e}, grad temp_3 by {g:e}"
+    ));
     for line in &report {
         println!("{line}");
     }

@@ -23,19 +23,19 @@ pub struct DecodeBenchArgs {
     #[arg(long, value_name = "FILE", default_value = "configs/tiny.toml")]
     pub config: PathBuf,
     /// Output classes (V+1) of the fresh model.
-    #[arg(long, default_value_t = 761)]
+    #[arg(long, default_value_t = 761, value_parser = crate::bounds::at_least::<usize>(2))]
     pub logit_dim: usize,
     /// Batch sizes (images decoded together).
-    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    #[arg(long, value_delimiter = ',', default_value = "1,16", value_parser = crate::bounds::at_least::<usize>(1))]
     pub batch: Vec<usize>,
     /// Maximum report length (default: eval.max_seq_length of the config).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::bounds::between::<usize>(2, crate::bounds::MAX_SEQ_LEN))]
     pub max_len: Option<usize>,
     /// libtorch intra-op threads (1 avoids OpenMP oversubscription on a shared machine).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::bounds::threads::<i32>())]
     pub threads: i32,
     /// Timed repetitions (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::bounds::at_least::<usize>(1))]
     pub repeat: usize,
 }
 

@@ -35,22 +35,22 @@ pub struct LoaderBenchArgs {
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
     /// Decode threads (Rust) / DataLoader workers (Python).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::bounds::threads::<usize>())]
     pub threads: usize,
     /// Timed batches (after one warm-up batch).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = crate::bounds::at_least::<usize>(1))]
     pub batches: usize,
     /// Global batch size.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = crate::bounds::at_least::<usize>(1))]
     pub batch_size: usize,
     /// Views per sample.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::bounds::between::<usize>(1, 2))]
     pub views: usize,
     /// Shorter side of the train resize (SPEC §1: 256).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::bounds::between::<u32>(1, crate::bounds::MAX_IMAGE_SIDE))]
     pub resize: u32,
     /// Side of the random crop (SPEC §1: 224).
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = crate::bounds::between::<u32>(1, crate::bounds::MAX_IMAGE_SIDE))]
     pub image_size: u32,
     /// Skip the Python reference (only this loader's figure).
     #[arg(long)]
@@ -59,7 +59,7 @@ pub struct LoaderBenchArgs {
     #[arg(long, value_name = "IMAGES")]
     pub make_from: Option<PathBuf>,
     /// Rows to write with --make-from.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = crate::bounds::at_least::<usize>(1))]
     pub rows: usize,
     /// Pixel storage of the rows written with --make-from.
     #[arg(long, value_enum, default_value_t = Pixels::Jpeg)]
@@ -133,6 +133,7 @@ fn rust_throughput(a: &LoaderBenchArgs) -> anyhow::Result<Throughput> {
         split: "train".into(),
         seed: 1,
         batch_size: a.batch_size,
+        accumulation_steps: 1,
         drop_last: true,
         views: a.views,
         resize: a.resize,

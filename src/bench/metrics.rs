@@ -32,7 +32,7 @@ use crate::eval::metrics::{
 #[derive(Args, Debug)]
 pub struct MetricsBenchArgs {
     /// Number of (reference, hypothesis) pairs.
-    #[arg(long, default_value_t = 3858)]
+    #[arg(long, default_value_t = 3858, value_parser = crate::bounds::at_least::<usize>(1))]
     pub pairs: usize,
     /// R2Gen annotation JSON whose reports seed the pairs.
     #[arg(
@@ -46,7 +46,7 @@ pub struct MetricsBenchArgs {
     pub seed: u64,
     /// Timed repetitions of each Rust scorer (the median is reported; on a loaded machine
     /// single runs swing by 2×, the scorers take milliseconds, so many runs cost little).
-    #[arg(long, default_value_t = 11)]
+    #[arg(long, default_value_t = 11, value_parser = crate::bounds::at_least::<usize>(1))]
     pub repeat: usize,
     /// Python interpreter with pycocoevalcap installed.
     #[arg(long, value_name = "PYTHON", default_value = ".venv/bin/python")]

@@ -30,19 +30,19 @@ pub struct PrepareBenchArgs {
     )]
     pub ann: PathBuf,
     /// Studies (two images each) in the image bench.
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 150, value_parser = crate::bounds::at_least::<usize>(1))]
     pub studies: usize,
     /// Side of the generated square-ish source images, in pixels.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = crate::bounds::between::<u32>(1, crate::bounds::MAX_IMAGE_SIDE))]
     pub image_size: u32,
     /// Report counts of the negatives bench, comma-separated (MIMIC-CXR train: 270,790).
-    #[arg(long, value_delimiter = ',', default_value = "270000")]
+    #[arg(long, value_delimiter = ',', default_value = "270000", value_parser = crate::bounds::at_least::<usize>(1))]
     pub reports: Vec<usize>,
     /// Reports in the brute-force reference (O(n²)).
     #[arg(long, default_value_t = 4000)]
     pub brute: usize,
     /// Rayon threads for prepare and the negatives (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::bounds::threads::<usize>())]
     pub threads: Option<usize>,
     /// Python with Pillow, for the per-image reference.
     #[arg(long, value_name = "PYTHON", default_value = ".venv/bin/python")]
@@ -134,6 +134,7 @@ fn images_bench_in(a: &PrepareBenchArgs, tmp: &Path) -> anyhow::Result<()> {
             pixels: PixelMode::Jpeg,
             jpeg_quality: 95,
         },
+        views: 2,
         max_seq_length: 60,
         threshold: None,
         shard_rows: 4096,

@@ -16,33 +16,33 @@ use std::time::Instant;
 use clap::Args;
 use tch::{Device, Kind, Tensor};
 
-use crate::cli::ConfigArgs;
 use crate::config::Config;
-use crate::dist::buckets::{BucketPlan, GradSync};
+use crate::config::ConfigArgs;
+use crate::data::sampler::{check_world, even_slice};
 use crate::dist::collectives::{select, SingleProcess};
 use crate::dist::{Collectives, World};
 use crate::model::{IthnBatch, R2GenCmn};
-use crate::train::optim::{Adam, AdamConfig};
-use crate::train::step::{forward_backward, sample_seeds};
+use crate::train::optim_step::OptimStep;
+use crate::train::step::{sample_seeds, Micro};
 
 #[derive(Args, Debug)]
 pub struct StepBenchArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Measured optimizer steps (after the warm-up).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::bounds::at_least::<usize>(1))]
     pub steps: usize,
     /// Unmeasured warm-up steps.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// libtorch CPU threads per rank.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::bounds::threads::<i32>())]
     pub threads: Option<i32>,
     /// Vocabulary size of the synthetic reports (logit columns).
-    #[arg(long, default_value_t = 761)]
+    #[arg(long, default_value_t = 761, value_parser = crate::bounds::at_least::<usize>(2))]
     pub vocab: usize,
     /// Report length (tokens incl. BOS/EOS) of the synthetic reports.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = crate::bounds::between::<i64>(2, crate::bounds::MAX_SEQ_LEN))]
     pub report_len: i64,
     /// Skip the one-process reference measurement.
     #[arg(long)]
@@ -60,7 +60,8 @@ struct Phases {
     total: f64,
 }
 
-/// A synthetic global batch of step `s`, sliced for `rank` of `size` ranks.
+/// A synthetic global batch of step `s`, sliced for `rank` of `size` ranks the way the sampler
+/// slices it, with the dropout seeds the trainer would draw.
 fn batch(
     cfg: &Config,
     a: &StepBenchArgs,
@@ -68,7 +69,7 @@ fn batch(
     rank: usize,
     size: usize,
     device: Device,
-) -> IthnBatch {
+) -> Micro {
     let b = cfg.train.batch_size as i64;
     tch::manual_seed(s as i64);
     let side = cfg.data.image_size as i64;
@@ -90,17 +91,27 @@ fn batch(
         t
     };
     let (images, neg_images, ids_, neg_ids) = (imgs(b), imgs(b), ids(b), ids(b));
-    let per = b / size as i64;
-    let n = |t: &Tensor| t.narrow(0, per * rank as i64, per).to_device(device);
+    let part = even_slice(b as usize, size, rank);
+    let (start, len) = (part.start as i64, part.len() as i64);
+    let n = |t: &Tensor| t.narrow(0, start, len).to_device(device);
     let masks = Tensor::ones([b, a.report_len], (Kind::Int64, Device::Cpu));
-    IthnBatch {
-        images: n(&images),
-        neg_images: n(&neg_images),
-        ids: n(&ids_),
-        masks: n(&masks),
-        neg_ids: n(&neg_ids),
-        neg_masks: n(&masks),
-        lambda: cfg.lambda(1),
+    Micro {
+        batch: IthnBatch {
+            images: n(&images),
+            neg_images: n(&neg_images),
+            ids: n(&ids_),
+            masks: n(&masks),
+            neg_ids: n(&neg_ids),
+            neg_masks: n(&masks),
+            lambda: cfg.lambda(1),
+        },
+        seeds: Some(sample_seeds(
+            cfg.train.seed,
+            s as u64,
+            part.start as u64,
+            part.len(),
+        )),
+        indices: (part.start as u64..part.end as u64).collect(),
     }
 }
 
@@ -112,35 +123,20 @@ fn measure(
     device: Device,
 ) -> anyhow::Result<Phases> {
     let model = R2GenCmn::from_config(cfg, a.vocab + 1, device)?;
-    let params = model.parameters();
-    let tensors: Vec<Tensor> = params.iter().map(|(_, p, _)| p.shallow_clone()).collect();
-    let mut sync = GradSync::new(BucketPlan::for_params(&tensors, cfg.dist.bucket_mb), 1);
-    let mut opt = Adam::new(
-        params,
-        vec![cfg.train.lr_ve, cfg.train.lr_ed],
-        AdamConfig::from_train(&cfg.train),
-    )?;
+    // The trainer's optimizer step, unchanged: what is measured is what training runs.
+    let mut unit = OptimStep::new(&model, cfg)?;
     let mut p = Phases::default();
-    let per = cfg.train.batch_size / coll.size();
     for s in 0..a.warmup + a.steps {
         let start = Instant::now();
-        let b = batch(cfg, a, s, coll.rank(), coll.size(), device);
+        let micro = batch(cfg, a, s, coll.rank(), coll.size(), device);
         let data = start.elapsed().as_secs_f64();
-        opt.zero_grad();
-        let seeds = sample_seeds(cfg.train.seed, s as u64, (per * coll.rank()) as u64, per);
-        let t = forward_backward(&model, &b, &cfg.ithn, coll, Some(&seeds), 1.0)?;
-        let c = Instant::now();
-        sync.after_backward(&tensors, coll)?;
-        let bucket_comm = c.elapsed().as_secs_f64();
-        let o = Instant::now();
-        opt.step();
-        let optimizer = o.elapsed().as_secs_f64();
+        let t = unit.step(&model, std::slice::from_ref(&micro), coll, s as u64 + 1)?;
         if s >= a.warmup {
             p.data += data;
             p.forward += t.times.forward;
             p.backward += t.times.backward;
-            p.comm += t.times.comm + bucket_comm;
-            p.optimizer += optimizer;
+            p.comm += t.times.comm;
+            p.optimizer += t.times.optimizer;
             p.total += start.elapsed().as_secs_f64();
         }
     }
@@ -168,12 +164,8 @@ pub fn run(a: StepBenchArgs) -> anyhow::Result<i32> {
     if let Some(n) = a.threads {
         tch::set_num_threads(n);
     }
-    anyhow::ensure!(
-        cfg.train.batch_size % world.size == 0,
-        "train.batch_size ({}) must split evenly over {} ranks for this bench",
-        cfg.train.batch_size,
-        world.size
-    );
+    // The world the trainer accepts (one micro-batch per step here: the whole global batch).
+    check_world(cfg.train.batch_size, 1, world.size)?;
     let device = if tch::Cuda::is_available() {
         Device::Cuda(world.local_rank)
     } else {

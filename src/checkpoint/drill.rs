@@ -10,15 +10,18 @@
 //! (seed, global step, sample index), gradients are summed over ranks and normalised by the
 //! global batch.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tch::Tensor;
 
-use super::meta::{config_hash, LoaderCursor, SaveReason, TrainerMeta, FORMAT_VERSION};
-use super::{Checkpoint, CheckpointError, CheckpointManager, Payload, ResumeArgs, SaveSchedule};
+use super::{
+    Checkpoint, CheckpointError, Checkpointer, ResumeArgs, Stateful, StepAction, TrainState,
+};
 use crate::config::Config;
+use crate::data::sampler::Cursor;
 use crate::dist::World;
-use crate::train::signals::{self, SignalFlag, Watchdog, EXIT_OK, EXIT_PREEMPTED};
+use crate::lifecycle::{Fault, Watchdog, EXIT_OK, EXIT_PREEMPTED};
+use crate::run_dir::RunDir;
 
 const SAMPLES: usize = 96;
 const IN: usize = 8;
@@ -28,15 +31,15 @@ const DROPOUT: f32 = 0.25;
 #[derive(clap::Args, Debug)]
 pub struct DrillArgs {
     #[command(flatten)]
-    pub config: crate::cli::ConfigArgs,
-    /// Run directory (checkpoints go to RUN/checkpoints).
+    pub config: crate::config::ConfigArgs,
+    /// Run directory (checkpoints go to RUN/checkpoints, the best epoch's weights to RUN/best).
     #[arg(long, value_name = "DIR")]
     pub run_dir: PathBuf,
     /// Stop after this many optimizer steps in total (default: train.epochs full epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::bounds::at_least::<u64>(1))]
     pub max_steps: Option<u64>,
     /// Sleep this long after each step, so that signals can land mid-run in tests.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::bounds::between::<u64>(0, 3_600_000))]
     pub step_ms: u64,
     #[command(flatten)]
     pub resume: ResumeArgs,
@@ -49,23 +52,21 @@ pub enum DrillError {
     Checkpoint(#[from] CheckpointError),
     #[error("train.batch_size ({batch}) must be a multiple of the world size ({world}) and at most {SAMPLES}")]
     Batch { batch: usize, world: usize },
-    #[error("{dir}: tensor {name:?} missing or of the wrong size")]
-    Tensor { dir: PathBuf, name: String },
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
 }
 
-/// Parameters and Adam state, flat f32 in a fixed order: W (OUT×IN) then b (OUT).
+/// Parameters and Adam state, flat f32 in a fixed order: W (OUT×IN) then b (OUT), and where
+/// the run stands.
 #[derive(Debug, Clone, PartialEq)]
 struct State {
-    params: [Vec<f32>; 2],
-    exp_avg: [Vec<f32>; 2],
-    exp_avg_sq: [Vec<f32>; 2],
-    max_exp_avg_sq: [Vec<f32>; 2],
-    step: u64,
+    params: Pair,
+    exp_avg: Pair,
+    exp_avg_sq: Pair,
+    max_exp_avg_sq: Pair,
+    progress: TrainState,
+    /// Σ of this epoch's step losses so far (the epoch's score is its negated mean).
     epoch_loss: f64,
-    best: Option<(f64, u64)>,
-    stale_epochs: u64,
 }
 
 /// Named tensors, as a checkpoint file holds them.
@@ -110,7 +111,8 @@ fn permutation(seed: u64, epoch: u64) -> Vec<usize> {
 }
 
 impl State {
-    fn fresh(seed: u64) -> State {
+    fn fresh(cfg: &Config) -> State {
+        let seed = cfg.train.seed;
         let w = (0..OUT * IN)
             .map(|k| 0.2 * uniform(&[seed, 4, k as u64]) - 0.1)
             .collect();
@@ -120,10 +122,8 @@ impl State {
             exp_avg: zeros(),
             exp_avg_sq: zeros(),
             max_exp_avg_sq: zeros(),
-            step: 0,
+            progress: TrainState::fresh(cfg),
             epoch_loss: 0.0,
-            best: None,
-            stale_epochs: 0,
         }
     }
 
@@ -133,7 +133,8 @@ impl State {
         let scale = 1.0 / global_batch as f32;
         for &i in indices {
             let (x, y) = sample(seed, i);
-            let keep = |j: usize| uniform(&[seed, 5, self.step, i as u64, j as u64]) >= DROPOUT;
+            let keep =
+                |j: usize| uniform(&[seed, 5, self.progress.step, i as u64, j as u64]) >= DROPOUT;
             let xd: [f32; IN] =
                 std::array::from_fn(|j| if keep(j) { x[j] / (1.0 - DROPOUT) } else { 0.0 });
             for o in 0..OUT {
@@ -156,7 +157,7 @@ impl State {
     fn adam(&mut self, grads: &[f32], lr: [f64; 2], cfg: &Config) {
         let t = &cfg.train;
         let (b1, b2) = (t.adam_betas[0] as f32, t.adam_betas[1] as f32);
-        let n = (self.step + 1) as i32;
+        let n = (self.progress.step + 1) as i32;
         let (bc1, bc2) = (1.0 - b1.powi(n), 1.0 - b2.powi(n));
         let mut offset = 0;
         for (p, &lr_p) in lr.iter().enumerate() {
@@ -175,97 +176,112 @@ impl State {
             }
             offset += self.params[p].len();
         }
-        self.step += 1;
+        self.progress.step += 1;
     }
 
-    /// (model state_dict, optimizer state) as named tensors.
-    fn tensors(&self) -> (Named, Named) {
-        let t = |v: &Vec<f32>, p: usize| Tensor::from_slice(v).reshape(SHAPES[p]);
-        let model = (0..2)
-            .map(|p| (NAMES[p].to_string(), t(&self.params[p], p)))
-            .collect();
+    /// Records where the run stands after a step of `epoch` that consumed batch `in_epoch`
+    /// (0-based) of it, like the trainer does: the epoch advances with the next step.
+    fn advance(&mut self, cfg: &Config, epoch: u64, in_epoch: u64) {
+        self.progress.epoch = epoch;
+        self.progress.cursor = Cursor {
+            epoch,
+            batches_consumed: in_epoch + 1,
+        };
+        self.progress.lrs = lrs(cfg, epoch).to_vec();
+    }
+
+    /// Named tensors of `which` (parameter values or one Adam moment), in checkpoint order.
+    fn named(values: &Pair, name: impl Fn(usize) -> String) -> Named {
+        (0..2)
+            .map(|p| (name(p), Tensor::from_slice(&values[p]).reshape(SHAPES[p])))
+            .collect()
+    }
+
+    /// One tensor of a checkpoint file as flat f32, checked for its length.
+    fn read(
+        list: &[(String, Tensor)],
+        name: &str,
+        len: usize,
+        dir: &Path,
+    ) -> Result<Vec<f32>, CheckpointError> {
+        let missing = || CheckpointError::Restore {
+            dir: dir.to_path_buf(),
+            source: format!("tensor {name:?} missing or of the wrong size").into(),
+        };
+        let (_, t) = list.iter().find(|(n, _)| n == name).ok_or_else(missing)?;
+        let v = Vec::<f32>::try_from(t.flatten(0, -1)).map_err(|_| missing())?;
+        if v.len() == len {
+            Ok(v)
+        } else {
+            Err(missing())
+        }
+    }
+}
+
+impl Stateful for State {
+    fn progress(&self) -> &TrainState {
+        &self.progress
+    }
+
+    fn progress_mut(&mut self) -> &mut TrainState {
+        &mut self.progress
+    }
+
+    fn model_state(&self) -> Named {
+        State::named(&self.params, |p| NAMES[p].to_string())
+    }
+
+    fn optimizer_state(&self) -> Named {
         let mut opt = Vec::new();
         for p in 0..2 {
-            opt.push((format!("state.{p}.exp_avg"), t(&self.exp_avg[p], p)));
-            opt.push((format!("state.{p}.exp_avg_sq"), t(&self.exp_avg_sq[p], p)));
-            opt.push((
-                format!("state.{p}.max_exp_avg_sq"),
-                t(&self.max_exp_avg_sq[p], p),
-            ));
+            let t = |v: &Pair| Tensor::from_slice(&v[p]).reshape(SHAPES[p]);
+            opt.push((format!("state.{p}.exp_avg"), t(&self.exp_avg)));
+            opt.push((format!("state.{p}.exp_avg_sq"), t(&self.exp_avg_sq)));
+            opt.push((format!("state.{p}.max_exp_avg_sq"), t(&self.max_exp_avg_sq)));
             opt.push((
                 format!("state.{p}.step"),
-                Tensor::from_slice(&[self.step as f32]),
+                Tensor::from_slice(&[self.progress.step as f32]),
             ));
         }
-        (model, opt)
+        opt
     }
 
-    fn restore(ck: &Checkpoint) -> Result<State, DrillError> {
-        let (model, opt) = (ck.model()?, ck.optimizer()?);
-        let get =
-            |list: &[(String, Tensor)], name: &str, len: usize| -> Result<Vec<f32>, DrillError> {
-                let missing = || DrillError::Tensor {
-                    dir: ck.dir.clone(),
-                    name: name.to_string(),
-                };
-                let (_, t) = list.iter().find(|(n, _)| n == name).ok_or_else(missing)?;
-                let v = Vec::<f32>::try_from(t.flatten(0, -1)).map_err(|_| missing())?;
-                if v.len() == len {
-                    Ok(v)
-                } else {
-                    Err(missing())
-                }
-            };
-        let lens = [OUT * IN, OUT];
-        let both = |f: &dyn Fn(usize) -> Result<Vec<f32>, DrillError>| -> Result<Pair, DrillError> {
-            Ok([f(0)?, f(1)?])
-        };
-        let m = &ck.meta;
-        Ok(State {
-            params: both(&|p| get(&model, NAMES[p], lens[p]))?,
-            exp_avg: both(&|p| get(&opt, &format!("state.{p}.exp_avg"), lens[p]))?,
-            exp_avg_sq: both(&|p| get(&opt, &format!("state.{p}.exp_avg_sq"), lens[p]))?,
-            max_exp_avg_sq: both(&|p| get(&opt, &format!("state.{p}.max_exp_avg_sq"), lens[p]))?,
-            step: m.step,
-            epoch_loss: m
-                .extra
-                .get("epoch_loss")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(0.0),
-            best: m.best_metric.zip(m.best_step),
-            stale_epochs: m.early_stop_counter,
-        })
-    }
-
-    fn meta(
-        &self,
-        cfg: &Config,
-        world: &World,
-        reason: SaveReason,
-        steps_per_epoch: u64,
-    ) -> TrainerMeta {
-        let epoch = self.step / steps_per_epoch + 1;
+    fn extra(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut extra = serde_json::Map::new();
         extra.insert("epoch_loss".into(), self.epoch_loss.into());
-        TrainerMeta {
-            format_version: FORMAT_VERSION,
-            step: self.step,
-            epoch,
-            cursor: LoaderCursor {
-                epoch,
-                batches_consumed: self.step % steps_per_epoch,
-            },
-            lambda: cfg.lambda(epoch as usize),
-            best_metric: self.best.map(|b| b.0),
-            best_step: self.best.map(|b| b.1),
-            early_stop_counter: self.stale_epochs,
-            lr: lrs(cfg, epoch).to_vec(),
-            seed: cfg.train.seed,
-            world_size: world.size,
-            config_hash: config_hash(cfg),
-            reason,
-            extra,
-        }
+        extra
+    }
+
+    fn load_checkpoint(&mut self, ck: &Checkpoint) -> Result<(), CheckpointError> {
+        let (model, opt) = (ck.model()?, ck.optimizer()?);
+        let lens = [OUT * IN, OUT];
+        let both =
+            |list: &Named, name: &dyn Fn(usize) -> String| -> Result<Pair, CheckpointError> {
+                Ok([
+                    State::read(list, &name(0), lens[0], &ck.dir)?,
+                    State::read(list, &name(1), lens[1], &ck.dir)?,
+                ])
+            };
+        self.params = both(&model, &|p| NAMES[p].to_string())?;
+        self.exp_avg = both(&opt, &|p| format!("state.{p}.exp_avg"))?;
+        self.exp_avg_sq = both(&opt, &|p| format!("state.{p}.exp_avg_sq"))?;
+        self.max_exp_avg_sq = both(&opt, &|p| format!("state.{p}.max_exp_avg_sq"))?;
+        self.progress = ck.meta.state.clone();
+        self.epoch_loss = ck
+            .meta
+            .extra
+            .get("epoch_loss")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        Ok(())
+    }
+
+    fn write_model_dir(&self, dir: &Path, cfg: &Config) -> Result<(), CheckpointError> {
+        let weights = dir.join(crate::model::weights::WEIGHTS_FILE);
+        crate::model::weights::write_safetensors_atomic(&weights, &self.model_state())?;
+        let config = dir.join(crate::model::weights::CONFIG_FILE);
+        crate::model::weights::write_bytes_atomic(&config, cfg.to_toml().as_bytes())?;
+        Ok(())
     }
 }
 
@@ -278,143 +294,92 @@ fn lrs(cfg: &Config, epoch: u64) -> [f64; 2] {
     [t.lr_ve * decay, t.lr_ed * decay]
 }
 
-/// `ITHN_FAULT=hang:STEP:RANK`: that rank stops responding before step STEP's all-reduce.
-fn hang_fault(step: u64, rank: usize) -> bool {
-    std::env::var("ITHN_FAULT").is_ok_and(|s| s == format!("hang:{step}:{rank}"))
+/// The drill's fixed shape: samples per rank and optimizer steps per epoch and in total.
+struct Plan {
+    local: usize,
+    steps_per_epoch: u64,
+    total: u64,
+}
+
+impl Plan {
+    fn new(cfg: &Config, world: &World, max_steps: Option<u64>) -> Result<Plan, DrillError> {
+        let (batch, w) = (cfg.train.batch_size, world.size);
+        if batch % w != 0 || batch > SAMPLES {
+            return Err(DrillError::Batch { batch, world: w });
+        }
+        let steps_per_epoch = (SAMPLES / batch) as u64;
+        Ok(Plan {
+            local: batch / w,
+            steps_per_epoch,
+            total: max_steps.unwrap_or(steps_per_epoch * cfg.train.epochs as u64),
+        })
+    }
 }
 
 /// Runs the drill; returns the exit code (0 done, 3 checkpointed on a signal).
-pub fn run(world: &World, args: &DrillArgs) -> anyhow::Result<i32> {
+pub fn run(world: &World, args: &DrillArgs, fault: Option<Fault>) -> anyhow::Result<i32> {
     let cfg = args.config.load()?;
-    let (batch, w) = (cfg.train.batch_size, world.size);
-    if batch % w != 0 || batch > SAMPLES {
-        return Err(DrillError::Batch { batch, world: w }.into());
-    }
-    let local = batch / w;
-    let steps_per_epoch = (SAMPLES / batch) as u64;
-    let total = args
-        .max_steps
-        .unwrap_or(steps_per_epoch * cfg.train.epochs as u64);
-    let seed = cfg.train.seed;
-    let signals = SignalFlag::install().map_err(DrillError::Signals)?;
-    let mgr = CheckpointManager::new(&args.run_dir, cfg.checkpoint.keep_last);
-
-    let mut state = match mgr.resolve(&args.resume.mode()?)? {
-        Some(ck) => {
-            for key in ck.check_config(&cfg, args.resume.allow_config_change)? {
-                tracing::warn!("resuming with a changed key: {key}");
-            }
-            tracing::info!(dir = %ck.dir.display(), step = ck.meta.step, from_world = ck.meta.world_size, "resuming");
-            State::restore(&ck)?
-        }
-        None => State::fresh(seed),
-    };
-    let mut schedule = SaveSchedule::new(&cfg.checkpoint);
+    let plan = Plan::new(&cfg, world, args.max_steps)?;
+    let run = RunDir::new(&args.run_dir);
+    let hang = fault.clone();
+    let mut checkpointer =
+        Checkpointer::new(world, &cfg, &run, &args.resume, Some(plan.total), fault);
+    let mut state = State::fresh(&cfg);
+    checkpointer.load(&mut state)?;
+    checkpointer.start().map_err(DrillError::Signals)?;
     let watchdog = Watchdog::start(Duration::from_secs_f64(cfg.dist.timeout_s), world.rank);
-
-    while state.step < total {
-        let epoch = state.step / steps_per_epoch + 1;
-        let in_epoch = (state.step % steps_per_epoch) as usize;
-        let order = permutation(seed, epoch);
-        let start = in_epoch * batch + world.rank * local;
-        if hang_fault(state.step + 1, world.rank) {
+    while state.progress.step < plan.total {
+        if hang
+            .as_ref()
+            .is_some_and(|f| f.hangs(state.progress.step + 1, world.rank))
+        {
             tracing::error!(rank = world.rank, "ITHN_FAULT: this rank hangs");
             loop {
                 std::thread::sleep(Duration::from_secs(3600));
             }
         }
-        let mut grads = state.local_grads(seed, &order[start..start + local], batch);
-        world.all_reduce_sum_f32(&mut grads);
-        state.epoch_loss += f64::from(grads[OUT * IN + OUT]);
-        state.adam(&grads, lrs(&cfg, epoch), &cfg);
-        if world.is_root() {
-            // One line per step on stdout: tests and people watch it to time their signals.
-            println!(
-                "drill: step {} loss {:.6}",
-                state.step,
-                grads[OUT * IN + OUT]
-            );
-        }
-        watchdog.beat();
+        let epoch_end = step(world, &cfg, &plan, &mut state);
+        watchdog.arm("step");
         std::thread::sleep(Duration::from_millis(args.step_ms));
-
-        let epoch_end = state.step % steps_per_epoch == 0;
-        let improved = epoch_end && end_epoch(&mut state, steps_per_epoch);
-        let decision = schedule.after_step(world, state.step, epoch_end, signals.pending());
-        let last = state.step == total;
-        if let Some(reason) = decision.save.or(last.then_some(SaveReason::Final)) {
-            save(world, &mgr, &cfg, &state, reason, steps_per_epoch)?;
-            schedule.saved();
-            if improved && world.is_root() {
-                mgr.mark_best(state.step)?;
-            }
+        if epoch_end {
+            let score = -state.epoch_loss / plan.steps_per_epoch as f64;
+            state.epoch_loss = 0.0;
+            checkpointer.observe(&mut state, Some(score))?;
         }
-        watchdog.beat();
-        if let Some(sig) = decision.signal {
-            return Ok(stop_on_signal(
-                world,
-                sig,
-                state.step,
-                args.resume.requeue_on_signal,
-            ));
+        let action = checkpointer.maybe_save(&state, epoch_end)?;
+        watchdog.arm("step");
+        if let StepAction::Stop { .. } = action {
+            return Ok(EXIT_PREEMPTED);
         }
     }
     if world.is_root() {
-        println!("drill: finished at step {}", state.step);
+        println!("drill: finished at step {}", state.progress.step);
     }
     Ok(EXIT_OK)
 }
 
-/// Closes an epoch: compares its mean loss with the best so far. True when it improved.
-fn end_epoch(state: &mut State, steps_per_epoch: u64) -> bool {
-    let score = -state.epoch_loss / steps_per_epoch as f64;
-    state.epoch_loss = 0.0;
-    if state.best.is_none_or(|(b, _)| score > b) {
-        state.best = Some((score, state.step));
-        state.stale_epochs = 0;
-        true
-    } else {
-        state.stale_epochs += 1;
-        false
+/// One optimizer step on every rank; true when it ended an epoch.
+fn step(world: &World, cfg: &Config, plan: &Plan, state: &mut State) -> bool {
+    let seed = cfg.train.seed;
+    let batch = cfg.train.batch_size;
+    let epoch = state.progress.step / plan.steps_per_epoch + 1;
+    let in_epoch = state.progress.step % plan.steps_per_epoch;
+    let order = permutation(seed, epoch);
+    let start = in_epoch as usize * batch + world.rank * plan.local;
+    let mut grads = state.local_grads(seed, &order[start..start + plan.local], batch);
+    world.all_reduce_sum_f32(&mut grads);
+    state.epoch_loss += f64::from(grads[OUT * IN + OUT]);
+    state.adam(&grads, lrs(cfg, epoch), cfg);
+    state.advance(cfg, epoch, in_epoch);
+    if world.is_root() {
+        // One line per step on stdout: tests and people watch it to time their signals.
+        println!(
+            "drill: step {} loss {:.6}",
+            state.progress.step,
+            grads[OUT * IN + OUT]
+        );
     }
-}
-
-fn save(
-    world: &World,
-    mgr: &CheckpointManager,
-    cfg: &Config,
-    state: &State,
-    reason: SaveReason,
-    spe: u64,
-) -> Result<(), CheckpointError> {
-    let (model, optimizer) = state.tensors();
-    let meta = state.meta(cfg, world, reason, spe);
-    let payload = Payload {
-        model: &model,
-        optimizer: &optimizer,
-        meta: &meta,
-        config: cfg,
-        extra_files: &[],
-    };
-    let dir = mgr.save(world, &payload)?;
-    tracing::info!(step = state.step, ?reason, dir = %dir.display(), "checkpoint saved");
-    Ok(())
-}
-
-/// After the signal checkpoint: optionally requeue (rank 0, inside SLURM), then the exit code.
-fn stop_on_signal(world: &World, sig: i32, step: u64, requeue: bool) -> i32 {
-    tracing::warn!(
-        step,
-        "{} received: checkpoint written, stopping",
-        signals::signal_name(sig)
-    );
-    if requeue && world.is_root() {
-        match signals::requeue_slurm_job() {
-            Ok(job) => tracing::info!("requeued SLURM job {job}"),
-            Err(e) => tracing::error!("{e}"),
-        }
-    }
-    EXIT_PREEMPTED
+    state.progress.step.is_multiple_of(plan.steps_per_epoch)
 }
 
 #[cfg(test)]
@@ -433,21 +398,32 @@ mod tests {
 
     #[test]
     fn state_round_trips_through_a_checkpoint() {
-        let cfg = Config::from_toml_str("", std::path::Path::new("<t>"), &[]).unwrap();
+        let o = vec!["checkpoint.every_steps=1".to_string()];
+        let cfg = Config::from_toml_str("", std::path::Path::new("<t>"), &o).unwrap();
         let run = tempfile::tempdir().unwrap();
-        let mgr = CheckpointManager::new(run.path(), 2);
         let world = World::single();
-        let mut s = State::fresh(1);
+        let args = ResumeArgs {
+            resume: "auto".into(),
+            allow_config_change: false,
+            requeue_on_signal: false,
+        };
+        let run = RunDir::new(run.path());
+        let mut ckpt = Checkpointer::new(&world, &cfg, &run, &args, None, None);
+        let mut s = State::fresh(&cfg);
         let g = s.local_grads(1, &[0, 5, 9], 4);
         s.adam(&g, [1e-3, 1e-3], &cfg);
+        s.advance(&cfg, 1, 0);
         s.epoch_loss = 0.123456789;
-        save(&world, &mgr, &cfg, &s, SaveReason::Steps, 6).unwrap();
-        let back = State::restore(
-            &mgr.resolve(&super::super::ResumeMode::Auto)
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
+        assert_eq!(ckpt.maybe_save(&s, false).unwrap(), StepAction::Continue);
+        let mut back = State::fresh(&cfg);
+        assert_eq!(ckpt.load(&mut back).unwrap(), Some(1));
         assert_eq!(back, s);
+        // The best epoch's weights go to RUN/best/ as a model directory.
+        assert!(ckpt.observe(&mut s, Some(-1.0)).unwrap());
+        assert_eq!(s.progress.best_epoch, Some(1));
+        assert!(run.best().join("model.safetensors").is_file());
+        assert!(run.best().join("config.toml").is_file());
+        assert!(!ckpt.observe(&mut s, Some(-2.0)).unwrap());
+        assert_eq!(s.progress.epochs_without_improvement, 1);
     }
 }

@@ -1,5 +1,6 @@
-//! The checkpoint manager: writes `step-XXXXXXXX/` directories atomically, validates them,
-//! keeps the last K plus the best, and picks the one a run resumes from.
+//! The checkpoint store: writes `step-XXXXXXXX/` directories atomically, validates them,
+//! keeps the last K, and picks the one a run resumes from. When to save, "best" and signals
+//! are the [`super::Checkpointer`]'s business; this file only knows directories.
 //!
 //! Model and optimizer state are replicated on every rank, so only rank 0 writes; the other
 //! ranks wait in one all-reduce that also tells them whether rank 0 succeeded, and the `DONE`
@@ -14,11 +15,15 @@ use super::meta::{config_hash, math_diff, TrainerMeta, FORMAT_VERSION};
 use super::CheckpointError;
 use crate::config::Config;
 use crate::dist::World;
+use crate::lifecycle::{fault, Fault, SavePoint};
+use crate::run_dir::RunDir;
 
-pub const MODEL_FILE: &str = "model.safetensors";
+/// The weights and the configuration have the names of a model directory (`RUN/best/`), so
+/// `generate`/`evaluate`/`export` read a checkpoint directory as well.
+pub const MODEL_FILE: &str = crate::model::weights::WEIGHTS_FILE;
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const TRAINER_FILE: &str = "trainer.json";
-pub const CONFIG_FILE: &str = "config.toml";
+pub const CONFIG_FILE: &str = crate::model::weights::CONFIG_FILE;
 pub const SUMS_FILE: &str = "SHA256SUMS";
 pub const DONE_FILE: &str = "DONE";
 const REQUIRED: [&str; 4] = [MODEL_FILE, OPTIMIZER_FILE, TRAINER_FILE, CONFIG_FILE];
@@ -95,24 +100,34 @@ impl Checkpoint {
         let path = dir.join(TRAINER_FILE);
         let text =
             std::fs::read_to_string(&path).map_err(|e| CheckpointError::io("read", &path, e))?;
-        let meta: TrainerMeta =
-            serde_json::from_str(&text).map_err(|e| CheckpointError::Parse {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        if meta.format_version != FORMAT_VERSION {
-            return Err(CheckpointError::invalid(
-                dir,
-                format!(
-                    "format version {} (this build reads {FORMAT_VERSION})",
-                    meta.format_version
-                ),
-            ));
+        let parse = |e: serde_json::Error| CheckpointError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        // The version first: an older layout must be reported as such, not as unknown fields.
+        #[derive(serde::Deserialize)]
+        struct Version {
+            format_version: u32,
         }
+        let found = serde_json::from_str::<Version>(&text)
+            .map_err(parse)?
+            .format_version;
+        if found != FORMAT_VERSION {
+            return Err(CheckpointError::Format {
+                dir: dir.to_path_buf(),
+                found,
+            });
+        }
+        let meta: TrainerMeta = serde_json::from_str(&text).map_err(parse)?;
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             meta,
         })
+    }
+
+    /// Optimizer steps completed when the checkpoint was written.
+    pub fn step(&self) -> u64 {
+        self.meta.state.step
     }
 
     /// The model state_dict.
@@ -240,15 +255,23 @@ pub struct Skipped {
 pub struct CheckpointManager {
     root: PathBuf,
     keep_last: usize,
+    fault: Option<Fault>,
 }
 
 impl CheckpointManager {
-    /// Manages `run_dir/checkpoints`, keeping the `keep_last` newest checkpoints (≥ 1) and `best`.
+    /// Manages `run_dir/checkpoints`, keeping the `keep_last` newest checkpoints (≥ 1).
     pub fn new(run_dir: &Path, keep_last: usize) -> CheckpointManager {
         CheckpointManager {
-            root: run_dir.join("checkpoints"),
+            root: RunDir::new(run_dir).checkpoints(),
             keep_last: keep_last.max(1),
+            fault: None,
         }
+    }
+
+    /// Injects a scripted fault into saves (crash tests; see [`crate::lifecycle::fault`]).
+    pub fn with_fault(mut self, fault: Option<Fault>) -> CheckpointManager {
+        self.fault = fault;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -258,11 +281,6 @@ impl CheckpointManager {
     /// `step-XXXXXXXX` (8 digits, so that names sort by step).
     pub fn step_dir(&self, step: u64) -> PathBuf {
         self.root.join(format!("step-{step:08}"))
-    }
-
-    /// The copy of the best checkpoint (hard links), if one was marked.
-    pub fn best_dir(&self) -> PathBuf {
-        self.root.join("best")
     }
 
     /// Every `step-*` directory, complete or not, by ascending step.
@@ -293,6 +311,9 @@ impl CheckpointManager {
         for (_, dir) in self.list()?.into_iter().rev() {
             match Checkpoint::open(&dir) {
                 Ok(c) => return Ok((Some(c), skipped)),
+                // A complete checkpoint of another layout is not torn: skipping it would start
+                // the run afresh and let retention delete it.
+                Err(e @ CheckpointError::Format { .. }) => return Err(e),
                 Err(e) => skipped.push(Skipped {
                     dir,
                     reason: e.to_string(),
@@ -318,10 +339,10 @@ impl CheckpointManager {
         }
     }
 
-    /// Writes the checkpoint of `payload.meta.step`. Collective: every rank calls it; rank 0
+    /// Writes the checkpoint of `payload.meta.state.step`. Collective: every rank calls it; rank 0
     /// writes, the others learn the outcome. Returns the checkpoint directory.
     pub fn save(&self, world: &World, payload: &Payload) -> Result<PathBuf, CheckpointError> {
-        let step = payload.meta.step;
+        let step = payload.meta.state.step;
         let final_dir = self.step_dir(step);
         let written = if world.is_root() {
             self.write_files(payload)
@@ -338,7 +359,7 @@ impl CheckpointManager {
             });
         }
         if world.is_root() {
-            fault_point(step, "before-done");
+            self.fault_point(step, SavePoint::BeforeDone);
             let sums = std::fs::read(final_dir.join(SUMS_FILE))
                 .map_err(|e| CheckpointError::io("read", &final_dir.join(SUMS_FILE), e))?;
             write_durable(
@@ -353,7 +374,7 @@ impl CheckpointManager {
 
     /// Rank 0's part of a save: everything up to (not including) the marker.
     fn write_files(&self, p: &Payload) -> Result<(), CheckpointError> {
-        let step = p.meta.step;
+        let step = p.meta.state.step;
         std::fs::create_dir_all(&self.root)
             .map_err(|e| CheckpointError::io("create", &self.root, e))?;
         let tmp = self.root.join(format!(".tmp-step-{step:08}"));
@@ -377,7 +398,7 @@ impl CheckpointManager {
         }
         write_durable(&tmp.join(SUMS_FILE), sums.as_bytes())?;
         fsync_dir(&tmp)?;
-        fault_point(step, "before-rename");
+        self.fault_point(step, SavePoint::BeforeRename);
 
         // A directory of the same step (a torn save, or an earlier attempt of a replayed step)
         // is moved out of the way first: rename cannot replace a non-empty directory.
@@ -395,7 +416,7 @@ impl CheckpointManager {
     }
 
     /// Keeps the `keep_last` newest complete checkpoints; deletes older ones and torn
-    /// directories older than the newest complete one. `best` is a separate directory.
+    /// directories older than the newest complete one.
     fn retain(&self) -> Result<(), CheckpointError> {
         let all = self.list()?;
         let complete: Vec<&(u64, PathBuf)> = all
@@ -416,35 +437,20 @@ impl CheckpointManager {
         fsync_dir(&self.root)
     }
 
-    /// Makes `best/` a copy (hard links) of the checkpoint of `step`, which must be complete.
-    /// Rank 0 only; the swap replaces the previous best.
-    pub fn mark_best(&self, step: u64) -> Result<(), CheckpointError> {
-        let src = self.step_dir(step);
-        validate(&src)?;
-        let tmp = self.root.join(".tmp-best");
-        remove_dir_if_present(&tmp)?;
-        std::fs::create_dir(&tmp).map_err(|e| CheckpointError::io("create", &tmp, e))?;
-        let entries = std::fs::read_dir(&src).map_err(|e| CheckpointError::io("list", &src, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| CheckpointError::io("list", &src, e))?;
-            let to = tmp.join(entry.file_name());
-            // Files of a checkpoint are never modified after the save, so sharing inodes is safe.
-            if std::fs::hard_link(entry.path(), &to).is_err() {
-                std::fs::copy(entry.path(), &to)
-                    .map_err(|e| CheckpointError::io("copy", &entry.path(), e))?;
-            }
+    /// Kills this process at `at` of the save of `step` when the scripted fault says so.
+    fn fault_point(&self, step: u64, at: SavePoint) {
+        if self
+            .fault
+            .as_ref()
+            .is_some_and(|f| f.kills_checkpoint(step, at))
+        {
+            tracing::error!(
+                step,
+                at = at.as_str(),
+                "ITHN_FAULT: killing this process in the middle of a checkpoint"
+            );
+            fault::kill_self();
         }
-        fsync_dir(&tmp)?;
-        let best = self.best_dir();
-        let trash = self.root.join(".trash-best");
-        remove_dir_if_present(&trash)?;
-        if best.exists() {
-            std::fs::rename(&best, &trash)
-                .map_err(|e| CheckpointError::io("move aside", &best, e))?;
-        }
-        std::fs::rename(&tmp, &best).map_err(|e| CheckpointError::io("rename into", &best, e))?;
-        fsync_dir(&self.root)?;
-        remove_dir_if_present(&trash)
     }
 }
 
@@ -453,30 +459,6 @@ fn remove_dir_if_present(dir: &Path) -> Result<(), CheckpointError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(CheckpointError::io("remove", dir, e)),
-    }
-}
-
-/// Scripted fault injection for the crash tests: `ITHN_FAULT=kill-in-checkpoint:STEP:WHERE`
-/// kills this process with SIGKILL at `WHERE` (`before-rename` or `before-done`) of the save
-/// of step STEP, which is exactly what a preemption in the middle of a write looks like.
-fn fault_point(step: u64, at: &str) {
-    let Ok(spec) = std::env::var("ITHN_FAULT") else {
-        return;
-    };
-    let mut parts = spec.split(':');
-    if parts.next() == Some("kill-in-checkpoint")
-        && parts.next().and_then(|s| s.parse::<u64>().ok()) == Some(step)
-        && parts.next() == Some(at)
-    {
-        tracing::error!(
-            step,
-            at,
-            "ITHN_FAULT: killing this process in the middle of a checkpoint"
-        );
-        // SAFETY: raising a signal on our own pid has no memory-safety preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
     }
 }
 

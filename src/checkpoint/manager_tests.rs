@@ -1,7 +1,8 @@
 //! Unit tests of the manager on real temporary directories (no MPI: `World::single`).
 
 use super::*;
-use crate::checkpoint::meta::{LoaderCursor, SaveReason};
+use crate::checkpoint::meta::{SaveReason, TrainState};
+use crate::data::sampler::Cursor;
 
 fn config(overrides: &[&str]) -> Config {
     let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
@@ -11,21 +12,21 @@ fn config(overrides: &[&str]) -> Config {
 fn meta(step: u64, cfg: &Config) -> TrainerMeta {
     TrainerMeta {
         format_version: FORMAT_VERSION,
-        step,
-        epoch: 1,
-        cursor: LoaderCursor {
-            epoch: 1,
-            batches_consumed: step,
-        },
-        lambda: 0.99,
-        best_metric: None,
-        best_step: None,
-        early_stop_counter: 0,
-        lr: vec![1e-4, 5e-4],
-        seed: cfg.train.seed,
+        reason: SaveReason::Steps,
         world_size: 1,
         config_hash: config_hash(cfg),
-        reason: SaveReason::Steps,
+        state: TrainState {
+            epoch: 1,
+            step,
+            cursor: Cursor {
+                epoch: 1,
+                batches_consumed: step,
+            },
+            best_metric: None,
+            best_epoch: None,
+            epochs_without_improvement: 0,
+            lrs: vec![1e-4, 5e-4],
+        },
         extra: Default::default(),
     }
 }
@@ -95,7 +96,7 @@ fn truncated_weights_in_newest_checkpoint_fall_back_to_previous() {
         .unwrap();
 
     let (found, skipped) = mgr.newest_valid().unwrap();
-    assert_eq!(found.unwrap().meta.step, 1);
+    assert_eq!(found.unwrap().meta.state.step, 1);
     assert_eq!(skipped.len(), 1);
     assert!(
         skipped[0]
@@ -134,12 +135,11 @@ fn missing_marker_or_tampered_sums_make_a_checkpoint_invalid() {
 }
 
 #[test]
-fn retention_keeps_last_k_and_best_survives() {
+fn retention_keeps_last_k() {
     let run = tempfile::tempdir().unwrap();
     let cfg = config(&[]);
     let mgr = CheckpointManager::new(run.path(), 2);
     save(&mgr, 1, &cfg);
-    mgr.mark_best(1).unwrap();
     // A torn directory older than the newest complete one is garbage.
     std::fs::create_dir_all(mgr.step_dir(2)).unwrap();
     for step in 3..=5 {
@@ -147,10 +147,44 @@ fn retention_keeps_last_k_and_best_survives() {
     }
     let steps: Vec<u64> = mgr.list().unwrap().into_iter().map(|(s, _)| s).collect();
     assert_eq!(steps, vec![4, 5]);
-    let best = Checkpoint::open(&mgr.best_dir()).unwrap();
-    assert_eq!(best.meta.step, 1);
-    mgr.mark_best(5).unwrap();
-    assert_eq!(Checkpoint::open(&mgr.best_dir()).unwrap().meta.step, 5);
+}
+
+#[test]
+fn a_checkpoint_of_another_format_is_refused_not_skipped() {
+    let run = tempfile::tempdir().unwrap();
+    let cfg = config(&[]);
+    let mgr = CheckpointManager::new(run.path(), 3);
+    save(&mgr, 1, &cfg);
+    let dir = save(&mgr, 2, &cfg);
+    // Rewrite trainer.json as format 1 with consistent checksums (a complete older checkpoint).
+    let path = dir.join(TRAINER_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("\"format_version\": 2", "\"format_version\": 1"),
+    )
+    .unwrap();
+    let sums: String = std::fs::read_to_string(dir.join(SUMS_FILE))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let name = l.split_once("  ").unwrap().1;
+            format!("{}  {name}\n", super::sha256_file(&dir.join(name)).unwrap())
+        })
+        .collect();
+    std::fs::write(dir.join(SUMS_FILE), &sums).unwrap();
+    std::fs::write(
+        dir.join(DONE_FILE),
+        format!("{}\n", sha256_bytes(sums.as_bytes())),
+    )
+    .unwrap();
+    let err = mgr.resolve(&ResumeMode::Auto).unwrap_err().to_string();
+    assert!(
+        err.contains("step-00000002")
+            && err.contains("checkpoint format 1")
+            && err.contains("--resume never"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -161,7 +195,10 @@ fn saving_a_step_again_replaces_a_torn_directory() {
     std::fs::create_dir_all(mgr.step_dir(3)).unwrap();
     std::fs::write(mgr.step_dir(3).join(MODEL_FILE), b"torn").unwrap();
     save(&mgr, 3, &cfg);
-    assert_eq!(Checkpoint::open(&mgr.step_dir(3)).unwrap().meta.step, 3);
+    assert_eq!(
+        Checkpoint::open(&mgr.step_dir(3)).unwrap().meta.state.step,
+        3
+    );
 }
 
 #[test]

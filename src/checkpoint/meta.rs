@@ -10,17 +10,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::config::Config;
+use crate::data::sampler::Cursor;
 
-/// Version of the on-disk layout; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
-
-/// Where the data loader stands: the epoch being read and how many global batches of it have
-/// been consumed (by optimizer steps that completed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct LoaderCursor {
-    pub epoch: u64,
-    pub batches_consumed: u64,
-}
+/// Version of the on-disk layout; bumped on any incompatible change. Version 2 stores the
+/// trainer's state once (`state`); checkpoints of version 1 are refused with a clear error.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Why a checkpoint was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,36 +32,64 @@ pub enum SaveReason {
     Final,
 }
 
-/// The content of `trainer.json`.
+/// Where a training run stands, besides its tensors: everything a resumed run needs to continue
+/// the uninterrupted one (the trainer's state, `trainer.json`'s `state`). Same meaning on every
+/// rank and on any number of ranks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainState {
+    /// 1-based epoch in progress (the λ schedule and StepLR read it). After the last step of an
+    /// epoch it still names that epoch until its validation is done.
+    pub epoch: u64,
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Position of the data loader: global batches of `cursor.epoch` consumed by completed steps.
+    pub cursor: Cursor,
+    /// Best validation score so far (`train.monitor_metric`, as rank 0 computed it).
+    pub best_metric: Option<f64>,
+    /// The epoch that reached it (its model is `RUN/best/`).
+    pub best_epoch: Option<u64>,
+    /// Validations since the last improvement (early stopping).
+    pub epochs_without_improvement: usize,
+    /// Current learning rate of each optimizer group, in group order (visual extractor,
+    /// encoder–decoder).
+    pub lrs: Vec<f64>,
+}
+
+impl TrainState {
+    /// The state before the first step: epoch 1, nothing consumed, the configured learning rates.
+    pub fn fresh(cfg: &Config) -> TrainState {
+        TrainState {
+            epoch: 1,
+            step: 0,
+            cursor: Cursor {
+                epoch: 1,
+                batches_consumed: 0,
+            },
+            best_metric: None,
+            best_epoch: None,
+            epochs_without_improvement: 0,
+            lrs: vec![cfg.train.lr_ve, cfg.train.lr_ed],
+        }
+    }
+}
+
+/// The content of `trainer.json`: the trainer's [`TrainState`] plus what the checkpoint manager
+/// needs to judge the directory (format, world, configuration fingerprint, why it was written).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainerMeta {
     /// [`FORMAT_VERSION`] of the writer.
     pub format_version: u32,
-    /// Optimizer steps completed.
-    pub step: u64,
-    /// 1-based epoch in progress (the λ schedule and StepLR read it).
-    pub epoch: u64,
-    /// Position of the data loader.
-    pub cursor: LoaderCursor,
-    /// λ of the ITHN objective at this epoch.
-    pub lambda: f64,
-    /// Best validation score so far (the `train.monitor_metric`) and the step it was reached at.
-    pub best_metric: Option<f64>,
-    pub best_step: Option<u64>,
-    /// Validations since the last improvement (early stopping).
-    pub early_stop_counter: u64,
-    /// Current learning rate of each optimizer group, in group order.
-    pub lr: Vec<f64>,
-    /// `train.seed`.
-    pub seed: u64,
+    /// What triggered the save.
+    pub reason: SaveReason,
     /// Ranks that wrote this checkpoint (informational: resume works on any number).
     pub world_size: usize,
     /// [`config_hash`] of the run's configuration.
     pub config_hash: String,
-    /// What triggered the save.
-    pub reason: SaveReason,
-    /// Free-form additions of the trainer (kept verbatim across resumes).
+    /// Where the run stands.
+    pub state: TrainState,
+    /// Free-form additions of the writer (kept verbatim across resumes).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }

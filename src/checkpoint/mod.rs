@@ -1,5 +1,10 @@
-//! Preemption-proof checkpoints: atomic save, validation, retention, and the choice of the
-//! checkpoint a run resumes from.
+//! Preemption-proof checkpoints: the [`Checkpointer`] a training loop drives (load, save
+//! schedule, signal-driven saves, the best and final models), and below it the
+//! [`CheckpointManager`] store (atomic save, validation, retention, the choice of the checkpoint
+//! a run resumes from).
+//!
+//! Layering: this module sits below `train`. It never imports the trainer; a trainer hands its
+//! state over through the [`Stateful`] trait (torchtitan's pattern), and so does `drill`.
 //!
 //! A checkpoint is a directory `RUN/checkpoints/step-XXXXXXXX/` holding `model.safetensors`
 //! (reference state_dict names), `optimizer.safetensors`, `trainer.json` ([`TrainerMeta`]),
@@ -13,15 +18,16 @@
 //! * resuming with a configuration that changes the mathematics is refused unless allowed
 //!   (see [`meta::FREE_KEYS`] and docs/resume.md).
 
+pub mod checkpointer;
 pub mod drill;
 pub mod fsutil;
-pub mod hook;
 pub mod manager;
 pub mod meta;
 pub mod schedule;
 
+pub use checkpointer::{Checkpointer, Stateful, StepAction};
 pub use manager::{Checkpoint, CheckpointManager, Payload, ResumeArgs, ResumeMode};
-pub use meta::{config_hash, LoaderCursor, SaveReason, TrainerMeta, FORMAT_VERSION};
+pub use meta::{config_hash, SaveReason, TrainState, TrainerMeta, FORMAT_VERSION};
 pub use schedule::{SaveSchedule, StepDecision};
 
 use std::path::{Path, PathBuf};
@@ -51,6 +57,22 @@ pub enum CheckpointError {
     BadResume { spec: String, reason: String },
     #[error("rank {rank}: the checkpoint of step {step} failed on rank 0 (see its log)")]
     RemoteFailed { rank: usize, step: u64 },
+    #[error(
+        "{dir} has checkpoint format {found}; this build reads format {FORMAT_VERSION} (an older \
+         ithn-dist wrote it: finish that run with the build that started it, or start afresh \
+         with --resume never)"
+    )]
+    Format { dir: PathBuf, found: u32 },
+    /// The checkpoint is valid but its content does not fit what loads it (tensor names or
+    /// shapes of another model, an optimizer of other parameters).
+    #[error("{dir}: {source}")]
+    Restore {
+        dir: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Writing a model directory (`RUN/best/`, `RUN/final/`).
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
 }
 
 impl CheckpointError {

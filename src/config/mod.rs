@@ -6,8 +6,10 @@
 //! the file and the dotted key. Batch sizes are **global** (SPEC §5): a run means the same
 //! thing on 1 or 64 ranks.
 
+mod args;
 mod schema;
 
+pub use args::ConfigArgs;
 pub use schema::*;
 
 use std::path::{Path, PathBuf};

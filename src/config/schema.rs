@@ -117,6 +117,9 @@ pub enum Precision {
 #[serde(rename_all = "snake_case")]
 pub enum BatchNormMode {
     /// Batch statistics of each rank's local batch (the reference on one GPU; DDP's default).
+    /// A rank whose local batch gives a channel fewer than 2 values (0 samples, or 1 sample on
+    /// a 1×1 map) normalises with the running statistics instead; after every step all ranks
+    /// take rank 0's running statistics (DDP's `broadcast_buffers`).
     #[default]
     Local,
     /// Running statistics only, never updated: exact global-batch equivalence across ranks.
@@ -251,9 +254,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Number of epochs.
     pub epochs: usize,
-    /// GLOBAL batch size (split evenly over ranks).
+    /// GLOBAL batch size (split evenly over ranks: `batch_size / accumulation_steps` must be a
+    /// multiple of the number of ranks; only an epoch's last step may be uneven).
     pub batch_size: usize,
-    /// Micro-batches per optimiser step (gradients communicated on the last one only).
+    /// Micro-batches per optimiser step (gradients communicated once per step; an epoch's last
+    /// step may hold fewer).
     pub accumulation_steps: usize,
     /// Learning rate of the visual extractor.
     pub lr_ve: f64,
@@ -276,7 +281,8 @@ pub struct TrainConfig {
     /// Validation metric that selects the best model (a pycocoevalcap key such as "BLEU_4",
     /// or a clinical-efficacy key such as "CE_F1_findings").
     pub monitor_metric: String,
-    /// Drop the last incomplete global batch of an epoch (true) or train on it (false).
+    /// Drop the last incomplete global batch (a whole optimizer step) of an epoch (true) or
+    /// train on it (false).
     pub drop_last: bool,
 }
 
@@ -411,6 +417,12 @@ impl Default for LogConfig {
 
 type Invalid = (String, String);
 
+/// The longest period a duration key accepts, in minutes (a year).
+const MAX_MINUTES: f64 = 525_600.0;
+
+/// Positions the model can encode (the reference's positional-encoding `max_len`).
+const PE_LEN: usize = crate::bounds::MAX_SEQ_LEN as usize;
+
 fn check(ok: bool, key: &str, reason: impl Into<String>) -> Result<(), Invalid> {
     if ok {
         Ok(())
@@ -446,6 +458,14 @@ fn probability(v: f64, key: &str) -> Result<(), Invalid> {
 impl Config {
     /// Checks every cross-field rule; the error is (dotted key, reason).
     pub fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_data()?;
+        self.validate_model()?;
+        self.validate_ithn()?;
+        self.validate_train()?;
+        self.validate_rest()
+    }
+
+    fn validate_data(&self) -> Result<(), Invalid> {
         let d = &self.data;
         check(
             d.max_seq_length >= 2,
@@ -459,6 +479,36 @@ impl Config {
             format!("must be 1 or 2, got {}", d.views),
         )?;
         check(d.image_size >= 32, "data.image_size", "must be ≥ 32")?;
+        // The transformer adds a positional encoding to every patch of every view: a ResNet
+        // patch map is ceil(S/32)² per view, and the stored table has PE_LEN rows.
+        let patches = d.views * d.image_size.div_ceil(32).pow(2);
+        check(
+            patches <= PE_LEN,
+            "data.image_size",
+            format!(
+                "{} px gives {patches} patch positions for {} view(s), more than the {PE_LEN} \
+                 positional encodings of the model (at most {} px with {} view(s))",
+                d.image_size,
+                d.views,
+                32 * ((PE_LEN / d.views.max(1)) as f64).sqrt().floor() as usize,
+                d.views
+            ),
+        )?;
+        check(
+            d.max_seq_length <= PE_LEN,
+            "data.max_seq_length",
+            format!("must be ≤ {PE_LEN} (the model's positional encodings)"),
+        )?;
+        check(
+            d.resize as u64 <= crate::bounds::MAX_IMAGE_SIDE,
+            "data.resize",
+            format!("must be ≤ {}", crate::bounds::MAX_IMAGE_SIDE),
+        )?;
+        check(
+            d.num_workers as u64 <= crate::bounds::MAX_THREADS,
+            "data.num_workers",
+            format!("must be ≤ {}", crate::bounds::MAX_THREADS),
+        )?;
         check(
             d.resize >= d.image_size,
             "data.resize",
@@ -468,7 +518,10 @@ impl Config {
             ),
         )?;
         check(d.num_workers >= 1, "data.num_workers", "must be ≥ 1")?;
+        Ok(())
+    }
 
+    fn validate_model(&self) -> Result<(), Invalid> {
         let m = &self.model;
         check(m.d_model > 0, "model.d_model", "must be > 0")?;
         check(m.num_heads > 0, "model.num_heads", "must be > 0")?;
@@ -511,7 +564,10 @@ impl Config {
             "model.visual_width_per_group",
             "must be a positive multiple of 4",
         )?;
+        Ok(())
+    }
 
+    fn validate_ithn(&self) -> Result<(), Invalid> {
         let i = &self.ithn;
         non_negative(i.alpha, "ithn.alpha")?;
         non_negative(i.w_lm, "ithn.w_lm")?;
@@ -524,7 +580,10 @@ impl Config {
         )?;
         non_negative(i.ascent_lr, "ithn.ascent_lr")?;
         non_negative(i.ascent_radius, "ithn.ascent_radius")?;
+        Ok(())
+    }
 
+    fn validate_train(&self) -> Result<(), Invalid> {
         let t = &self.train;
         check(t.epochs >= 1, "train.epochs", "must be ≥ 1")?;
         check(t.batch_size >= 1, "train.batch_size", "must be ≥ 1")?;
@@ -573,14 +632,29 @@ impl Config {
             "train.monitor_metric",
             format!("must be one of {METRICS:?}, got {:?}", t.monitor_metric),
         )?;
+        Ok(())
+    }
 
+    /// `eval`, `checkpoint`, `dist` and `log`.
+    fn validate_rest(&self) -> Result<(), Invalid> {
         let e = &self.eval;
         check(e.beam_size >= 1, "eval.beam_size", "must be ≥ 1")?;
         check(e.max_seq_length >= 2, "eval.max_seq_length", "must be ≥ 2")?;
+        check(
+            e.max_seq_length <= PE_LEN,
+            "eval.max_seq_length",
+            format!("must be ≤ {PE_LEN} (the model's positional encodings)"),
+        )?;
         check(e.batch_size >= 1, "eval.batch_size", "must be ≥ 1")?;
         check(e.every_epochs >= 1, "eval.every_epochs", "must be ≥ 1")?;
 
         non_negative(self.checkpoint.every_minutes, "checkpoint.every_minutes")?;
+        // Both become `Duration`s added to `Instant`s: keep them far from overflow.
+        check(
+            self.checkpoint.every_minutes <= MAX_MINUTES,
+            "checkpoint.every_minutes",
+            format!("must be ≤ {MAX_MINUTES} (a year)"),
+        )?;
         check(
             self.checkpoint.keep_last >= 1,
             "checkpoint.keep_last",
@@ -588,6 +662,11 @@ impl Config {
         )?;
         positive(self.dist.bucket_mb, "dist.bucket_mb")?;
         positive(self.dist.timeout_s, "dist.timeout_s")?;
+        check(
+            self.dist.timeout_s <= MAX_MINUTES * 60.0,
+            "dist.timeout_s",
+            format!("must be ≤ {} (a year)", MAX_MINUTES * 60.0),
+        )?;
         check(self.log.every_steps >= 1, "log.every_steps", "must be ≥ 1")?;
         Ok(())
     }

@@ -7,11 +7,21 @@
 //!   Fisher–Yates shuffle; both fully specified below, no library RNG whose stream could change);
 //! - global batch `k` is positions `[k·B, (k+1)·B)` of that permutation; rank `r` of `W` takes a
 //!   contiguous slice, so concatenating the ranks' slices in rank order gives the global batch;
-//! - **last partial batch** (training): with `train.drop_last` it is dropped; otherwise it is
-//!   kept and split as evenly as possible — the first `len % W` ranks get one sample more — so a
-//!   rank's `b` can differ on that step (and can be 0 when fewer samples than ranks remain);
+//! - **any split of a global batch**: a full training batch gives every rank `B/W` samples
+//!   (`W | B` is checked up front by [`check_world`]); a smaller one — the epoch's last — is split
+//!   as evenly as possible, the first `len % W` ranks getting one sample more, so a rank's `b`
+//!   can differ on that step and can be 0 when fewer samples than ranks remain. The training
+//!   step is defined for every such split (`train::step`: a rank with 0 samples joins every
+//!   collective and contributes exactly zero);
+//! - **last partial batch** (training): with `train.drop_last` it is dropped, otherwise kept;
+//! - **accumulation** (`train.accumulation_steps = k`): a loader batch is a micro-batch of
+//!   `m = B/k` global samples and optimizer step `s` is loader batches `[s·k, (s+1)·k)`, i.e.
+//!   positions `[s·B, (s+1)·B)` cut into `m`-sized pieces ([`step_batches`]); the epoch's last
+//!   step may hold fewer (and a smaller last) micro-batch, and `drop_last` drops that whole
+//!   incomplete step, never part of one;
 //! - evaluation visits the split in file order, each sample exactly once across ranks, with no
-//!   padding duplicates, using the same even contiguous split;
+//!   padding duplicates, using the same even contiguous split (any world size, also larger than
+//!   `eval.batch_size`: ranks past the batch's end get 0 samples);
 //! - augmentation randomness comes from [`sample_rng`]`(seed, epoch, index, view)`, never from
 //!   thread timing or the rank.
 
@@ -23,6 +33,20 @@ use serde::{Deserialize, Serialize};
 pub enum SamplerError {
     #[error("world size {world} does not divide the global batch size {batch} (train.batch_size must be a multiple of the number of ranks)")]
     Indivisible { batch: usize, world: usize },
+    #[error("train.batch_size = {batch}{accumulation} cannot be split over {world} ranks: {why}. Set train.batch_size to a multiple of {unit} (e.g. {suggest}), or launch a number of ranks that divides {micro}")]
+    WorldSplit {
+        batch: usize,
+        world: usize,
+        /// `" with train.accumulation_steps = k (micro-batches of m)"`, or empty for k = 1.
+        accumulation: String,
+        /// Global samples of one micro-batch (`batch / k`).
+        micro: usize,
+        why: &'static str,
+        /// The smallest batch size that works: `world · k`.
+        unit: usize,
+        /// The multiple of `unit` nearest above `batch`.
+        suggest: usize,
+    },
     #[error("batch {batch} is past the end of the epoch ({batches} batches)")]
     PastEnd { batch: usize, batches: usize },
     #[error("rank {rank} is not in a world of {world}")]
@@ -101,6 +125,70 @@ pub fn sample_rng(seed: u64, epoch: u64, index: u64, view: u64) -> SplitMix64 {
     SplitMix64::new(hash_words(&[TAG_AUGMENT, seed, epoch, index, view]))
 }
 
+/// Refuses, before any work, a training world whose full steps would not split into equal
+/// local batches: `W` must divide the micro-batch `B/k`. That also refuses `W > B/k`, where
+/// some ranks would hold nothing in every step (the step itself would still be correct — a rank
+/// with 0 samples contributes exactly zero — but it would be W/(B/k) times the hardware for
+/// the same work, which is never what a user meant). Only the epoch's last step may be uneven.
+pub fn check_world(batch: usize, accumulation: usize, world: usize) -> Result<(), SamplerError> {
+    let k = accumulation.max(1);
+    let micro = batch / k;
+    if world >= 1 && micro >= 1 && micro.is_multiple_of(world) {
+        return Ok(());
+    }
+    let unit = world.max(1) * k;
+    Err(SamplerError::WorldSplit {
+        batch,
+        world,
+        accumulation: if k > 1 {
+            format!(" with train.accumulation_steps = {k} (micro-batches of {micro})")
+        } else {
+            String::new()
+        },
+        micro,
+        why: if world > micro {
+            "there are more ranks than samples in a global batch, so some ranks would hold no \
+             sample in every step"
+        } else {
+            "the global batch means the same on any number of ranks (SPEC §5), so every full \
+             step must give each rank the same number of samples"
+        },
+        unit,
+        suggest: batch.div_ceil(unit).max(1) * unit,
+    })
+}
+
+/// Samples trained on per epoch: all `n`, or with `drop_last` the whole optimizer steps of
+/// `step_batch` samples only.
+pub fn epoch_samples(n: usize, step_batch: usize, drop_last: bool) -> usize {
+    if drop_last {
+        n / step_batch * step_batch
+    } else {
+        n
+    }
+}
+
+/// Loader batches (micro-batches of `micro` global samples, `accumulation` per optimizer step)
+/// in a training epoch of `n` samples.
+pub fn train_batches(n: usize, micro: usize, accumulation: usize, drop_last: bool) -> usize {
+    epoch_samples(n, micro * accumulation.max(1), drop_last).div_ceil(micro)
+}
+
+/// The loader batches of each optimizer step of an epoch: step `s` is `[s·k, min((s+1)·k, total))`
+/// — every step but the last holds `k` micro-batches. The trainer groups loader batches this way.
+pub fn step_batches(
+    n: usize,
+    micro: usize,
+    accumulation: usize,
+    drop_last: bool,
+) -> Vec<Range<usize>> {
+    let k = accumulation.max(1);
+    let total = train_batches(n, micro, k, drop_last);
+    (0..total.div_ceil(k))
+        .map(|s| s * k..((s + 1) * k).min(total))
+        .collect()
+}
+
 /// Global batches in an epoch of `n` samples with global batch `batch`.
 pub fn num_batches(n: usize, batch: usize, drop_last: bool) -> usize {
     if drop_last {
@@ -143,10 +231,29 @@ pub fn train_slice(
     world: usize,
     rank: usize,
 ) -> Result<Slice, SamplerError> {
-    if !batch.is_multiple_of(world) {
-        return Err(SamplerError::Indivisible { batch, world });
+    micro_slice(n, batch, 1, drop_last, k, world, rank)
+}
+
+/// The training slice of loader batch (micro-batch) `i` of `micro` global samples, with
+/// `accumulation` micro-batches per optimizer step: `drop_last` drops a whole incomplete
+/// optimizer step. Full micro-batches require `world | micro` (see [`check_world`]).
+pub fn micro_slice(
+    n: usize,
+    micro: usize,
+    accumulation: usize,
+    drop_last: bool,
+    i: usize,
+    world: usize,
+    rank: usize,
+) -> Result<Slice, SamplerError> {
+    if world == 0 || !micro.is_multiple_of(world) {
+        return Err(SamplerError::Indivisible {
+            batch: micro,
+            world,
+        });
     }
-    slice(n, batch, drop_last, k, world, rank)
+    let used = epoch_samples(n, micro * accumulation.max(1), drop_last);
+    slice(used, micro, false, i, world, rank)
 }
 
 /// The evaluation slice of batch `k`: the split in its own order, every sample exactly once,
@@ -292,5 +399,114 @@ mod tests {
         }
         let mut r = SplitMix64::new(5);
         assert!((0..1000).all(|_| r.below(7) < 7 && r.unit() < 1.0));
+    }
+
+    /// Issue 13, acceptance 3: the published split sizes, global batch 16, W ∈ {1..64}. For
+    /// every training step (both `drop_last` policies) and every evaluation batch: the ranks'
+    /// local sizes sum to the global batch, every micro-batch holds a sample and rank 0 holds
+    /// one (the step's temperature gradient flows through rank 0), every sample is visited
+    /// exactly once per epoch — or the world is refused up front, with a message saying why and
+    /// what to set.
+    #[test]
+    fn published_splits_fall_on_any_world_or_are_refused_up_front() {
+        const B: usize = 16;
+        let datasets = [
+            ("IU X-Ray", [2069, 296, 590]),
+            ("MIMIC-CXR", [270_790, 2130, 3858]),
+        ];
+        for (name, [train, val, test]) in datasets {
+            for world in [1, 2, 4, 8, 16, 32, 64] {
+                match check_world(B, 1, world) {
+                    Ok(()) => {
+                        for drop_last in [false, true] {
+                            walk_train(train, B, drop_last, world);
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        assert!(world > B, "{name} W={world}: refused: {msg}");
+                        for part in [
+                            "train.batch_size = 16",
+                            &format!("over {world} ranks"),
+                            "more ranks than samples",
+                            &format!("multiple of {world} (e.g. {world})"),
+                            "ranks that divides 16",
+                        ] {
+                            assert!(msg.contains(part), "{name} W={world}: {part:?} in {msg}");
+                        }
+                    }
+                }
+                // Evaluation takes any world (ranks past a batch's end hold nothing).
+                for n in [val, test] {
+                    walk_eval(n, B, world);
+                }
+            }
+        }
+    }
+
+    fn walk_train(n: usize, batch: usize, drop_last: bool, world: usize) {
+        let mut seen = Vec::with_capacity(n);
+        let steps = step_batches(n, batch, 1, drop_last);
+        assert_eq!(steps.len(), num_batches(n, batch, drop_last));
+        for (s, micro) in steps.iter().enumerate() {
+            for i in micro.clone() {
+                let parts: Vec<Slice> = (0..world)
+                    .map(|r| micro_slice(n, batch, 1, drop_last, i, world, r).unwrap())
+                    .collect();
+                let global = parts[0].global.clone();
+                let sizes: Vec<usize> = parts.iter().map(|p| p.local.len()).collect();
+                let what = format!("n={n} W={world} drop_last={drop_last} step {}", s + 1);
+                assert_eq!(
+                    sizes.iter().sum::<usize>(),
+                    global.len(),
+                    "{what}: {sizes:?}"
+                );
+                assert!(!global.is_empty() && sizes[0] >= 1, "{what}: {sizes:?}");
+                assert!(
+                    global.len() == batch || s + 1 == steps.len(),
+                    "{what}: short step"
+                );
+                for p in parts {
+                    assert_eq!(p.global, global, "{what}");
+                    seen.extend(p.local);
+                }
+            }
+        }
+        let want = epoch_samples(n, batch, drop_last);
+        assert_eq!(seen, (0..want).collect::<Vec<_>>(), "n={n} W={world}");
+    }
+
+    fn walk_eval(n: usize, batch: usize, world: usize) {
+        let mut seen = Vec::with_capacity(n);
+        for k in 0..num_batches(n, batch, false) {
+            let parts: Vec<Slice> = (0..world)
+                .map(|r| eval_slice(n, batch, k, world, r).unwrap())
+                .collect();
+            let sizes: Vec<usize> = parts.iter().map(|p| p.local.len()).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), parts[0].global.len());
+            seen.extend(parts.into_iter().flat_map(|p| p.local));
+        }
+        assert_eq!(seen, (0..n).collect::<Vec<_>>(), "eval n={n} W={world}");
+    }
+
+    #[test]
+    fn accumulation_groups_micro_batches_into_whole_steps() {
+        // 21 samples, B = 8 in 2 micro-batches of 4: steps [0,1], [2,3], [4, 5] where the last
+        // step holds 5 samples (4 + 1); drop_last drops that whole step, not only its tail.
+        assert_eq!(step_batches(21, 4, 2, false), vec![0..2, 2..4, 4..6]);
+        assert_eq!(train_batches(21, 4, 2, true), 4);
+        assert_eq!(step_batches(21, 4, 2, true), vec![0..2, 2..4]);
+        let last = micro_slice(21, 4, 2, false, 5, 2, 1).unwrap();
+        assert_eq!((last.global, last.local), (20..21, 21..21));
+        assert!(micro_slice(21, 4, 2, true, 4, 2, 0).is_err());
+        // The refusal names accumulation and suggests a batch that works.
+        let e = check_world(16, 2, 3).unwrap_err().to_string();
+        assert!(
+            e.contains("train.accumulation_steps = 2 (micro-batches of 8)")
+                && e.contains("multiple of 6 (e.g. 18)")
+                && e.contains("same number of samples"),
+            "{e}"
+        );
+        assert!(check_world(16, 2, 4).is_ok() && check_world(16, 2, 16).is_err());
     }
 }

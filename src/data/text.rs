@@ -62,6 +62,15 @@ impl Dataset {
         }
     }
 
+    /// Image views per study in the published runs: IU X-Ray frontal + lateral (R2Gen,
+    /// R2GenCMN), MIMIC-CXR one frontal view.
+    pub fn default_views(self) -> usize {
+        match self {
+            Dataset::IuXray => 2,
+            Dataset::MimicCxr => 1,
+        }
+    }
+
     /// Applies this dataset's cleaner.
     pub fn clean(self, report: &str) -> String {
         match self {

@@ -30,7 +30,7 @@ pub struct VocabArgs {
     #[arg(long, value_enum)]
     pub dataset: Dataset,
     /// Keep tokens seen at least this often in the train split [default: 3 for iu_xray, 10 for mimic_cxr].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::bounds::at_least::<usize>(1))]
     pub threshold: Option<usize>,
     /// Where to write vocab.json (atomically).
     #[arg(long, value_name = "FILE")]
@@ -43,7 +43,7 @@ pub struct EncodeArgs {
     #[arg(long, value_name = "FILE")]
     pub vocab: PathBuf,
     /// Cut every id list (BOS and EOS included) to this many entries.
-    #[arg(long, default_value_t = text::DEFAULT_MAX_SEQ_LENGTH, value_name = "N")]
+    #[arg(long, default_value_t = text::DEFAULT_MAX_SEQ_LENGTH, value_name = "N", value_parser = crate::bounds::at_least::<usize>(2))]
     pub max_seq_length: usize,
 }
 

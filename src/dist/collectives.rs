@@ -9,8 +9,10 @@
 //! Guarantees every backend keeps:
 //! * results are identical on every rank (MPI and NCCL reductions are deterministic for a fixed
 //!   world and message size, which the equivalence tests rely on);
-//! * `all_gather` concatenates along dim 0 in rank order and accepts unequal first dimensions
-//!   (the last global batch of an epoch may not split evenly);
+//! * `all_gather` concatenates along dim 0 in rank order and accepts unequal first dimensions,
+//!   0 included (the last global batch of an epoch may not split evenly, or leave a rank
+//!   empty); `all_gather_rows` does the same when every rank already knows every rank's row
+//!   count, without exchanging it again, and carries only real rows (no padding);
 //! * every operation runs under `no_grad`, so gradients buffers can be reduced in place.
 
 use mpi::collective::SystemOperation;
@@ -30,10 +32,25 @@ pub trait Collectives {
     fn size(&self) -> usize;
     /// Short backend name for logs ("single", "mpi", "nccl").
     fn name(&self) -> &'static str;
+    /// Where the tensors this backend carries must live (CPU for MPI, the rank's GPU for NCCL;
+    /// CPU for a world of one, which carries anything).
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
     /// Element-wise sum over ranks, written back into `t`.
     fn all_reduce_sum(&self, t: &mut Tensor) -> Result<(), DistError>;
-    /// Concatenation of every rank's `t` along dim 0, rank-major; first dims may differ.
+    /// Concatenation of every rank's `t` along dim 0, rank-major; first dims may differ (and
+    /// be 0). Exchanges the row counts first; see [`Collectives::all_gather_rows`].
     fn all_gather(&self, t: &Tensor) -> Result<Tensor, DistError>;
+    /// [`Collectives::all_gather`] when the caller knows every rank's row count: `rows[r]` is
+    /// rank r's `t.size()[0]` (this rank's must match), trailing shapes are equal everywhere.
+    /// Result `[Σ rows, ...]`; only real rows travel. Every rank must pass the same `rows`
+    /// (e.g. from one earlier all-gather): a rank whose own count is wrong fails alone.
+    /// (The default exchanges the counts again.)
+    fn all_gather_rows(&self, t: &Tensor, rows: &[i64]) -> Result<Tensor, DistError> {
+        gather_shape(self.rank(), self.size(), t, rows)?;
+        self.all_gather(t)
+    }
     /// Sums `t` over ranks and returns this rank's rows: rank r gets `counts[r]` rows starting at
     /// `counts[..r].sum()`. `counts` must sum to `t.size()[0]`.
     fn reduce_scatter(&self, t: &Tensor, counts: &[i64]) -> Result<Tensor, DistError>;
@@ -61,6 +78,31 @@ pub(crate) fn scatter_slice(
     Ok((counts[..rank].iter().sum(), counts[rank]))
 }
 
+/// Checks `rows` against the world and this rank's tensor; returns the output shape.
+pub(crate) fn gather_shape(
+    rank: usize,
+    size: usize,
+    t: &Tensor,
+    rows: &[i64],
+) -> Result<Vec<i64>, DistError> {
+    let shape = t.size();
+    let fail = |message: String| DistError::Collective { rank, message };
+    if shape.is_empty() {
+        return Err(fail(
+            "all_gather: a 0-d tensor has no dim 0 to concatenate".into(),
+        ));
+    }
+    if rows.len() != size || rows.get(rank) != Some(&shape[0]) || rows.iter().any(|&r| r < 0) {
+        return Err(fail(format!(
+            "all_gather: row counts {rows:?} do not fit a world of {size} where this rank holds {} rows",
+            shape[0]
+        )));
+    }
+    let mut out = shape;
+    out[0] = rows.iter().sum();
+    Ok(out)
+}
+
 /// A world of one process.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SingleProcess;
@@ -79,6 +121,10 @@ impl Collectives for SingleProcess {
         Ok(())
     }
     fn all_gather(&self, t: &Tensor) -> Result<Tensor, DistError> {
+        Ok(t.detach().copy())
+    }
+    fn all_gather_rows(&self, t: &Tensor, rows: &[i64]) -> Result<Tensor, DistError> {
+        gather_shape(0, 1, t, rows)?;
         Ok(t.detach().copy())
     }
     fn reduce_scatter(&self, t: &Tensor, counts: &[i64]) -> Result<Tensor, DistError> {
@@ -242,10 +288,9 @@ impl Collectives for MpiCollectives<'_> {
         if shape.is_empty() {
             return Err(self.err("all_gather: a 0-d tensor has no dim 0 to concatenate".into()));
         }
-        let Some(comm) = self.world.comm() else {
+        if self.world.comm().is_none() {
             return Ok(t.detach().copy());
-        };
-        let rows = shape[0];
+        }
         let inner: i64 = shape[1..].iter().product();
         // Every rank must agree on the trailing shape, else the concatenation is meaningless.
         let inners = self.gather_counts(inner);
@@ -256,10 +301,26 @@ impl Collectives for MpiCollectives<'_> {
                 inners[bad]
             )));
         }
-        let all_rows = self.gather_counts(rows);
-        let counts: Vec<i32> = all_rows.iter().map(|r| (r * inner) as i32).collect();
-        let mut out_shape = shape.clone();
-        out_shape[0] = all_rows.iter().sum();
+        let rows = self.gather_counts(shape[0]);
+        self.all_gather_rows(t, &rows)
+    }
+
+    fn all_gather_rows(&self, t: &Tensor, rows: &[i64]) -> Result<Tensor, DistError> {
+        self.check("all_gather", t)?;
+        let out_shape = gather_shape(self.world.rank, self.world.size, t, rows)?;
+        let Some(comm) = self.world.comm() else {
+            return Ok(t.detach().copy());
+        };
+        let inner: i64 = out_shape[1..].iter().product();
+        let counts = rows
+            .iter()
+            .map(|r| i32::try_from(r * inner))
+            .collect::<Result<Vec<i32>, _>>()
+            .map_err(|_| {
+                self.err(format!(
+                    "all_gather: {rows:?} rows of {inner} elements exceed MPI's 2^31 element counts"
+                ))
+            })?;
         let out = tch::no_grad(|| {
             let send = t.detach().contiguous();
             let out = Tensor::empty(out_shape.as_slice(), (t.kind(), Device::Cpu));

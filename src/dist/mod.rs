@@ -8,3 +8,5 @@ pub mod world;
 
 pub use collectives::Collectives;
 pub use world::{DistError, World};
+#[cfg(test)]
+pub(crate) mod threads;

@@ -6,22 +6,23 @@
 //! the stream libtorch uses unless told otherwise, so they are ordered after the kernels that
 //! produced the gradients; the call then waits for the device, so on return the result is ready.
 //!
-//! A watchdog thread aborts the whole process when one collective takes longer than
-//! `dist.timeout_s`: a rank that died or hangs would otherwise leave every other rank waiting
-//! in NCCL forever, and a killed process makes mpirun/srun end the job.
+//! The [`Watchdog`] (the crate's one, in [`crate::lifecycle`]) is armed around each call and
+//! ends the whole job when one collective takes longer than `dist.timeout_s`: a rank that died
+//! or hangs would otherwise leave every other rank waiting in NCCL forever.
 //!
 //! This machine has no libcuda: cudarc panics when its dynamic loader is touched without it, so
 //! [`NcclCollectives::new`] refuses to start unless `tch::Cuda::is_available()`. The code still
 //! compiles everywhere (the `nccl` feature of cudarc is always on).
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use cudarc::nccl::{result, sys};
 use tch::{Device, Kind, Tensor};
 
-use super::collectives::{scatter_slice, Collectives};
+use super::collectives::{gather_shape, scatter_slice, Collectives};
 use super::{DistError, World};
+use crate::lifecycle::Watchdog;
 
 /// One NCCL communicator spanning the MPI world.
 pub struct NcclCollectives<'w> {
@@ -31,45 +32,6 @@ pub struct NcclCollectives<'w> {
     watchdog: Watchdog,
     // Keeps the CUDA primary context bound while the communicator lives.
     _ctx: Arc<cudarc::driver::CudaContext>,
-}
-
-/// Arms a deadline around each collective; a background thread aborts the process when one is
-/// exceeded.
-struct Watchdog {
-    armed: Arc<Mutex<Option<(Instant, &'static str)>>>,
-}
-
-impl Watchdog {
-    fn start(rank: usize, timeout: Duration) -> Watchdog {
-        let armed: Arc<Mutex<Option<(Instant, &'static str)>>> = Arc::new(Mutex::new(None));
-        let seen = Arc::clone(&armed);
-        std::thread::Builder::new()
-            .name("nccl-watchdog".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(500));
-                let state = *seen.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((since, op)) = state {
-                    if since.elapsed() > timeout {
-                        eprintln!(
-                            "error: rank {rank}: NCCL {op} did not finish within {:.0} s (dist.timeout_s); \
-                             another rank probably died or diverged. Aborting this process.",
-                            timeout.as_secs_f64()
-                        );
-                        std::process::abort();
-                    }
-                }
-            })
-            .ok();
-        Watchdog { armed }
-    }
-
-    fn arm(&self, op: &'static str) {
-        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), op));
-    }
-
-    fn disarm(&self) {
-        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
 }
 
 fn nccl_kind(kind: Kind) -> Option<sys::ncclDataType_t> {
@@ -125,8 +87,8 @@ impl<'w> NcclCollectives<'w> {
         }
         let id = sys::ncclUniqueId { internal };
 
-        let watchdog = Watchdog::start(world.rank, Duration::from_secs_f64(timeout_s));
-        watchdog.arm("init");
+        let watchdog = Watchdog::start(Duration::from_secs_f64(timeout_s), world.rank);
+        watchdog.arm("NCCL init");
         let mut comm: sys::ncclComm_t = std::ptr::null_mut();
         // SAFETY: `comm` is a valid out-pointer; the id came from ncclGetUniqueId on rank 0.
         let status =
@@ -191,6 +153,9 @@ impl Collectives for NcclCollectives<'_> {
     fn name(&self) -> &'static str {
         "nccl"
     }
+    fn device(&self) -> Device {
+        Device::Cuda(self.device as usize)
+    }
 
     fn all_reduce_sum(&self, t: &mut Tensor) -> Result<(), DistError> {
         let dt = self.dtype("all_reduce_sum", t)?;
@@ -220,43 +185,78 @@ impl Collectives for NcclCollectives<'_> {
     }
 
     fn all_gather(&self, t: &Tensor) -> Result<Tensor, DistError> {
-        let dt = self.dtype("all_gather", t)?;
-        let shape = t.size();
-        if shape.is_empty() {
+        self.dtype("all_gather", t)?;
+        let Some(&local) = t.size().first() else {
             return Err(self.err("all_gather: a 0-d tensor has no dim 0 to concatenate".into()));
-        }
-        // NCCL's all-gather needs equal counts: agree on the largest row count over MPI, pad,
-        // gather, then cut each rank's padding away.
-        let rows = self.world.all_gather_f64(shape[0] as f64);
-        let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let max_rows = rows.iter().copied().max().unwrap_or(0);
-        let send = tch::no_grad(|| {
-            let c = t.detach().contiguous();
-            if shape[0] == max_rows {
-                c
-            } else {
-                let mut padded_shape = shape.clone();
-                padded_shape[0] = max_rows;
-                let p = Tensor::zeros(padded_shape.as_slice(), (t.kind(), t.device()));
-                p.narrow(0, 0, shape[0]).copy_(&c);
-                p
-            }
-        });
-        let mut out_shape = shape.clone();
-        out_shape[0] = max_rows * self.world.size as i64;
-        let out = Tensor::empty(out_shape.as_slice(), (t.kind(), t.device()));
-        let n = send.numel();
-        let (sp, rp) = (send.data_ptr(), out.data_ptr());
-        // SAFETY: `send` holds n elements, `out` holds size·n, both contiguous on this device.
-        self.run("all_gather", || unsafe {
-            result::all_gather(sp, rp, n, dt, self.comm, default_stream())
-        })?;
-        let parts: Vec<Tensor> = rows
+        };
+        // Row counts travel over MPI (the control plane); the rows themselves over NCCL.
+        let rows: Vec<i64> = self
+            .world
+            .all_gather_f64(local as f64)
             .iter()
-            .enumerate()
-            .map(|(r, &k)| out.narrow(0, r as i64 * max_rows, k))
+            .map(|&r| r as i64)
             .collect();
-        Ok(Tensor::cat(&parts, 0))
+        self.all_gather_rows(t, &rows)
+    }
+
+    /// NCCL's own all-gather needs equal counts. Unequal ones (the last batch of an epoch, a rank
+    /// with 0 samples) are gathered the way PyTorch's ProcessGroupNCCL gathers uneven tensors:
+    /// one broadcast per rank from its rows into its slot of the output, all in one NCCL group
+    /// (so they run as one collective). Ranks with 0 rows send nothing; no padding travels.
+    fn all_gather_rows(&self, t: &Tensor, rows: &[i64]) -> Result<Tensor, DistError> {
+        let dt = self.dtype("all_gather", t)?;
+        let out_shape = gather_shape(self.world.rank, self.world.size, t, rows)?;
+        let inner: i64 = out_shape[1..].iter().product();
+        let out = Tensor::empty(out_shape.as_slice(), (t.kind(), t.device()));
+        if out.numel() == 0 {
+            return Ok(out);
+        }
+        let send = tch::no_grad(|| t.detach().contiguous());
+        let elem = t.kind().elt_size_in_bytes();
+        let (sp, rp) = (send.data_ptr(), out.data_ptr().cast::<u8>());
+        // Byte offset of each rank's slot in the output.
+        let slots: Vec<(usize, usize)> = rows
+            .iter()
+            .scan(0usize, |at, &r| {
+                let count = (r * inner) as usize;
+                let slot = (*at, count);
+                *at += count * elem;
+                Some(slot)
+            })
+            .collect();
+        self.run("all_gather", || {
+            result::group_start()?;
+            let mut first_err = None;
+            for (root, &(byte_offset, count)) in slots.iter().enumerate() {
+                if count == 0 {
+                    continue;
+                }
+                // SAFETY: `send` holds this rank's `rows[rank]·inner` elements (only read on
+                // the root), the slot lies inside `out` (Σ rows·inner elements), both contiguous
+                // on this device and alive until `run` has synchronised.
+                let r = unsafe {
+                    result::broadcast(
+                        sp,
+                        rp.add(byte_offset).cast(),
+                        count,
+                        dt,
+                        root as i32,
+                        self.comm,
+                        default_stream(),
+                    )
+                };
+                if let Err(e) = r {
+                    first_err.get_or_insert(e);
+                }
+            }
+            // The group is always closed, also after a failed enqueue.
+            let end = result::group_end();
+            match first_err {
+                Some(e) => Err(e),
+                None => end,
+            }
+        })?;
+        Ok(out)
     }
 
     fn reduce_scatter(&self, t: &Tensor, counts: &[i64]) -> Result<Tensor, DistError> {

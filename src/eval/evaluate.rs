@@ -18,10 +18,12 @@ use tch::{Device, Tensor};
 
 use crate::config::Config;
 use crate::data::loader::{Batch, Loader};
+use crate::data::prepare::Split;
 use crate::dist::{Collectives, DistError, World};
 use crate::eval::ce::{ce_of_texts, ce_scores, label_report, Labels};
 use crate::eval::metrics::{score_corpus, MeteorOpts, Scores};
 use crate::eval::score::{read_labels, ScoreError};
+use crate::model::contract;
 use crate::model::weights::{write_bytes_atomic, VocabInfo};
 use crate::model::{beam_search, greedy, ModelCheckpoint, R2GenCmn};
 
@@ -118,10 +120,13 @@ fn decode_batch(
         .collect()
 }
 
-/// Sends every rank's predictions to every rank (as JSON lines packed in an i64 tensor).
+/// Sends every rank's predictions to every rank (as JSON lines packed in an i64 tensor on
+/// `device`, the collectives' device: NCCL carries CUDA tensors only, MPI CPU ones). A rank may hold none
+/// (an evaluation batch smaller than the world leaves ranks empty): it sends 0 bytes.
 fn gather_predictions(
     local: &[Prediction],
     coll: &dyn Collectives,
+    device: Device,
 ) -> Result<Vec<Prediction>, EvalError> {
     #[derive(Serialize, Deserialize)]
     struct Wire {
@@ -142,11 +147,14 @@ fn gather_predictions(
         text.push('\n');
     }
     let bytes: Vec<i64> = text.bytes().map(i64::from).collect();
-    let gathered = coll.all_gather(&Tensor::from_slice(&bytes))?;
-    let all: Vec<i64> = Vec::try_from(&gathered).map_err(|e: tch::TchError| EvalError::Gather {
-        rank: coll.rank(),
-        message: e.to_string(),
-    })?;
+    let gathered = coll.all_gather(&Tensor::from_slice(&bytes).to_device(device))?;
+    let all: Vec<i64> =
+        Vec::try_from(&gathered.to_device(Device::Cpu)).map_err(|e: tch::TchError| {
+            EvalError::Gather {
+                rank: coll.rank(),
+                message: e.to_string(),
+            }
+        })?;
     let all: Vec<u8> = all.into_iter().map(|b| b as u8).collect();
     let text = String::from_utf8(all).map_err(|e| EvalError::Gather {
         rank: coll.rank(),
@@ -198,11 +206,13 @@ pub fn evaluate_split(
         }
         Ok(false)
     })?;
-    let flags = coll.all_gather(&Tensor::from_slice(&[i64::from(stopped)]))?;
-    if flags.max().int64_value(&[]) > 0 {
+    let device = coll.device();
+    let mut flag = Tensor::from_slice(&[i64::from(stopped)]).to_device(device);
+    coll.all_reduce_sum(&mut flag)?;
+    if flag.int64_value(&[0]) > 0 {
         return Err(EvalError::Interrupted { split });
     }
-    let mut all = gather_predictions(&local, coll)?;
+    let mut all = gather_predictions(&local, coll, device)?;
     all.sort_by_key(|p| p.index);
     check_coverage(&split, &all, loader.rows())?;
     let scores = if coll.rank() == 0 {
@@ -269,8 +279,9 @@ pub struct EvaluateArgs {
     /// Split to evaluate: val or test.
     #[arg(long, default_value = "test", value_parser = ["val", "test"])]
     pub split: String,
-    /// Beam width (1 = greedy); default: the checkpoint config's eval.beam_size.
-    #[arg(long)]
+    /// Beam width (1 = greedy, at most the model's output classes); default: the checkpoint
+    /// config's eval.beam_size.
+    #[arg(long, value_parser = crate::bounds::at_least::<usize>(1))]
     pub beam: Option<usize>,
     /// Where predictions.jsonl and scores.json go (default: the checkpoint directory).
     #[arg(long, value_name = "DIR")]
@@ -324,6 +335,11 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
     if let Some(d) = &args.data {
         cfg.data.prepared = d.to_string_lossy().into_owned();
     }
+    let mut opts = DecodeOpts::from_config(&cfg);
+    if let Some(b) = args.beam {
+        opts.beam = b;
+    }
+    contract::on_root(world, || check_inputs(&args, &ckpt, &cfg, opts.beam))?;
     let device = if tch::Cuda::is_available() {
         Device::Cuda(world.local_rank)
     } else {
@@ -333,10 +349,6 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
     let coll =
         crate::dist::collectives::select(world, cfg.dist.backend, Device::Cpu, cfg.dist.timeout_s)?;
     let loader = Loader::new(&cfg, world, &args.split)?;
-    let mut opts = DecodeOpts::from_config(&cfg);
-    if let Some(b) = args.beam {
-        opts.beam = b;
-    }
     let meteor = if args.meteor {
         Some(MeteorOpts::locate(None)?)
     } else {
@@ -352,6 +364,11 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
         &|| false,
     )?;
     if let Some(scores) = scores {
+        contract::unique_ids(
+            preds.iter().map(|p| (p.index, p.id.as_str())),
+            Path::new(&cfg.data.prepared),
+            &args.split,
+        )?;
         let truth = args.ce_labels.as_deref().zip(truth.as_ref());
         let json = serde_json::to_string_pretty(&scores_json(&scores, &preds, truth)?)?;
         let out = args.out.unwrap_or_else(|| args.checkpoint.clone());
@@ -361,6 +378,32 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
         println!("{json}");
     }
     Ok(0)
+}
+
+/// Pairing checks before any model is built (issue 14): the checkpoint's vocabulary, dataset,
+/// views and image size against the data, a non-empty split, a beam the vocabulary can fill.
+fn check_inputs(
+    args: &EvaluateArgs,
+    ckpt: &ModelCheckpoint,
+    cfg: &Config,
+    beam: usize,
+) -> anyhow::Result<()> {
+    let split = Split::parse(&args.split)
+        .ok_or_else(|| anyhow::anyhow!("--split {}: expected val or test", args.split))?;
+    let data = contract::PreparedData::open(Path::new(&cfg.data.prepared))?;
+    contract::check_model_on_data(ckpt, &data, split)?;
+    let option = if args.beam.is_some() {
+        "--beam"
+    } else {
+        "eval.beam_size"
+    };
+    contract::check_beam(
+        beam,
+        option,
+        ckpt.vocab.logit_dim,
+        &args.checkpoint.join(crate::model::weights::VOCAB_FILE),
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -380,7 +423,7 @@ mod tests {
     #[test]
     fn gather_round_trips_text() {
         let local = vec![p(0), p(1)];
-        let all = gather_predictions(&local, &SingleProcess).unwrap();
+        let all = gather_predictions(&local, &SingleProcess, Device::Cpu).unwrap();
         assert_eq!(all, local);
     }
 

@@ -149,11 +149,11 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, ScoreError> {
             line: i + 1,
             message: e.to_string(),
         })?;
-        let id = match v.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => return Err(at("key `id`")),
-            Some(other) => other.to_string(),
-        };
+        // One id rule for every command (issue 14): a string, or an integer as its digits.
+        let id = v
+            .get("id")
+            .and_then(crate::data::ids::id_text)
+            .ok_or_else(|| at("key `id` (a string or an integer)"))?;
         let report = v
             .get("report")
             .and_then(Value::as_str)

@@ -13,7 +13,8 @@ use tch::Device;
 use super::decode::{beam_search, greedy};
 use super::r2gencmn::R2GenCmn;
 use super::weights::{read_safetensors, ModelCheckpoint, ModelError, VocabInfo, WEIGHTS_FILE};
-use crate::cli::ConfigArgs;
+use crate::config::ConfigArgs;
+use crate::model::contract;
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
@@ -61,8 +62,8 @@ pub struct GenerateArgs {
     /// Image file (PNG/JPEG, grey or RGB, 8/16-bit); give it twice for two-view models.
     #[arg(long, value_name = "FILE", required = true)]
     pub image: Vec<PathBuf>,
-    /// Beam width (default: the checkpoint's eval.beam_size).
-    #[arg(long, conflicts_with = "greedy")]
+    /// Beam width, 1 to the model's output classes (default: the checkpoint's eval.beam_size).
+    #[arg(long, conflicts_with = "greedy", value_parser = crate::bounds::at_least::<usize>(1))]
     pub beam: Option<usize>,
     /// Greedy decoding with trigram blocking.
     #[arg(long)]
@@ -170,24 +171,25 @@ fn load_study(paths: &[PathBuf], size: usize) -> anyhow::Result<tch::Tensor> {
 /// `generate`: one study → a report (text or JSON).
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     let ckpt = ModelCheckpoint::open(&args.checkpoint)?;
-    let device = default_device();
-    let model = R2GenCmn::from_checkpoint(&ckpt, device)?;
-    if args.image.len() != model.views() {
-        anyhow::bail!(
-            "the model takes {} view(s) per study but {} --image were given",
-            model.views(),
-            args.image.len()
-        );
-    }
-    let images = load_study(&args.image, ckpt.config.data.image_size)?.to_device(device);
-    let (att, _) =
-        tch::no_grad(|| model.with_precision(|| model.visual(&images.unsqueeze(0), false)));
+    contract::check_images_for_model(&ckpt, &args.image)?;
     let eval = &ckpt.config.eval;
     let beam = if args.greedy {
         1
     } else {
         args.beam.unwrap_or(eval.beam_size)
     };
+    let option = if args.beam.is_some() {
+        "--beam"
+    } else {
+        "eval.beam_size"
+    };
+    let vocab_path = args.checkpoint.join(super::weights::VOCAB_FILE);
+    contract::check_beam(beam, option, ckpt.vocab.logit_dim, &vocab_path)?;
+    let device = default_device();
+    let model = R2GenCmn::from_checkpoint(&ckpt, device)?;
+    let images = load_study(&args.image, ckpt.config.data.image_size)?.to_device(device);
+    let (att, _) =
+        tch::no_grad(|| model.with_precision(|| model.visual(&images.unsqueeze(0), false)));
     let out = if beam <= 1 {
         greedy(&model, &att, eval.max_seq_length, eval.block_trigrams)
     } else {

@@ -1,6 +1,8 @@
 //! The ITHN objective (SPEC §3) as free functions on already computed (or all-gathered)
-//! tensors, so the distributed trainer can call them on the global batch, plus
-//! [`ithn_forward`], the single-process composition (the reference `forward_cxr` + loss).
+//! tensors, so the distributed trainer can call them on the global batch; [`local_forward`],
+//! THE model pass of a batch (both pairs through extractor and decoder, projections) that the
+//! trainer, the step bench and the equivalence test run; and [`ithn_forward`], the
+//! single-process composition (the reference `forward_cxr` + loss) on top of it.
 //!
 //! Numerical details follow the reference exactly: z and u are divided by their L2 norm with no
 //! epsilon; `normalize` in the harder-negative formula clamps the norm at 1e-12; the cosine loss
@@ -57,16 +59,39 @@ pub fn contrastive_loss(
     let sh = (&e3 * z).matmul(&h.tr()) * minus_eye;
     let fin = (&s + &sn + &sh) / 3.0;
     let labels = Tensor::arange(b, (Kind::Int64, z.device()));
-    let l_cp =
-        (fin.cross_entropy_for_logits(&labels) + fin.tr().cross_entropy_for_logits(&labels)) / 2.0;
+    // Cross-entropy in the logits' own kind (tch's `cross_entropy_for_logits` would round
+    // float64 logits to float32; for float32 logits this is the same op).
+    let ce = |x: &Tensor| x.log_softmax(-1, x.kind()).nll_loss(&labels);
+    let l_cp = (ce(&fin) + ce(&fin.tr())) / 2.0;
     (l_cp, s, sn, sh, fin)
 }
 
 /// `L_cs = mean_i |cos(z_i, z⁻_i)|` with each norm clamped at 1e-8.
 pub fn cosine_loss(z: &Tensor, z_neg: &Tensor) -> Tensor {
-    let cos =
-        (normalize_rows(z, 1e-8) * normalize_rows(z_neg, 1e-8)).sum_dim_intlist(-1, false, None);
-    cos.abs().mean(None)
+    abs_cosines(z, z_neg).mean(None)
+}
+
+/// `Σ_i |cos(z_i, z⁻_i)|` (0-d): L_cs's numerator, 0 for 0 rows (where the mean is NaN), so a
+/// distributed step divides it by the global sample count.
+pub fn cosine_sum(z: &Tensor, z_neg: &Tensor) -> Tensor {
+    abs_cosines(z, z_neg).sum(z.kind())
+}
+
+/// `|cos(z_i, z⁻_i)|` per row, each norm clamped at 1e-8.
+fn abs_cosines(z: &Tensor, z_neg: &Tensor) -> Tensor {
+    (normalize_rows(z, 1e-8) * normalize_rows(z_neg, 1e-8))
+        .sum_dim_intlist(-1, false, None)
+        .abs()
+}
+
+/// Target tokens the LM loss of a batch sums over: `Σ masks[:, 1:]` (what [`lm_loss_sum`]
+/// returns as its second part, known before the forward).
+pub fn target_tokens(masks: &Tensor) -> i64 {
+    let t = masks.size().get(1).copied().unwrap_or(0);
+    if t < 2 {
+        return 0;
+    }
+    masks.narrow(1, 1, t - 1).sum(Kind::Int64).int64_value(&[])
 }
 
 /// Language-model loss parts: `(Σ −log p(target)·mask, Σ mask)` over targets `ids[:, 1:]`
@@ -148,10 +173,74 @@ impl IthnOutputs {
     }
 }
 
-/// Derives the seeds of the negative pair's pass from the positive ones, so the two decoder
-/// passes of a sample draw different dropout masks.
-fn negative_seeds(seeds: &[u64]) -> Vec<u64> {
-    seeds.iter().map(|s| s ^ 0xA5A5_5A5A_DEAD_BEEF).collect()
+/// Salt separating the negative pair's dropout seeds from the positive pair's.
+const NEG_SALT: u64 = 0x6E65_6761_7469_7665;
+
+/// The dropout seeds of the negative pair's decoder pass, derived from the positive pair's
+/// (one per sample), so the two passes of a sample draw different masks.
+pub fn negative_seeds(seeds: &[u64]) -> Vec<u64> {
+    seeds
+        .iter()
+        .map(|&s| crate::data::sampler::mix64((s ^ NEG_SALT).wrapping_add(GOLDEN_GAMMA)))
+        .collect()
+}
+
+/// SplitMix64's increment; with [`crate::data::sampler::mix64`] it is one SplitMix64 output.
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// One pass of the model over a batch, before any objective: both pairs (image, report) and
+/// (negative image, negative report) through the extractor and the teacher-forced decoder,
+/// and the ITHN projections. Names follow the reference's `forward_cxr`.
+#[derive(Debug)]
+pub struct LocalForward {
+    /// Patch features `[B, 49·views, 2048]` of the images (and of the negatives).
+    pub att_feats: Tensor,
+    /// Pooled features `[B, 2048·views]`.
+    pub fc_feats: Tensor,
+    pub neg_att_feats: Tensor,
+    pub neg_fc_feats: Tensor,
+    /// Log-probs `[B, T−1, V+1]` of the reports' next tokens.
+    pub output: Tensor,
+    /// Final decoder states `[B, T−1, d_model]` of the positive and the negative pair.
+    pub pos_rep_output: Tensor,
+    pub neg_rep_output: Tensor,
+    /// z, z⁻, u, u⁻: `[B, proj_dim]`, rows of unit L2 norm.
+    pub z: Tensor,
+    pub z_neg: Tensor,
+    pub u: Tensor,
+    pub u_neg: Tensor,
+}
+
+/// THE local ITHN forward (trainer, `bench step`, equivalence test and [`ithn_forward`]).
+/// `seeds` are per-sample dropout seeds (`train::step::sample_seeds`); the negative pair's
+/// are [`negative_seeds`] of them. A batch of 0 samples gives 0-row tensors (and no NaN).
+pub fn local_forward(
+    model: &R2GenCmn,
+    batch: &IthnBatch,
+    train: bool,
+    seeds: Option<&[u64]>,
+) -> LocalForward {
+    model.with_precision(|| {
+        let (att_feats, fc_feats) = model.visual(&batch.images, train);
+        let (neg_att_feats, neg_fc_feats) = model.visual(&batch.neg_images, train);
+        let (output, pos_rep_output) = model.forward_teacher(&att_feats, &batch.ids, train, seeds);
+        let neg_seeds = seeds.map(negative_seeds);
+        let (_, neg_rep_output) =
+            model.forward_teacher(&neg_att_feats, &batch.neg_ids, train, neg_seeds.as_deref());
+        LocalForward {
+            z: model.img_embed(&fc_feats),
+            z_neg: model.img_embed(&neg_fc_feats),
+            u: model.text_embed(&pos_rep_output),
+            u_neg: model.text_embed(&neg_rep_output),
+            att_feats,
+            fc_feats,
+            neg_att_feats,
+            neg_fc_feats,
+            output,
+            pos_rep_output,
+            neg_rep_output,
+        }
+    })
 }
 
 /// The single-process ITHN forward (the reference `forward_cxr` and loss):
@@ -163,36 +252,34 @@ pub fn ithn_forward(
     train: bool,
     seeds: Option<&[u64]>,
 ) -> IthnOutputs {
+    let f = local_forward(model, batch, train, seeds);
     model.with_precision(|| {
-        let (att_feats, fc_feats) = model.visual(&batch.images, train);
-        let (neg_att_feats, neg_fc_feats) = model.visual(&batch.neg_images, train);
-        let (output, pos_rep_output) = model.forward_teacher(&att_feats, &batch.ids, train, seeds);
-        let neg_seeds = seeds.map(negative_seeds);
-        let (_, neg_rep_output) =
-            model.forward_teacher(&neg_att_feats, &batch.neg_ids, train, neg_seeds.as_deref());
-        let z = model.img_embed(&fc_feats);
-        let z_neg = model.img_embed(&neg_fc_feats);
-        let u = model.text_embed(&pos_rep_output);
-        let u_neg = model.text_embed(&neg_rep_output);
-        let (p, h) = harder_negatives(&z, &u, &u_neg, batch.lambda);
-        let (l_cp, s, sn, sh, fin) =
-            contrastive_loss(&z, &u, &z_neg, &u_neg, &h, &model.temp_1, &model.temp_3);
-        let l_cs = cosine_loss(&z, &z_neg);
-        let (lm_sum, tokens) = lm_loss_sum(&output, &batch.ids, &batch.masks);
+        let (p, h) = harder_negatives(&f.z, &f.u, &f.u_neg, batch.lambda);
+        let (l_cp, s, sn, sh, fin) = contrastive_loss(
+            &f.z,
+            &f.u,
+            &f.z_neg,
+            &f.u_neg,
+            &h,
+            &model.temp_1,
+            &model.temp_3,
+        );
+        let l_cs = cosine_loss(&f.z, &f.z_neg);
+        let (lm_sum, tokens) = lm_loss_sum(&f.output, &batch.ids, &batch.masks);
         let lm_loss = lm_sum / tokens;
         let loss = &lm_loss * cfg.w_lm + &l_cp * cfg.w_cp + &l_cs * cfg.w_cs;
         IthnOutputs {
-            att_feats,
-            fc_feats,
-            neg_att_feats,
-            neg_fc_feats,
-            output,
-            pos_rep_output,
-            neg_rep_output,
-            pos_img_embeds: z,
-            neg_img_embeds: z_neg,
-            pos_rep_embeds: u,
-            neg_rep_embeds: u_neg,
+            att_feats: f.att_feats,
+            fc_feats: f.fc_feats,
+            neg_att_feats: f.neg_att_feats,
+            neg_fc_feats: f.neg_fc_feats,
+            output: f.output,
+            pos_rep_output: f.pos_rep_output,
+            neg_rep_output: f.neg_rep_output,
+            pos_img_embeds: f.z,
+            neg_img_embeds: f.z_neg,
+            pos_rep_embeds: f.u,
+            neg_rep_embeds: f.u_neg,
             p,
             h_neg_embeds: h,
             similarity_matrix: s,

@@ -113,6 +113,11 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        if x.numel() == 0 {
+            // A rank whose share of the global batch is empty: the result is empty as well,
+            // and libtorch would warn that std() of no rows has no degrees of freedom.
+            return &self.a * x + &self.b;
+        }
         let mean = x.mean_dim(-1, true, None);
         let std = x.std_dim(-1, true, true);
         &self.a * (x - mean) / (std + Self::EPS) + &self.b

@@ -18,6 +18,7 @@
 
 pub mod attention;
 pub mod cli;
+pub mod contract;
 pub mod decode;
 pub mod ithn;
 pub mod layers;

@@ -9,7 +9,7 @@ use super::layers::{Dropout, LayerNorm, Linear, LinearInit};
 use super::weights::Scope;
 
 /// Rows of the stored positional-encoding buffer (the reference's `max_len`).
-pub const PE_LEN: i64 = 5000;
+pub const PE_LEN: i64 = crate::bounds::MAX_SEQ_LEN as i64;
 
 /// `pe[pos, 2i] = sin(pos·exp(2i·(−ln 10000/d)))`, `pe[pos, 2i+1] = cos(...)`, float32, `[1, L, d]`.
 pub fn positional_table(len: i64, d: i64) -> Tensor {

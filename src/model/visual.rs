@@ -37,8 +37,16 @@ impl BatchNorm {
         }
     }
 
-    /// Batch statistics (updating the running ones) only when training in `local` mode.
+    /// Batch statistics (updating the running ones) only when training in `local` mode, and
+    /// only when the batch gives each channel at least 2 values (N·H·W ≥ 2). With fewer — a rank
+    /// whose share of the global batch is 0 samples, or 1 sample on a 1×1 map — batch statistics
+    /// are undefined (PyTorch refuses 1 value per channel in training; 0 values give NaN), so
+    /// this layer normalises with its running statistics and leaves them untouched, exactly as
+    /// in evaluation. The other ranks' batches still train it, and rank 0's statistics are
+    /// everyone's after the step (`train::optim_step`).
     fn forward(&self, x: &Tensor, batch_stats: bool) -> Tensor {
+        let channels = x.size().get(1).copied().unwrap_or(1).max(1);
+        let batch_stats = batch_stats && x.numel() as i64 / channels >= 2;
         if batch_stats {
             let _g = tch::no_grad_guard();
             let mut n = self.num_batches_tracked.shallow_clone();

@@ -101,7 +101,7 @@ pub struct SynthArgs {
     #[arg(long, value_delimiter = ',', default_value = "train,val,test")]
     pub splits: Vec<String>,
     /// Render at most N studies per split (the first N in file order).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::bounds::at_least::<usize>(1))]
     pub limit: Option<usize>,
 }
 

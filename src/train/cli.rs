@@ -8,11 +8,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::trainer::Trainer;
-use crate::checkpoint::hook::{resume_trainer, TrainCheckpointing};
+use super::trainer::{Outcome, TrainOptions, Trainer};
 use crate::checkpoint::ResumeArgs;
-use crate::cli::ConfigArgs;
+use crate::config::ConfigArgs;
 use crate::dist::World;
+use crate::lifecycle::Fault;
+use crate::model::contract;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -21,36 +22,42 @@ pub struct TrainArgs {
     /// Run directory: config.toml, metrics.jsonl, predictions-*.jsonl, best/, final/.
     #[arg(long, value_name = "DIR")]
     pub run_dir: PathBuf,
-    /// Stop after N optimizer steps (then save the final model and score the test split).
-    #[arg(long, value_name = "N")]
+    /// Stop after N ≥ 1 optimizer steps (then save the final model and score the test split).
+    #[arg(long, value_name = "N", value_parser = crate::bounds::at_least::<u64>(1))]
     pub max_steps: Option<u64>,
-    /// Threads per rank for libtorch's CPU kernels (default: libtorch's choice).
-    #[arg(long, value_name = "N")]
+    /// Threads per rank for libtorch's CPU kernels, 1..=4096 (default: libtorch's choice).
+    #[arg(long, value_name = "N", value_parser = crate::bounds::threads::<i32>())]
     pub threads: Option<i32>,
     /// Checkpoint resume and preemption options (docs/resume.md).
     #[command(flatten)]
     pub resume: ResumeArgs,
 }
 
-/// Runs training on every rank; rank 0 prints the test scores.
-pub fn run(args: TrainArgs, world: &World) -> anyhow::Result<i32> {
+/// Runs training on every rank; rank 0 prints the test scores. Exit code 3 after a signal
+/// checkpoint (see [`crate::lifecycle`]).
+pub fn run(args: TrainArgs, world: &World, fault: Option<Fault>) -> anyhow::Result<i32> {
     let cfg = args.config.load()?;
+    // The config's claims about its prepared data, before any model or loader exists.
+    contract::on_root(world, || {
+        let data = contract::PreparedData::open(std::path::Path::new(&cfg.data.prepared))?;
+        Ok(contract::check_config_on_data(
+            &cfg,
+            &args.config.config,
+            &data,
+        )?)
+    })?;
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
-    let mut trainer = Trainer::new(cfg, world, &args.run_dir, args.max_steps)?;
-    // Checkpoints, --resume and preemption signals (exit code 3 after a signal checkpoint).
-    resume_trainer(&mut trainer, &args.resume)?;
-    let mut hook = TrainCheckpointing::new(
-        &trainer.cfg,
-        world,
-        &args.run_dir,
-        &args.resume,
-        args.max_steps,
-    )?;
-    let scores = trainer.run(&mut hook)?;
-    if let Some(s) = scores {
+    let opts = TrainOptions {
+        max_steps: args.max_steps,
+        resume: args.resume,
+        fault,
+    };
+    let mut trainer = Trainer::new(cfg, world, &args.run_dir, opts)?;
+    let outcome = trainer.train()?;
+    if let Outcome::Finished(Some(s)) = &outcome {
         println!("{}", serde_json::Value::Object(s.to_json()));
     }
-    Ok(hook.exit_code())
+    Ok(outcome.exit_code())
 }

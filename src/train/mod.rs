@@ -1,9 +1,12 @@
-//! Training: the trainer loop, optimizer and schedule, and the process lifecycle around them
-//! (preemption signals, exit codes, watchdog).
+//! Training: the trainer's recipe, its optimizer step, optimizer and schedules, the metrics log
+//! and the replicas' consistency checks. Sits above `checkpoint` (the trainer drives a
+//! [`crate::checkpoint::Checkpointer`]) and `eval` (validation and the test pass).
 
 pub mod cli;
+pub mod metrics_log;
 pub mod optim;
+pub mod optim_step;
+pub mod replicas;
 pub mod schedule;
-pub mod signals;
 pub mod step;
 pub mod trainer;

@@ -125,7 +125,8 @@ pub fn rows(dir: &Path, m: &Manifest, split: Split) -> Vec<ReadRow> {
 /// The invariants of any prepared directory: manifest valid, checksums match, rows numbered
 /// 0..n per split, every train row has a valid negative (another train row with a different
 /// cleaned report and, when known, another patient), vocab.json identical to what
-/// `ithn-dist text vocab` builds from the train rows. Returns the manifest and rows per split.
+/// `ithn-dist text vocab` builds from the listing (see [`check_vocab`]). Returns the manifest
+/// and rows per split.
 pub fn check_prepared(dir: &Path) -> (Manifest, [Vec<ReadRow>; 3]) {
     let m = read_manifest(dir).expect("manifest");
     verify_checksums(dir, &m).expect("checksums");
@@ -164,19 +165,31 @@ pub fn check_prepared(dir: &Path) -> (Manifest, [Vec<ReadRow>; 3]) {
         }
         assert!((0.0..=1.0001).contains(&score), "cosine {score}");
     }
-    // vocab.json == `text vocab` on an annotation made of the train rows.
+    check_vocab(dir, &m, train);
+    (m, all)
+}
+
+/// vocab.json is what `ithn-dist text vocab` builds from the listing's train records, skipped
+/// ones included (SPEC §1): for an R2Gen source that is the annotation itself; for the other
+/// layouts, the kept train rows when none was skipped, else a superset of their tokens.
+fn check_vocab(dir: &Path, m: &Manifest, train: &[ReadRow]) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let ann = tmp.path().join("ann.json");
-    let recs: Vec<serde_json::Value> = train
-        .iter()
-        .map(|r| serde_json::json!({"id": r.id, "report": r.report_raw}))
-        .collect();
-    std::fs::write(
-        &ann,
-        serde_json::to_vec(&serde_json::json!({"train": recs, "val": [], "test": []}))
-            .expect("json"),
-    )
-    .expect("write ann");
+    let listed_ann = m.source["ann"]
+        .as_str()
+        .filter(|_| m.source["kind"] == "r2gen");
+    let ann = match listed_ann {
+        Some(a) => PathBuf::from(a),
+        None => {
+            let recs: Vec<serde_json::Value> = train
+                .iter()
+                .map(|r| serde_json::json!({"id": r.id, "report": r.report_raw}))
+                .collect();
+            let ann = tmp.path().join("ann.json");
+            let root = serde_json::json!({"train": recs, "val": [], "test": []});
+            std::fs::write(&ann, serde_json::to_vec(&root).expect("json")).expect("write ann");
+            ann
+        }
+    };
     let vocab = tmp.path().join("vocab.json");
     let threshold = m.vocab.threshold.to_string();
     run_ok(&[
@@ -191,12 +204,24 @@ pub fn check_prepared(dir: &Path) -> (Manifest, [Vec<ReadRow>; 3]) {
         "--out",
         vocab.to_str().expect("utf8"),
     ]);
-    assert_eq!(
-        std::fs::read(&vocab).expect("vocab"),
-        std::fs::read(dir.join("vocab.json")).expect("prepared vocab"),
-        "vocab.json differs from `text vocab`"
-    );
-    (m, all)
+    let expected = std::fs::read(&vocab).expect("vocab");
+    let prepared = std::fs::read(dir.join("vocab.json")).expect("prepared vocab");
+    let all_listed_kept = m.vocab.train_records == Some(train.len() as u64);
+    if listed_ann.is_some() || all_listed_kept {
+        assert_eq!(expected, prepared, "vocab.json differs from `text vocab`");
+    } else {
+        let tokens = |b: &[u8]| -> Vec<String> {
+            let v: serde_json::Value = serde_json::from_slice(b).expect("vocab JSON");
+            serde_json::from_value(v["tokens"].clone()).expect("tokens")
+        };
+        let have = tokens(&prepared);
+        for t in tokens(&expected) {
+            assert!(
+                have.contains(&t),
+                "token {t:?} of a kept train row is missing"
+            );
+        }
+    }
 }
 
 /// Every file of a directory (name → bytes), for byte-identity checks.

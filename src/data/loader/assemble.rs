@@ -83,6 +83,7 @@ impl Assembler<'_> {
             neg_reports_masks,
             global_batch: global.len(),
             offset: local.start,
+            start: 0, // set by the caller, which knows the batch's place in the epoch
         })
     }
 

@@ -16,9 +16,11 @@
 //! - **Views**: a sample with fewer views than `data.views` is an error naming the row —
 //!   replicating view 0 would silently feed a two-view model a different input than the
 //!   reference, so the config must say `views = 1` for one-view data.
-//! - **Batch sizes**: the `train` split uses `train.batch_size` (global), any other split
-//!   `eval.batch_size`. Training drops or keeps the last partial batch per `train.drop_last`
-//!   (kept: split as evenly as possible, so a rank's b may differ on that step or be 0).
+//! - **Batch sizes**: the `train` split yields micro-batches of `train.batch_size /
+//!   train.accumulation_steps` global samples (one optimizer step = `accumulation_steps` of
+//!   them, [`sampler::step_batches`]), any other split batches of `eval.batch_size`. Training
+//!   drops or keeps the last incomplete optimizer step per `train.drop_last` (kept: split as
+//!   evenly as possible, so a rank's b may differ on that step or be 0).
 
 mod assemble;
 pub mod plan;
@@ -105,6 +107,10 @@ pub struct Batch {
     pub global_batch: usize,
     /// Position of this rank's slice inside the global batch.
     pub offset: usize,
+    /// Position of the global batch's first sample in the epoch's order (training) or in the
+    /// split (evaluation): `start + offset` is this rank's first sample's position, whatever
+    /// the sizes of earlier batches.
+    pub start: usize,
 }
 
 /// Everything the loader needs, resolved from the config (or set directly by tests/benches).
@@ -113,8 +119,12 @@ pub struct LoaderOptions {
     pub dir: PathBuf,
     pub split: String,
     pub seed: u64,
-    /// Global batch size.
+    /// Global samples of one loader batch: the micro-batch `train.batch_size /
+    /// train.accumulation_steps` for `train`, `eval.batch_size` otherwise.
     pub batch_size: usize,
+    /// Loader batches per optimizer step (`train.accumulation_steps`; 1 for evaluation): with
+    /// `drop_last` an incomplete optimizer step is dropped whole.
+    pub accumulation_steps: usize,
     pub drop_last: bool,
     pub views: usize,
     pub resize: u32,
@@ -127,17 +137,21 @@ pub struct LoaderOptions {
 }
 
 impl LoaderOptions {
+    /// The options of `split` in `cfg`. For `train`, a loader batch is one micro-batch of the
+    /// global batch (`train.batch_size / train.accumulation_steps` samples).
     pub fn from_config(cfg: &Config, split: &str) -> LoaderOptions {
-        let batch_size = if split == "train" {
-            cfg.train.batch_size
+        let k = cfg.train.accumulation_steps.max(1);
+        let (batch_size, accumulation_steps) = if split == "train" {
+            (cfg.train.batch_size / k, k)
         } else {
-            cfg.eval.batch_size
+            (cfg.eval.batch_size, 1)
         };
         LoaderOptions {
             dir: PathBuf::from(&cfg.data.prepared),
             split: split.to_string(),
             seed: cfg.train.seed,
             batch_size,
+            accumulation_steps,
             drop_last: cfg.train.drop_last,
             views: cfg.data.views,
             resize: cfg.data.resize as u32,
@@ -158,6 +172,9 @@ impl LoaderOptions {
         };
         if self.batch_size == 0 {
             return bad("batch_size", "must be ≥ 1");
+        }
+        if self.accumulation_steps == 0 {
+            return bad("train.accumulation_steps", "must be ≥ 1");
         }
         if !(1..=2).contains(&self.views) {
             return bad("data.views", "must be 1 or 2");
@@ -247,10 +264,10 @@ impl Loader {
         self.inner.meta.rows()
     }
 
-    /// Global training batches per epoch (the same for every epoch).
+    /// Training loader batches (micro-batches) per epoch (the same for every epoch).
     pub fn epoch_batches(&self) -> usize {
         let o = &self.inner.opts;
-        sampler::num_batches(self.rows(), o.batch_size, o.drop_last)
+        sampler::train_batches(self.rows(), o.batch_size, o.accumulation_steps, o.drop_last)
     }
 
     /// Global evaluation batches (the whole split, last batch kept).
@@ -309,9 +326,10 @@ impl Inner {
             return Err(blocker(self.first_missing_negative));
         }
         let o = &self.opts;
-        let s = sampler::train_slice(
+        let s = sampler::micro_slice(
             order.len(),
             o.batch_size,
+            o.accumulation_steps,
             o.drop_last,
             k,
             self.world,
@@ -319,7 +337,11 @@ impl Inner {
         )?;
         let global = &order[s.global.clone()];
         let local = s.local.start - s.global.start..s.local.end - s.global.start;
-        self.assembler().batch(Mode::Train { epoch }, global, local)
+        let mut b = self
+            .assembler()
+            .batch(Mode::Train { epoch }, global, local)?;
+        b.start = s.global.start;
+        Ok(b)
     }
 
     fn eval_batch(&self, k: usize) -> Result<Batch, LoaderError> {
@@ -327,7 +349,9 @@ impl Inner {
         let s = sampler::eval_slice(n, self.opts.batch_size, k, self.world, self.rank)?;
         let global: Vec<u64> = (s.global.start as u64..s.global.end as u64).collect();
         let local = s.local.start - s.global.start..s.local.end - s.global.start;
-        self.assembler().batch(Mode::Eval, &global, local)
+        let mut b = self.assembler().batch(Mode::Eval, &global, local)?;
+        b.start = s.global.start;
+        Ok(b)
     }
 }
 

@@ -172,6 +172,7 @@ fn empty_manifest(dir: &Path) -> Result<Manifest, LoaderError> {
             threshold: 1,
             size: vocab.len(),
             sha256: sha256_file(&vocab_path)?,
+            train_records: None,
         },
         negatives: NegativesSummary {
             method: "given by the test rows".into(),

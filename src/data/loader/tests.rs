@@ -45,6 +45,7 @@ fn opts(dir: &Path, split: &str) -> LoaderOptions {
         split: split.into(),
         seed: 7580,
         batch_size: 8,
+        accumulation_steps: 1,
         drop_last: false,
         views: 2,
         resize: 34,

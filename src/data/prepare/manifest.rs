@@ -44,7 +44,8 @@ pub struct Manifest {
 #[serde(deny_unknown_fields)]
 pub struct Preprocessing {
     pub image: ImageParams,
-    /// Views per sample (2 for IU X-Ray, 1 for MIMIC-CXR).
+    /// Views stored per sample, every row the same (`--views`: 2 for IU X-Ray, 1 for MIMIC-CXR
+    /// by default).
     pub views: usize,
     pub max_seq_length: usize,
     pub shard_rows: usize,
@@ -59,6 +60,10 @@ pub struct VocabSummary {
     /// V, `<unk>` included.
     pub size: usize,
     pub sha256: String,
+    /// Train records the vocabulary was counted over: every train record the source lists,
+    /// skipped ones included (SPEC §1). Absent in directories written before this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_records: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

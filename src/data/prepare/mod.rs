@@ -24,6 +24,7 @@ pub mod inspect;
 pub mod manifest;
 pub mod negatives;
 mod pipeline;
+mod select;
 pub mod shards;
 pub mod sources;
 

@@ -17,8 +17,8 @@ use rayon::prelude::*;
 use super::images::{self, ImageParams, StoredImage, StoredViews};
 use super::manifest::{self, Manifest, NegativesSummary, Preprocessing, ShardEntry, VocabSummary};
 use super::shards::{self, Row};
-use super::{negatives, PrepareError, Skipped, SourceData, SourceSample, Split};
-use crate::data::text::Vocab;
+use super::{negatives, select, PrepareError, Skipped, SourceData, SourceSample, Split};
+use crate::data::text::{Dataset, Vocab};
 
 const WORK_DIR: &str = ".prepare-work";
 /// Samples whose images are decoded in parallel before the next spill write.
@@ -29,6 +29,8 @@ const IMAGE_CHUNK: usize = 256;
 pub struct PrepareOptions {
     pub out: PathBuf,
     pub image: ImageParams,
+    /// Images stored per study (the first `views` of each; studies with fewer are skipped).
+    pub views: usize,
     pub max_seq_length: usize,
     /// Vocabulary threshold; `None` = the dataset's published one (3 IU, 10 MIMIC).
     pub threshold: Option<usize>,
@@ -37,6 +39,42 @@ pub struct PrepareOptions {
     /// Make any unusable sample fatal instead of skipping it.
     pub strict: bool,
     pub progress: bool,
+}
+
+impl PrepareOptions {
+    /// The bounds the command line enforces, checked again for library callers.
+    pub fn validate(&self) -> Result<(), PrepareError> {
+        let bad = |what: &str| Err(PrepareError::Options(what.into()));
+        if self.shard_rows == 0 || self.row_group_rows == 0 {
+            return bad("--shard-rows and --row-group-rows must be at least 1");
+        }
+        if self.max_seq_length < 2 {
+            return bad("--max-seq-length must be at least 2 (BOS and EOS)");
+        }
+        if !(1..=2).contains(&self.views) {
+            return bad("--views must be 1 or 2");
+        }
+        if self.threshold == Some(0) {
+            return bad("--threshold must be at least 1");
+        }
+        if !(1..=100).contains(&self.image.jpeg_quality) {
+            return bad("--jpeg-quality must be in 1..=100");
+        }
+        Ok(())
+    }
+}
+
+impl PrepareOptions {
+    /// What the manifest records of these options.
+    fn preprocessing(&self) -> Preprocessing {
+        Preprocessing {
+            image: self.image,
+            views: self.views,
+            max_seq_length: self.max_seq_length,
+            shard_rows: self.shard_rows,
+            row_group_rows: self.row_group_rows,
+        }
+    }
 }
 
 /// Where one sample's stored views live in the spill file.
@@ -65,36 +103,21 @@ fn bar(len: usize, what: &str, enabled: bool) -> ProgressBar {
     pb
 }
 
-/// A sample cannot be used: fatal with `--strict`, else listed in the manifest.
-fn reject(
-    skipped: &mut Vec<Skipped>,
-    strict: bool,
-    s: &SourceSample,
-    reason: String,
-) -> Result<(), PrepareError> {
-    if strict {
-        return Err(PrepareError::Strict {
-            id: s.id.clone(),
-            split: s.split.name().into(),
-            reason,
-        });
-    }
-    skipped.push(Skipped {
-        id: s.id.clone(),
-        split: Some(s.split),
-        reason,
-    });
-    Ok(())
+/// The vocabulary of the listing: every train record's report, cleaned, whatever is skipped
+/// later (the reference's `create_vocabulary` counts the annotation's whole `train` list, so
+/// a skipped row must not shift token ids; SPEC §1).
+fn listing_vocab(samples: &[SourceSample], dataset: Dataset, threshold: usize) -> Vocab {
+    let cleaned: Vec<String> = samples
+        .par_iter()
+        .filter(|s| s.split == Split::Train)
+        .map(|s| dataset.clean(&s.report_raw))
+        .collect();
+    Vocab::build(cleaned.iter().map(String::as_str), dataset, threshold)
 }
 
 /// Runs the whole pipeline into `opts.out`, returning the manifest it wrote.
 pub fn run(source: SourceData, opts: &PrepareOptions) -> Result<Manifest, PrepareError> {
-    if opts.shard_rows == 0 || opts.row_group_rows == 0 || opts.max_seq_length < 2 {
-        return Err(PrepareError::Options(
-            "--shard-rows and --row-group-rows must be positive and --max-seq-length at least 2"
-                .into(),
-        ));
-    }
+    opts.validate()?;
     let old_shards = prepare_out_dir(&opts.out)?;
     let SourceData {
         dataset,
@@ -102,150 +125,63 @@ pub fn run(source: SourceData, opts: &PrepareOptions) -> Result<Manifest, Prepar
         samples,
         mut skipped,
     } = source;
-    if opts.strict {
-        if let Some(s) = skipped.first() {
-            return Err(PrepareError::Strict {
-                id: s.id.clone(),
-                split: s.split.map(|x| x.name()).unwrap_or("?").into(),
-                reason: s.reason.clone(),
-            });
-        }
-    }
-    let mut with_text = Vec::with_capacity(samples.len());
-    for s in samples {
-        if s.report_raw.trim().is_empty() {
-            reject(&mut skipped, opts.strict, &s, "empty report".into())?;
-        } else {
-            with_text.push(s);
-        }
-    }
+    refuse_source_skips(opts.strict, &skipped)?;
+    let threshold = opts
+        .threshold
+        .unwrap_or_else(|| dataset.default_threshold());
+    let vocab = listing_vocab(&samples, dataset, threshold);
+    let train_records = samples.iter().filter(|s| s.split == Split::Train).count();
+    tracing::info!(
+        train_records,
+        vocab = vocab.len(),
+        "vocabulary built from the listing"
+    );
+    let selected = select::select(samples, opts.views, opts.strict, &mut skipped)?;
     let work = opts.out.join(WORK_DIR);
-    let mut kept = spill_images(with_text, &work, opts, &mut skipped)?;
+    let mut kept = spill_images(selected, &work, opts, &mut skipped)?;
     kept.sort_by_key(|k| k.sample.split); // stable: source order within a split
 
     let cleaned: Vec<String> = kept
         .par_iter()
         .map(|k| dataset.clean(&k.sample.report_raw))
         .collect();
-    let n_train = kept
-        .iter()
-        .take_while(|k| k.sample.split == Split::Train)
-        .count();
-    if n_train == 0 {
-        return Err(PrepareError::Options(
-            "no usable train sample: cannot build a vocabulary".into(),
-        ));
-    }
-    let threshold = opts
-        .threshold
-        .unwrap_or_else(|| dataset.default_threshold());
-    let vocab = Vocab::build(
-        cleaned[..n_train].iter().map(String::as_str),
-        dataset,
-        threshold,
-    );
-    tracing::info!(train = n_train, vocab = vocab.len(), "vocabulary built");
+    let negs = mine_negatives(&kept, &cleaned, train_records, opts.progress)?;
 
-    let patients: Vec<Option<String>> = kept[..n_train]
-        .iter()
-        .map(|k| k.sample.subject_id.clone())
-        .collect();
-    let pb = bar(0, "negatives", opts.progress);
-    let negs = negatives::mine(&cleaned[..n_train], &patients, &pb);
-    let with_neg = negs.iter().filter(|n| n.is_some()).count() as u64;
-
-    let spill = File::open(work.join("images.spill")).map_err(|source| PrepareError::Read {
-        path: work.join("images.spill"),
-        source,
-    })?;
-    let mut entries = Vec::new();
-    let mut start = 0;
-    let pb = bar(kept.len(), "shards", opts.progress);
-    for split in Split::ALL {
-        let end = start
-            + kept[start..]
-                .iter()
-                .take_while(|k| k.sample.split == split)
-                .count();
-        for (i, chunk_start) in (start..end).step_by(opts.shard_rows).enumerate() {
-            let chunk_end = (chunk_start + opts.shard_rows).min(end);
-            let rows = (chunk_start..chunk_end)
-                .map(|g| {
-                    let neg = negs
-                        .get(g)
-                        .copied()
-                        .flatten()
-                        .map(|n| (n.index as u64, n.score));
-                    build_row(
-                        &kept[g],
-                        (g - start) as u64,
-                        &cleaned[g],
-                        neg,
-                        &vocab,
-                        opts,
-                        &spill,
-                        &work,
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let file = format!("{}-{i:05}.parquet", split.name());
-            let (bytes, sha256) =
-                shards::write_shard(&opts.out.join(&file), &rows, opts.row_group_rows)?;
-            entries.push(ShardEntry {
-                file,
-                split,
-                first_index: (chunk_start - start) as u64,
-                rows: rows.len() as u64,
-                row_group_rows: opts.row_group_rows,
-                bytes,
-                sha256,
-            });
-            pb.inc(rows.len() as u64);
-        }
-        start = end;
-    }
-    pb.finish_and_clear();
-
+    let written = Written {
+        kept: &kept,
+        cleaned: &cleaned,
+        negs: &negs,
+        vocab: &vocab,
+        opts,
+        work: &work,
+    };
+    let entries = written.shards()?;
     let vocab_path = opts.out.join(manifest::VOCAB_FILE);
     vocab.save(&vocab_path)?;
-    for stale in old_shards
-        .iter()
-        .filter(|f| !entries.iter().any(|e| &e.file == *f))
-    {
-        let path = opts.out.join(stale);
-        std::fs::remove_file(&path).map_err(|source| PrepareError::Write { path, source })?;
-    }
+    remove_stale_shards(&opts.out, &old_shards, &entries)?;
     let manifest = Manifest {
         format_version: manifest::FORMAT_VERSION,
         source: description,
         dataset,
         counts: Split::ALL
             .iter()
-            .map(|&s| (s, kept.iter().filter(|k| k.sample.split == s).count() as u64))
+            .map(|&s| {
+                (
+                    s,
+                    kept.iter().filter(|k| k.sample.split == s).count() as u64,
+                )
+            })
             .collect(),
         skipped,
-        preprocessing: Preprocessing {
-            image: opts.image,
-            views: kept.first().map(|k| k.spilled.views.len()).unwrap_or(0),
-            max_seq_length: opts.max_seq_length,
-            shard_rows: opts.shard_rows,
-            row_group_rows: opts.row_group_rows,
-        },
+        preprocessing: opts.preprocessing(),
         vocab: VocabSummary {
             file: manifest::VOCAB_FILE.into(),
             threshold,
             size: vocab.len(),
             sha256: manifest::sha256_file(&vocab_path)?,
+            train_records: Some(train_records as u64),
         },
-        negatives: NegativesSummary {
-            method: "tfidf-cosine-top1: (1+ln tf)·(ln((1+N)/(1+df))+1), L2-normalised, tokens of the cleaned \
-                     report without '.', other train samples with a different cleaned report and a different \
-                     known patient; ties: first-seen text, then lowest index"
-                .into(),
-            train_with_negative: with_neg,
-            train_without_negative: n_train as u64 - with_neg,
-            source_neg_report_kept: kept.iter().any(|k| k.sample.neg_report_raw.is_some()),
-        },
+        negatives: negatives_summary(&negs, &kept),
         shards: entries,
     };
     std::fs::remove_dir_all(&work).map_err(|source| PrepareError::Write {
@@ -254,6 +190,142 @@ pub fn run(source: SourceData, opts: &PrepareOptions) -> Result<Manifest, Prepar
     })?;
     manifest::write_manifest(&opts.out, &manifest)?;
     Ok(manifest)
+}
+
+/// The hard negative of every kept train row (the first rows of `kept`); refuses a run
+/// without any, which could not be trained on.
+fn mine_negatives(
+    kept: &[Kept],
+    cleaned: &[String],
+    train_records: usize,
+    progress: bool,
+) -> Result<Vec<Option<negatives::Negative>>, PrepareError> {
+    let n_train = kept
+        .iter()
+        .take_while(|k| k.sample.split == Split::Train)
+        .count();
+    if n_train == 0 {
+        return Err(PrepareError::Options(format!(
+            "no usable train sample ({train_records} listed, all skipped or none): \
+             training needs train rows; see the reasons with --strict"
+        )));
+    }
+    let patients: Vec<Option<String>> = kept[..n_train]
+        .iter()
+        .map(|k| k.sample.subject_id.clone())
+        .collect();
+    let pb = bar(0, "negatives", progress);
+    Ok(negatives::mine(&cleaned[..n_train], &patients, &pb))
+}
+
+/// Removes the shards of a previous run that this run did not write again.
+fn remove_stale_shards(out: &Path, old: &[String], new: &[ShardEntry]) -> Result<(), PrepareError> {
+    for stale in old.iter().filter(|f| !new.iter().any(|e| &e.file == *f)) {
+        let path = out.join(stale);
+        std::fs::remove_file(&path).map_err(|source| PrepareError::Write { path, source })?;
+    }
+    Ok(())
+}
+
+/// A source-level skip is fatal with `--strict`.
+fn refuse_source_skips(strict: bool, skipped: &[Skipped]) -> Result<(), PrepareError> {
+    match skipped.first() {
+        Some(s) if strict => Err(PrepareError::Strict {
+            id: s.id.clone(),
+            split: s.split.map(|x| x.name()).unwrap_or("?").into(),
+            reason: s.reason.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The manifest's account of the mined negatives of the train rows (`negs[i]` of train row i).
+fn negatives_summary(negs: &[Option<negatives::Negative>], kept: &[Kept]) -> NegativesSummary {
+    let with_neg = negs.iter().filter(|n| n.is_some()).count() as u64;
+    NegativesSummary {
+        method: "tfidf-cosine-top1: (1+ln tf)·(ln((1+N)/(1+df))+1), L2-normalised, tokens of the cleaned \
+                 report without '.', other train samples with a different cleaned report and a different \
+                 known patient; ties: first-seen text, then lowest index"
+            .into(),
+        train_with_negative: with_neg,
+        train_without_negative: negs.len() as u64 - with_neg,
+        source_neg_report_kept: kept.iter().any(|k| k.sample.neg_report_raw.is_some()),
+    }
+}
+
+/// What the shard writer needs: the kept samples (split order), their cleaned reports, the
+/// train rows' negatives and the vocabulary.
+struct Written<'a> {
+    kept: &'a [Kept],
+    cleaned: &'a [String],
+    negs: &'a [Option<negatives::Negative>],
+    vocab: &'a Vocab,
+    opts: &'a PrepareOptions,
+    work: &'a Path,
+}
+
+impl Written<'_> {
+    /// Writes every split's shards, returning their manifest entries in index order.
+    fn shards(&self) -> Result<Vec<ShardEntry>, PrepareError> {
+        let (kept, opts) = (self.kept, self.opts);
+        let spill_path = self.work.join("images.spill");
+        let spill = File::open(&spill_path).map_err(|source| PrepareError::Read {
+            path: spill_path,
+            source,
+        })?;
+        let mut entries = Vec::new();
+        let mut start = 0;
+        let pb = bar(kept.len(), "shards", opts.progress);
+        for split in Split::ALL {
+            let end = start
+                + kept[start..]
+                    .iter()
+                    .take_while(|k| k.sample.split == split)
+                    .count();
+            for (i, chunk_start) in (start..end).step_by(opts.shard_rows).enumerate() {
+                let chunk_end = (chunk_start + opts.shard_rows).min(end);
+                let rows = (chunk_start..chunk_end)
+                    .map(|g| self.row(g, (g - start) as u64, &spill))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let file = format!("{}-{i:05}.parquet", split.name());
+                let (bytes, sha256) =
+                    shards::write_shard(&opts.out.join(&file), &rows, opts.row_group_rows)?;
+                entries.push(ShardEntry {
+                    file,
+                    split,
+                    first_index: (chunk_start - start) as u64,
+                    rows: rows.len() as u64,
+                    row_group_rows: opts.row_group_rows,
+                    bytes,
+                    sha256,
+                });
+                pb.inc(rows.len() as u64);
+            }
+            start = end;
+        }
+        pb.finish_and_clear();
+        Ok(entries)
+    }
+
+    /// Row `g` of the kept samples, numbered `index` within its split.
+    fn row(&self, g: usize, index: u64, spill: &File) -> Result<Row, PrepareError> {
+        let neg = self
+            .negs
+            .get(g)
+            .copied()
+            .flatten()
+            .map(|n| (n.index as u64, n.score));
+        build_row(
+            &self.kept[g],
+            index,
+            &self.cleaned[g],
+            neg,
+            self.vocab,
+            self.opts,
+            spill,
+            self.work,
+        )
+    }
 }
 
 /// Creates `out` or checks that it holds only a previous prepare's files; removes the old
@@ -349,7 +421,7 @@ fn spill_images(
                         },
                     });
                 }
-                Err(reason) => reject(skipped, opts.strict, &sample, reason)?,
+                Err(reason) => select::reject(skipped, opts.strict, &sample, reason)?,
             }
         }
         pb.inc(n);

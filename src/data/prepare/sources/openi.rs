@@ -2,13 +2,14 @@
 //! `ecgen-radiology/*.xml` reports, and the PNG images named by their `parentImage` ids.
 //!
 //! One sample per report with a FINDINGS section (`<AbstractText Label="FINDINGS">`):
-//! - id = the report's `uId` (e.g. `CXR1`); reports without FINDINGS text, or with fewer than
-//!   two images, are skipped with that reason;
+//! - id = the report's `uId` (e.g. `CXR1`); reports without FINDINGS text, or with fewer images
+//!   than `--views`, are skipped with that reason;
 //! - views: with `--metadata`, a CSV with an image-id column (`imageid`/`image_id`/`ImageID`)
 //!   and a view column (`view`/`View`/`ViewPosition`): the first image whose view is PA/AP
 //!   (or contains "frontal") is the frontal one and the first other image the lateral; without
 //!   metadata the first two `parentImage`s in document order are taken as (frontal, lateral),
-//!   which is the order of the Open-i release;
+//!   which is the order of the Open-i release; with `--views 1` only the frontal (or first) image
+//!   is needed and kept;
 //! - split: Open-i has none, so a deterministic seeded split by a hash of (seed, id): 70 % train,
 //!   10 % val, 20 % test (the proportions of the R2Gen IU split);
 //! - order: reports sorted by their file name.
@@ -181,27 +182,39 @@ fn is_frontal(view: &str) -> bool {
     v == "PA" || v == "AP" || v.contains("FRONTAL")
 }
 
-/// The (frontal, lateral) pair of a report.
-fn pick_views(images: &[String], views: Option<&HashMap<String, String>>) -> Option<[String; 2]> {
-    let Some(views) = views else {
-        return (images.len() >= 2).then(|| [images[0].clone(), images[1].clone()]);
+/// The first `views` of (frontal, lateral) of a report: by the metadata's view column, else the
+/// first `parentImage`s in document order. `None` when the report has fewer.
+fn pick_views(
+    images: &[String],
+    meta: Option<&HashMap<String, String>>,
+    views: usize,
+) -> Option<Vec<String>> {
+    let Some(meta) = meta else {
+        return (images.len() >= views).then(|| images[..views].to_vec());
     };
     let frontal = images
         .iter()
-        .find(|i| views.get(*i).is_some_and(|v| is_frontal(v)))?;
+        .find(|i| meta.get(*i).is_some_and(|v| is_frontal(v)))?;
+    if views == 1 {
+        return Some(vec![frontal.clone()]);
+    }
     let lateral = images
         .iter()
-        .find(|i| *i != frontal && views.get(*i).is_some_and(|v| !is_frontal(v)))?;
-    Some([frontal.clone(), lateral.clone()])
+        .find(|i| *i != frontal && meta.get(*i).is_some_and(|v| !is_frontal(v)))?;
+    Some(vec![frontal.clone(), lateral.clone()])
 }
 
+/// Reads the reports; `views` (1 or 2) is how many images a kept study has, so a report
+/// without them is not a record of this listing (as it is not one of the R2Gen IU annotation,
+/// which was built from the two-view Open-i reports).
 pub fn read(
     reports: &Path,
     images: &Path,
     metadata: Option<&Path>,
     seed: u64,
+    views: usize,
 ) -> Result<SourceData, PrepareError> {
-    let views = metadata.map(read_views).transpose()?;
+    let meta = metadata.map(read_views).transpose()?;
     let mut samples = Vec::new();
     let mut skipped = Vec::new();
     for (name, xml) in read_xml_files(reports)? {
@@ -221,8 +234,12 @@ pub fn read(
             skipped.push(skip("no FINDINGS text"));
             continue;
         };
-        let Some(pair) = pick_views(&report.images, views.as_ref()) else {
-            skipped.push(skip("no frontal + lateral image pair"));
+        let Some(pair) = pick_views(&report.images, meta.as_ref(), views) else {
+            skipped.push(skip(if views == 2 {
+                "no frontal + lateral image pair (prepare with --views 1 to keep one-view studies)"
+            } else {
+                "no frontal image"
+            }));
             continue;
         };
         samples.push(SourceSample {

@@ -2,14 +2,16 @@
 //! `test` lists of `{id, report, image_path: [relative paths], split?}`; MIMIC records also
 //! carry `study_id` / `subject_id`, and ITHN's files add `neg_report` / `neg_image_path`.
 //!
-//! IU X-Ray records keep both views (frontal, lateral); MIMIC-CXR records keep the first image
-//! only (the published runs use one frontal view). A record's `neg_report[0]`, when present,
+//! Every `image_path` is listed; the pipeline keeps the first `--views` of them (IU X-Ray: both,
+//! frontal and lateral; MIMIC-CXR: the first, as in the published runs) and skips a record with
+//! fewer, with its reason, instead of failing the whole run. A record's `neg_report[0]`, when present,
 //! is kept as `neg_report_raw` for reference; the stored negative is always the mined one.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::data::ids::id_text;
 use crate::data::prepare::{PrepareError, SourceData, SourceSample, Split};
 use crate::data::text::Dataset;
 
@@ -33,7 +35,7 @@ pub fn read(ann: &Path, images: &Path, dataset: Dataset) -> Result<SourceData, P
                 )
             })?;
         for (i, rec) in list.iter().enumerate() {
-            samples.push(record(ann, images, dataset, split, i, rec)?);
+            samples.push(record(ann, images, split, i, rec)?);
         }
     }
     Ok(SourceData {
@@ -49,19 +51,9 @@ pub fn read(ann: &Path, images: &Path, dataset: Dataset) -> Result<SourceData, P
     })
 }
 
-/// A scalar as text: ids are strings in IU files but integers in some MIMIC files.
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 fn record(
     ann: &Path,
     images: &Path,
-    dataset: Dataset,
     split: Split,
     i: usize,
     rec: &Value,
@@ -69,8 +61,8 @@ fn record(
     let bad = |what: String| PrepareError::input(ann, format!("{}[{i}]: {what}", split.name()));
     let id = rec
         .get("id")
-        .and_then(scalar)
-        .ok_or_else(|| bad("missing key `id`".into()))?;
+        .and_then(id_text)
+        .ok_or_else(|| bad("missing key `id` (a string or an integer)".into()))?;
     let report = rec
         .get("report")
         .and_then(Value::as_str)
@@ -83,17 +75,6 @@ fn record(
         .map(|p| p.as_str().map(|s| images.join(s)))
         .collect::<Option<_>>()
         .ok_or_else(|| bad(format!("record {id}: `image_path` must hold strings")))?;
-    let wanted = match dataset {
-        Dataset::IuXray => 2,
-        Dataset::MimicCxr => 1,
-    };
-    if paths.len() < wanted {
-        return Err(bad(format!(
-            "record {id}: `image_path` has {} entries, {} needs {wanted}",
-            paths.len(),
-            dataset.name()
-        )));
-    }
     if let Some(s) = rec.get("split").and_then(Value::as_str) {
         if Split::parse(s) != Some(split) {
             return Err(bad(format!(
@@ -110,11 +91,11 @@ fn record(
         .map(str::to_string);
     Ok(SourceSample {
         id,
-        study_id: rec.get("study_id").and_then(scalar),
-        subject_id: rec.get("subject_id").and_then(scalar),
+        study_id: rec.get("study_id").and_then(id_text),
+        subject_id: rec.get("subject_id").and_then(id_text),
         split,
         report_raw: report.to_string(),
-        images: paths.into_iter().take(wanted).collect(),
+        images: paths,
         neg_report_raw,
     })
 }

@@ -141,6 +141,11 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Dropout after att_embed.
     pub drop_prob_lm: f64,
+    /// BatchNorm in att_embed, the reference's `--use_bn`: 0 none (default, the published
+    /// runs), 1 BatchNorm1d over the 2048 patch-feature channels before the Linear, 2 also
+    /// BatchNorm1d over d_model after the dropout. Statistics per channel over every patch of
+    /// the (local) batch; they follow `model.batchnorm`.
+    pub use_bn: u8,
     /// Rows of the cross-modal memory matrix.
     pub cmm_size: usize,
     /// Width of the memory matrix (must equal d_model).
@@ -172,6 +177,7 @@ impl Default for ModelConfig {
             num_layers: 3,
             dropout: 0.1,
             drop_prob_lm: 0.5,
+            use_bn: 0,
             cmm_size: 2048,
             cmm_dim: 512,
             topk: 32,
@@ -537,6 +543,11 @@ impl Config {
         check(m.num_layers > 0, "model.num_layers", "must be > 0")?;
         probability(m.dropout, "model.dropout")?;
         probability(m.drop_prob_lm, "model.drop_prob_lm")?;
+        check(
+            m.use_bn <= 2,
+            "model.use_bn",
+            format!("must be 0, 1 or 2, got {}", m.use_bn),
+        )?;
         check(m.cmm_size > 0, "model.cmm_size", "must be > 0")?;
         check(
             m.cmm_dim == m.d_model,

@@ -17,6 +17,10 @@ source ops/env.sh
 AB="${AB_DIR:-runs/ablation}"
 QS="${QS_DIR:-runs/quickstart}"
 NP="${NP:-2}"
+# Extra config overrides for every training run, e.g. QS_SET="model.use_bn=1 train.lr_ve=1e-4"
+# (space-separated KEY=VALUE, each passed as --set; default none: configs/tiny.toml as is).
+user_set=()
+for kv in ${QS_SET:-}; do user_set+=(--set "$kv"); done
 SEEDS="${SEEDS:-1 2 3}"
 CFG=configs/tiny.toml
 step() { printf '\n==== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
@@ -49,7 +53,7 @@ for seed in $SEEDS; do
     [[ $variant == no_ithn ]] && extra=(--set ithn.w_cp=0 --set ithn.w_cs=0)
     step "train $variant, seed $seed, on $NP ranks"
     bash launch/mpirun.sh "$NP" train --config "$CFG" --set "data.prepared=$DATA/prepared" \
-      --set "train.seed=$seed" "${extra[@]}" --run-dir "$dir" --resume never
+      --set "train.seed=$seed" "${extra[@]}" "${user_set[@]}" --run-dir "$dir" --resume never
   done
 done
 

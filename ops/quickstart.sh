@@ -15,6 +15,10 @@ bash ops/setup.sh
 source ops/env.sh
 QS="${QS_DIR:-runs/quickstart}"
 NP="${NP:-2}"
+# Extra config overrides for every training run, e.g. QS_SET="model.use_bn=1 train.lr_ve=1e-4"
+# (space-separated KEY=VALUE, each passed as --set; default none: configs/tiny.toml as is).
+user_set=()
+for kv in ${QS_SET:-}; do user_set+=(--set "$kv"); done
 step() { printf '\n==== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 
 step "build"
@@ -37,7 +41,7 @@ for variant in ithn no_ithn; do
   [[ $variant == no_ithn ]] && extra=(--set ithn.w_cp=0 --set ithn.w_cs=0)
   step "train $variant on $NP ranks (mpirun)"
   bash launch/mpirun.sh "$NP" train --config "$CFG" --set "data.prepared=$QS/prepared" \
-    "${extra[@]}" --run-dir "$QS/$variant" --resume never
+    "${extra[@]}" "${user_set[@]}" --run-dir "$QS/$variant" --resume never
 done
 
 step "evaluate the ITHN model on test ($NP ranks), CE also against the phantom labels"

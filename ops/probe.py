@@ -83,7 +83,7 @@ def extractor(cfg):
 def auc(score, y):
     pos, neg = score[y == 1], score[y == 0]
     if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
+        return None  # undefined without both classes; null in the JSON (NaN is not JSON)
     ranks = torch.cat([pos, neg]).argsort().argsort().float() + 1
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
@@ -107,7 +107,7 @@ def report(name, prob, y, extra=None):
     print(f"{name}: micro-F1 findings {out['micro_f1_findings']:.3f}, all 14 {out['micro_f1_14']:.3f}")
     for o, v in out["per_observation"].items():
         if v["support"]:
-            print(f"  {o:27s} AUC {v['auc']:.3f}  F1 {v['f1']:.3f}  (support {v['support']})")
+            print(f"  {o:27s} AUC {float('nan') if v['auc'] is None else v['auc']:.3f}  F1 {v['f1']:.3f}  (support {v['support']})")
     return out
 
 
@@ -205,7 +205,7 @@ def main():
     if a.out:
         tmp = a.out + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(out, f, indent=1)
+            json.dump(out, f, indent=1, allow_nan=False)
         os.replace(tmp, a.out)
 
 

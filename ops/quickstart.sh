@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job (README): the whole system on bundled data, on a 2-core machine without a GPU.
-#   set up → synthesize phantom radiographs for the bundled IU X-Ray reports → prepare Parquet
-#   shards → train configs/tiny.toml on 2 ranks (ITHN) → the same run without the ITHN terms →
-#   evaluate on test → plot → generate a report for a bundled real radiograph → summary table
-#   beside the most-frequent-report baseline.
+#   set up → synthesize phantom radiographs for the bundled IU X-Ray reports (with the labels of
+#   what each one shows) → prepare Parquet shards → train configs/tiny.toml on 2 ranks (ITHN) →
+#   the same run without the ITHN terms → evaluate on test (BLEU & co. and clinical efficacy
+#   against the phantom labels) → summary table beside the most-frequent-report baseline (and
+#   the CNN probe, the direct classifier of the same labels) → plot → generate a report for a
+#   bundled real radiograph.
 # Everything lands in runs/quickstart/ (override with QS_DIR). Images are SYNTHETIC phantoms:
 # IU X-Ray's radiographs cannot be downloaded here (see data/README.md).
 set -euo pipefail
@@ -13,6 +15,10 @@ bash ops/setup.sh
 source ops/env.sh
 QS="${QS_DIR:-runs/quickstart}"
 NP="${NP:-2}"
+# Extra config overrides for every training run, e.g. QS_SET="model.use_bn=1 train.lr_ve=1e-4"
+# (space-separated KEY=VALUE, each passed as --set; default none: configs/tiny.toml as is).
+user_set=()
+for kv in ${QS_SET:-}; do user_set+=(--set "$kv"); done
 step() { printf '\n==== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 
 step "build"
@@ -35,19 +41,34 @@ for variant in ithn no_ithn; do
   [[ $variant == no_ithn ]] && extra=(--set ithn.w_cp=0 --set ithn.w_cs=0)
   step "train $variant on $NP ranks (mpirun)"
   bash launch/mpirun.sh "$NP" train --config "$CFG" --set "data.prepared=$QS/prepared" \
-    "${extra[@]}" --run-dir "$QS/$variant" --resume never
+    "${extra[@]}" "${user_set[@]}" --run-dir "$QS/$variant" --resume never
 done
 
-step "evaluate the ITHN model on test ($NP ranks)"
+step "evaluate the ITHN model on test ($NP ranks), CE also against the phantom labels"
 bash launch/mpirun.sh "$NP" evaluate --checkpoint "$QS/ithn/best" --data "$QS/prepared" \
-  --split test --out "$QS/ithn/eval-test"
+  --split test --out "$QS/ithn/eval-test" --ce-labels "$QS/images/findings.jsonl" > /dev/null
+echo "wrote $QS/ithn/eval-test/scores.json and predictions.jsonl"
 
-step "plot the run"
-"$B" plot "$QS/ithn" --out "$QS/ithn/plots"
+probe=() probe_ce=()
+if [ "${QS_PROBE:-1}" = 1 ]; then
+  step "CNN probe: the visual extractor trained directly on the phantom labels (same epochs)"
+  .venv/bin/python ops/probe.py cnn --images "$QS/images" --config "$CFG" --out "$QS/probe.json" \
+    --threads "$NP" | tail -4
+  probe=(--probe "$QS/probe.json") probe_ce=(--ce "CNN probe=$QS/probe.json")
+fi
+
+step "summary (test split)"
+.venv/bin/python ops/quickstart_summary.py --bin "$B" --prepared "$QS/prepared" \
+  --labels "$QS/images/findings.jsonl" --out "$QS/summary" "${probe[@]}" \
+  "R2GenCMN+ITHN=$QS/ithn" "no-ITHN=$QS/no_ithn"
+
+step "plot the run, CE per observation, test phantoms"
+"$B" plot "$QS/ithn" --out "$QS/ithn/plots" --ce "ITHN=$QS/summary/scores-R2GenCMN+ITHN.json" \
+  --ce "no ITHN=$QS/summary/scores-no-ITHN.json" \
+  --ce "most frequent=$QS/summary/scores-most-frequent.json" \
+  "${probe_ce[@]}" \
+  --panel "$QS/ithn/eval-test/predictions.jsonl" --images "$QS/images"
 
 step "generate a report for a bundled real radiograph"
 "$B" generate --checkpoint "$QS/ithn/best" --image data/images/nih_cxr14/00000001_000.png
-
-step "summary (test split)"
-.venv/bin/python ops/quickstart_summary.py --bin "$B" --qs "$QS"
 step "done in $(( $(date +%s) - start ))s"

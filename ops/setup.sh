@@ -55,6 +55,27 @@ if [ ! -f "$STAMP" ]; then
   fi
   touch "$STAMP"
 fi
+# The Open-i IU X-Ray reports with their human MeSH labels (tests/ce_mesh_agreement.rs, the
+# labeler's validation): NLMCXR_reports.tgz from the pinned torchxrayvision wheel, fetched once
+# into the cache and checked by hash. CC BY-NC-ND 4.0 data, so it is fetched, never committed.
+# A failed fetch (offline) only warns: that one test then says what is missing.
+IU_REPORTS="$ITHN_HOME/data/NLMCXR_reports.tgz"
+IU_SHA=8fb6de7eec73d8c3665067ad4bb003ccd57f971ae316d2642e1627ac7268667a
+if [ ! -f "$IU_REPORTS" ]; then
+  log "fetching the Open-i report archive (torchxrayvision==1.5.7 wheel, 29 MB, once)"
+  UV="$(command -v uv || echo "$HOME/.local/bin/uv")"
+  tmp="$(mktemp -d)"
+  if UV_CACHE_DIR="${UV_CACHE_DIR:-$ITHN_HOME/uv}" "$UV" pip install -q --no-deps \
+       --python "$VENV/bin/python" --target "$tmp" torchxrayvision==1.5.7 \
+     && echo "$IU_SHA  $tmp/torchxrayvision/data/NLMCXR_reports.tgz" | sha256sum -c --quiet; then
+    mkdir -p "$ITHN_HOME/data"
+    cp "$tmp/torchxrayvision/data/NLMCXR_reports.tgz" "$IU_REPORTS.partial"
+    mv "$IU_REPORTS.partial" "$IU_REPORTS"
+  else
+    log "warning: could not fetch NLMCXR_reports.tgz; tests/ce_mesh_agreement.rs will fail"
+  fi
+  rm -rf "$tmp"
+fi
 if [ "$(readlink .venv 2>/dev/null)" != "$VENV" ]; then
   [ -L .venv ] || [ ! -e .venv ] || { log ".venv exists and is not a link; moving it aside to .venv.old"; mv .venv .venv.old; }
   ln -sfn "$VENV" .venv

@@ -11,6 +11,8 @@
 //! | `schedule.png` | λ (top) and both learning rates (bottom) against the step |
 //! | `val_metrics.png` | validation metrics per epoch (left) and CIDEr (right); test figures in the title |
 //! | `throughput.png` | samples/s and tokens/s against the step |
+//! | `ce_per_observation.png` | with `--ce NAME=SCORES.json` (repeatable): CE F1 per observation, one bar per source (a model, a baseline), see [`ce`] |
+//! | `test_phantoms.png` | with `--panel PREDICTIONS.jsonl --images DIR`: six test phantoms, each with what it shows, its generated and its reference report |
 //!
 //! Guarantees: a malformed line fails with the file and line number; unknown `kind`s are
 //! ignored (forward compatible); missing or `null` metric values leave a gap rather than a
@@ -24,6 +26,8 @@ use image::ImageEncoder;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
+
+pub mod ce;
 
 /// Chart width in pixels (every chart).
 pub const WIDTH: u32 = 1200;
@@ -46,6 +50,8 @@ pub enum PlotError {
     },
     #[error("{path}: no `train` records, nothing to plot")]
     Empty { path: PathBuf },
+    #[error("{path}: {what}")]
+    Bad { path: PathBuf, what: String },
     #[error("cannot draw {path}: {message}")]
     Draw { path: PathBuf, message: String },
     #[error("cannot write {path}: {source}")]
@@ -64,6 +70,16 @@ pub struct PlotArgs {
     /// Where to write the PNGs (default: RUN_DIR/plots).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// A CE bar source: NAME=SCORES.json, an `evaluate` scores.json or `score --json --ce`
+    /// output (its `ce_vs_labels` when present, else `ce`). Repeat for models and baselines.
+    #[arg(long = "ce", value_name = "NAME=SCORES.json", value_parser = ce::parse_ce_source)]
+    pub ce: Vec<ce::CeSource>,
+    /// Predictions (`evaluate`'s predictions.jsonl) for the panel of test phantoms.
+    #[arg(long, value_name = "PREDICTIONS.jsonl", requires = "images")]
+    pub panel: Option<PathBuf>,
+    /// `synth` output directory (findings.jsonl + PNGs) of the panel's phantoms.
+    #[arg(long, value_name = "DIR", requires = "panel")]
+    pub images: Option<PathBuf>,
 }
 
 /// One `train` line. Every value but the position may be absent or null.
@@ -101,6 +117,9 @@ pub struct EvalRecord {
     pub rouge_l: Option<f64>,
     #[serde(rename = "CIDEr")]
     pub cider: Option<f64>,
+    /// Clinical efficacy, micro-F1 over the 13 findings (`crate::eval::ce`), when recorded.
+    #[serde(rename = "CE_F1_findings", default)]
+    pub ce_f1_findings: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -466,6 +485,7 @@ pub fn plot_metrics(m: &Metrics, source: &Path, out: &Path) -> Result<Vec<PathBu
                         series("BLEU-4", v, ep, |r| r.bleu_4),
                         series("METEOR", v, ep, |r| r.meteor),
                         series("ROUGE-L", v, ep, |r| r.rouge_l),
+                        series("CE F1 findings", v, ep, |r| r.ce_f1_findings),
                     ],
                 ),
                 (
@@ -503,7 +523,29 @@ pub fn run(args: &PlotArgs) -> Result<Vec<PathBuf>, PlotError> {
     })?;
     let metrics = parse_metrics(&text, &source)?;
     let out = args.out.clone().unwrap_or_else(|| run.plots());
-    plot_metrics(&metrics, &source, &out)
+    // Read every extra input before writing anything, so a bad file leaves no half set.
+    let bars = args
+        .ce
+        .iter()
+        .map(ce::read_ce)
+        .collect::<Result<Vec<_>, _>>()?;
+    let panel = match (&args.panel, &args.images) {
+        (Some(p), Some(i)) => Some(ce::panel_items(p, i, 6)?),
+        _ => None,
+    };
+    let mut written = plot_metrics(&metrics, &source, &out)?;
+    if !bars.is_empty() {
+        let path = out.join("ce_per_observation.png");
+        ce::ce_chart(&path, &bars)?;
+        written.push(path);
+    }
+    if let Some(items) = panel {
+        let path = out.join("test_phantoms.png");
+        let title = "Test phantoms (SYNTHETIC): generated vs reference report";
+        ce::phantom_panel(&path, title, &items)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// CLI entry: plots and lists the files written.

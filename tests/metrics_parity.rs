@@ -113,6 +113,7 @@ fn each_metric_scored_alone_is_bit_identical_too() {
         meteor: None,
         rouge_l,
         cider,
+        ce: None,
     };
     let corpus = scores(b, r, c);
     let items: Vec<Scores> = (0..refs.len())

@@ -99,6 +99,26 @@ fn writes_images_at_image_paths_labelled_synthetic_and_deterministic() {
     assert_eq!(kinds(3), ["pacemaker"]);
     assert_eq!(kinds(4), ["granuloma"]);
     assert_eq!(f[5]["normal"], true);
+    // The CheXpert labels of what was drawn: 1 drawn, 0 not; No Finding 1 without pathology
+    // (a pacemaker or a granuloma is none).
+    let positives = |i: usize| -> Vec<String> {
+        let map = f[i]["chexpert"].as_object().expect("chexpert labels");
+        assert_eq!(map.len(), 14, "{map:?}");
+        assert!(map.values().all(|v| v == 0 || v == 1), "{map:?}");
+        let mut p: Vec<String> = map
+            .iter()
+            .filter(|(_, v)| **v == 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(positives(0), ["No Finding"]);
+    assert_eq!(positives(1), ["Cardiomegaly", "Pleural Effusion"]);
+    assert_eq!(positives(2), ["Consolidation"]);
+    assert_eq!(positives(3), ["No Finding", "Support Devices"]);
+    assert_eq!(positives(4), ["No Finding"]);
+    assert_eq!(positives(5), ["No Finding"]);
     // A different seed gives different pixels for the same study.
     let c = tmp.path().join("c");
     assert!(synth(&ann, &c, &["--size", "96", "--seed", "4"])

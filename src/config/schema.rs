@@ -141,6 +141,11 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Dropout after att_embed.
     pub drop_prob_lm: f64,
+    /// BatchNorm in att_embed, the reference's `--use_bn`: 0 none (default, the published
+    /// runs), 1 BatchNorm1d over the 2048 patch-feature channels before the Linear, 2 also
+    /// BatchNorm1d over d_model after the dropout. Statistics per channel over every patch of
+    /// the (local) batch; they follow `model.batchnorm`.
+    pub use_bn: u8,
     /// Rows of the cross-modal memory matrix.
     pub cmm_size: usize,
     /// Width of the memory matrix (must equal d_model).
@@ -172,6 +177,7 @@ impl Default for ModelConfig {
             num_layers: 3,
             dropout: 0.1,
             drop_prob_lm: 0.5,
+            use_bn: 0,
             cmm_size: 2048,
             cmm_dim: 512,
             topk: 32,
@@ -278,7 +284,8 @@ pub struct TrainConfig {
     pub lr_gamma: f64,
     /// Stop after this many epochs without a better validation score (0 = never).
     pub early_stop: usize,
-    /// Validation metric that selects the best model.
+    /// Validation metric that selects the best model (a pycocoevalcap key such as "BLEU_4",
+    /// or a clinical-efficacy key such as "CE_F1_findings").
     pub monitor_metric: String,
     /// Drop the last incomplete global batch (a whole optimizer step) of an epoch (true) or
     /// train on it (false).
@@ -563,6 +570,11 @@ impl Config {
         check(m.num_layers > 0, "model.num_layers", "must be > 0")?;
         probability(m.dropout, "model.dropout")?;
         probability(m.drop_prob_lm, "model.drop_prob_lm")?;
+        check(
+            m.use_bn <= 2,
+            "model.use_bn",
+            format!("must be 0, 1 or 2, got {}", m.use_bn),
+        )?;
         check(m.cmm_size > 0, "model.cmm_size", "must be > 0")?;
         check(
             m.cmm_dim == m.d_model,
@@ -635,8 +647,23 @@ impl Config {
         positive(t.adam_eps, "train.adam_eps")?;
         check(t.lr_step_size >= 1, "train.lr_step_size", "must be ≥ 1")?;
         positive(t.lr_gamma, "train.lr_gamma")?;
-        const METRICS: [&str; 7] = [
-            "BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr",
+        // pycocoevalcap's keys and the clinical-efficacy keys every val record carries
+        // (crate::eval::ce::CeSummary::entries).
+        const METRICS: [&str; 14] = [
+            "BLEU_1",
+            "BLEU_2",
+            "BLEU_3",
+            "BLEU_4",
+            "METEOR",
+            "ROUGE_L",
+            "CIDEr",
+            "CE_P_micro",
+            "CE_R_micro",
+            "CE_F1_micro",
+            "CE_P_macro",
+            "CE_R_macro",
+            "CE_F1_macro",
+            "CE_F1_findings",
         ];
         check(
             METRICS.contains(&t.monitor_metric.as_str()),

@@ -9,6 +9,7 @@
 //! corpus (CIDEr's document frequencies need all references). References are the decoded
 //! report ids (ids[1:] up to the first 0), as the reference R2Gen trainer scores them.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -19,7 +20,9 @@ use crate::config::Config;
 use crate::data::loader::{Batch, Loader};
 use crate::data::prepare::Split;
 use crate::dist::{Collectives, DistError, World};
+use crate::eval::ce::{ce_of_texts, ce_scores, label_report, Labels};
 use crate::eval::metrics::{score_corpus, MeteorOpts, Scores};
+use crate::eval::score::{read_labels, ScoreError};
 use crate::model::contract;
 use crate::model::weights::{write_bytes_atomic, VocabInfo};
 use crate::model::{beam_search, greedy, ModelCheckpoint, R2GenCmn};
@@ -301,10 +304,47 @@ pub struct EvaluateArgs {
     /// Also run METEOR (needs Java and the pycocoevalcap jar).
     #[arg(long)]
     pub meteor: bool,
+    /// Also score clinical efficacy against given labels (JSON lines {"id", "chexpert"}, e.g.
+    /// `synth`'s findings.jsonl: what each phantom shows), as `score --ce-labels` does.
+    #[arg(long, value_name = "LABELS.jsonl")]
+    pub ce_labels: Option<PathBuf>,
+}
+
+/// `scores.json`: the corpus scores (CE summary included), then `ce` (per observation, vs the
+/// reference reports) and, with `--ce-labels`, `ce_vs_labels`.
+fn scores_json(
+    scores: &Scores,
+    preds: &[Prediction],
+    truth: Option<(&Path, &HashMap<String, Labels>)>,
+) -> anyhow::Result<serde_json::Value> {
+    let refs: Vec<String> = preds.iter().map(|p| p.reference.clone()).collect();
+    let hyps: Vec<String> = preds.iter().map(|p| p.prediction.clone()).collect();
+    let mut obj = scores.to_json();
+    obj.insert("ce".into(), ce_of_texts(&refs, &hyps).to_json());
+    if let Some((path, truth)) = truth {
+        let missing: Vec<String> = preds
+            .iter()
+            .filter(|p| !truth.contains_key(&p.id))
+            .map(|p| p.id.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ScoreError::MissingLabels {
+                path: path.to_path_buf(),
+                ids: missing,
+            }
+            .into());
+        }
+        let t: Vec<Labels> = preds.iter().map(|p| truth[&p.id]).collect();
+        let h: Vec<Labels> = hyps.iter().map(|x| label_report(x)).collect();
+        obj.insert("ce_vs_labels".into(), ce_scores(&t, &h).to_json());
+    }
+    Ok(serde_json::Value::Object(obj))
 }
 
 /// Runs `ithn-dist evaluate` on every rank; rank 0 writes the files and prints the scores.
 pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
+    // Read the labels before decoding, so a bad file fails in a second, not after the split.
+    let truth = args.ce_labels.as_deref().map(read_labels).transpose()?;
     let ckpt = ModelCheckpoint::open(&args.checkpoint)?;
     let mut cfg = ckpt.config.clone();
     if let Some(d) = &args.data {
@@ -357,7 +397,8 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
                 args.split
             );
         }
-        let json = serde_json::to_string_pretty(&serde_json::Value::Object(scores.to_json()))?;
+        let truth = args.ce_labels.as_deref().zip(truth.as_ref());
+        let json = serde_json::to_string_pretty(&scores_json(&scores, &preds, truth)?)?;
         // Both files or neither: a full disk leaves the previous pair as it was.
         let (p_path, s_path) = (out.join("predictions.jsonl"), out.join("scores.json"));
         let preds_text = predictions_text(&preds)?;

@@ -12,6 +12,7 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use super::ce::{ce_of_texts, ce_scores, label_report, CeScores, Label, Labels, Observation};
 use super::metrics::{self, MeteorOpts, MetricsError, ScoreReport};
 use crate::data::text::{write_atomic, Dataset};
 
@@ -40,6 +41,17 @@ pub struct ScoreArgs {
     /// The METEOR 1.5 jar [default: $ITHN_METEOR_JAR, else the pycocoevalcap wheel in .venv].
     #[arg(long, value_name = "JAR", conflicts_with = "no_meteor")]
     pub meteor_jar: Option<PathBuf>,
+    /// Also report clinical efficacy: the rule-based CheXpert-style labeler labels both sides;
+    /// precision / recall / F1 micro, macro and per observation (positive-only labels, as
+    /// R2Gen's compute_ce.py). See docs/clinical-efficacy.md.
+    #[arg(long)]
+    pub ce: bool,
+    /// Also score the hypotheses' CE against given labels instead of labelled references:
+    /// JSON lines {"id": ..., "chexpert": {"Cardiomegaly": 1, ...}} with CheXpert codes
+    /// 1 / 0 / -1 / null, e.g. `synth`'s findings.jsonl (what each phantom truly shows).
+    /// Every reference id needs a line; extra lines are ignored.
+    #[arg(long, value_name = "LABELS.jsonl")]
+    pub ce_labels: Option<PathBuf>,
 }
 
 /// Problems with the input files, each naming the file, line or ids concerned.
@@ -71,6 +83,14 @@ pub enum ScoreError {
         /// Hypothesis ids without a reference.
         extra: Vec<String>,
     },
+    #[error("{path}:{line}: {message}")]
+    BadLabel {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: no labels for ids {}", list(.ids))]
+    MissingLabels { path: PathBuf, ids: Vec<String> },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -232,6 +252,91 @@ fn per_item_jsonl(ids: &[String], report: &ScoreReport) -> String {
         .collect()
 }
 
+/// Reads CheXpert labels as JSON lines `{"id": …, "chexpert": {"No Finding": 1, …}}`: every
+/// key must be one of the 14 observation names and every value 1, 0, -1 or null; absent
+/// observations are blank. Errors name the file and line.
+pub fn read_labels(path: &Path) -> Result<HashMap<String, Labels>, ScoreError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScoreError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |message: String| ScoreError::BadLabel {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message,
+        };
+        let v: Value = serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let id = match v.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => return Err(bad("missing key `id`".into())),
+            Some(other) => other.to_string(),
+        };
+        let Some(map) = v.get("chexpert").and_then(Value::as_object) else {
+            return Err(bad("missing object `chexpert`".into()));
+        };
+        let mut labels = Labels::default();
+        for (name, code) in map {
+            let o = Observation::from_name(name).ok_or_else(|| {
+                bad(format!(
+                    "`{name}` is not a CheXpert observation (e.g. \"Pleural Effusion\")"
+                ))
+            })?;
+            let label = match code {
+                Value::Null => Some(Label::Blank),
+                Value::Number(n) => Label::from_code(n.as_i64()),
+                _ => None,
+            }
+            .ok_or_else(|| bad(format!("`{name}`: {code} is not 1, 0, -1 or null")))?;
+            labels.0[o.index()] = label;
+        }
+        if out.insert(id.clone(), labels).is_some() {
+            return Err(bad(format!("duplicate id `{id}`")));
+        }
+    }
+    Ok(out)
+}
+
+/// The labels of `ids` from a labels file, in that order (all must be there).
+pub fn labels_for(path: &Path, ids: &[String]) -> Result<Vec<Labels>, ScoreError> {
+    let all = read_labels(path)?;
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !all.contains_key(*id))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(ScoreError::MissingLabels {
+            path: path.to_path_buf(),
+            ids: missing,
+        });
+    }
+    Ok(ids.iter().map(|id| all[id]).collect())
+}
+
+/// The CE reports `score` prints: (name, scores) vs the references and vs a labels file.
+fn ce_reports(
+    a: &ScoreArgs,
+    ids: &[String],
+    refs: &[String],
+    hyps: &[String],
+) -> Result<Vec<(&'static str, CeScores)>, ScoreError> {
+    let mut out = Vec::new();
+    if a.ce {
+        out.push(("ce", ce_of_texts(refs, hyps)));
+    }
+    if let Some(path) = &a.ce_labels {
+        let truth = labels_for(path, ids)?;
+        let hyp_labels: Vec<Labels> = hyps.iter().map(|h| label_report(h)).collect();
+        out.push(("ce_vs_labels", ce_scores(&truth, &hyp_labels)));
+    }
+    Ok(out)
+}
+
 /// Runs the command: read, pair, (clean), score, print, optionally write per-item scores.
 pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
     let refs = read_records(a.refs.as_deref().unwrap_or(&a.hyps), Side::References)?;
@@ -247,8 +352,12 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
     } else {
         Some(MeteorOpts::locate(a.meteor_jar.as_deref()).map_err(ScoreError::from)?)
     };
-    let report =
+    let mut report =
         metrics::score_items(&ref_texts, &hyp_texts, meteor.as_ref()).map_err(ScoreError::from)?;
+    let ce = ce_reports(&a, &ids, &ref_texts, &hyp_texts)?;
+    if let Some((_, vs_refs)) = ce.iter().find(|(k, _)| *k == "ce") {
+        report.corpus.ce = Some(vs_refs.summary);
+    }
     if let Some(path) = &a.per_item {
         write_atomic(path, per_item_jsonl(&ids, &report).as_bytes()).map_err(|source| {
             ScoreError::Write {
@@ -258,11 +367,23 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
         })?;
     }
     if a.json {
-        println!("{}", report.corpus.to_json_string());
+        let mut members = report.corpus.json_members();
+        for (key, scores) in &ce {
+            members.push_str(&format!(",\"{key}\":{}", scores.to_json()));
+        }
+        println!("{{{members}}}");
     } else {
         println!("{} pairs", ids.len());
         for (k, v) in report.corpus.entries() {
-            println!("{k:<8} {v:.6}");
+            println!("{k:<11} {v:.6}");
+        }
+        for (key, scores) in &ce {
+            let against = if *key == "ce" {
+                "reference reports"
+            } else {
+                "given labels"
+            };
+            println!("\nclinical efficacy against {against}:\n{}", scores.table());
         }
     }
     Ok(0)

@@ -124,6 +124,62 @@ impl LayerNorm {
     }
 }
 
+/// BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1, weight 1, bias 0): BatchNorm2d
+/// of the ResNet on `[N, C, H, W]`, and BatchNorm1d of att_embed (`model.use_bn`) on `[M, C]`.
+/// Statistics are per channel (dim 1) over every other dim; the running variance is updated
+/// with the unbiased batch variance, the normalisation uses the biased one (PyTorch's rule).
+#[derive(Debug)]
+pub struct BatchNorm {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    pub(crate) running_mean: Tensor,
+    pub(crate) running_var: Tensor,
+    pub(crate) num_batches_tracked: Tensor,
+}
+
+impl BatchNorm {
+    pub fn new(s: &Scope, c: i64) -> BatchNorm {
+        let f = (Kind::Float, Device::Cpu);
+        BatchNorm {
+            weight: s.param("weight", Tensor::ones([c], f)),
+            bias: s.param("bias", Tensor::zeros([c], f)),
+            running_mean: s.buffer("running_mean", Tensor::zeros([c], f)),
+            running_var: s.buffer("running_var", Tensor::ones([c], f)),
+            num_batches_tracked: s.buffer(
+                "num_batches_tracked",
+                Tensor::zeros([], (Kind::Int64, Device::Cpu)),
+            ),
+        }
+    }
+
+    /// Batch statistics (updating the running ones) only when training in `local` mode, and
+    /// only when the batch gives each channel at least 2 values (N·H·W ≥ 2, or M ≥ 2). With fewer — a rank
+    /// whose share of the global batch is 0 samples, or 1 sample on a 1×1 map — batch statistics
+    /// are undefined (PyTorch refuses 1 value per channel in training; 0 values give NaN), so
+    /// this layer normalises with its running statistics and leaves them untouched, exactly as
+    /// in evaluation. The other ranks' batches still train it, and rank 0's statistics are
+    /// everyone's after the step (`train::optim_step`).
+    pub fn forward(&self, x: &Tensor, batch_stats: bool) -> Tensor {
+        let channels = x.size().get(1).copied().unwrap_or(1).max(1);
+        let batch_stats = batch_stats && x.numel() as i64 / channels >= 2;
+        if batch_stats {
+            let _g = tch::no_grad_guard();
+            let mut n = self.num_batches_tracked.shallow_clone();
+            let _ = n.g_add_scalar_(1);
+        }
+        x.batch_norm(
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            batch_stats,
+            0.1,
+            1e-5,
+            true,
+        )
+    }
+}
+
 /// Dropout context of one forward pass: training flag, optional per-sample seeds, and a call
 /// counter so every dropout site of the pass draws an independent mask.
 #[derive(Debug)]

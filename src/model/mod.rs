@@ -16,6 +16,7 @@
 //! * greedy (with the reference trigram blocking) and beam search reproduce the reference
 //!   sampler, batched, with an incremental key/value cache ([`decode`]).
 
+pub mod att_embed;
 pub mod attention;
 pub mod cli;
 pub mod contract;

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
+use super::att_embed::AttEmbed;
 use super::layers::{Dropout, Linear, LinearInit};
 use super::memory::{init_memory, Memory};
 use super::transformer::{
@@ -18,7 +19,7 @@ use super::transformer::{
 };
 use super::visual::{features, ResNet};
 use super::weights::{ModelCheckpoint, ModelError, Registry, Scope};
-use crate::config::{Config, ModelConfig, Precision};
+use crate::config::{BatchNormMode, Config, ModelConfig, Precision};
 
 /// Initial value of the ITHN temperatures: ln(1/0.07).
 pub fn initial_temperature() -> f64 {
@@ -32,7 +33,7 @@ pub struct R2GenCmn {
     pub temp_3: Tensor,
     visual: ResNet,
     memory_matrix: Tensor,
-    att_embed: Linear,
+    att_embed: AttEmbed,
     cmn: Memory,
     encoder: Encoder,
     decoder: Decoder,
@@ -44,7 +45,7 @@ pub struct R2GenCmn {
     text_projection: Linear,
     d_model: i64,
     dropout: f64,
-    drop_prob_lm: f64,
+    batchnorm: BatchNormMode,
     logit_dim: i64,
     views: usize,
     precision: Precision,
@@ -125,12 +126,12 @@ impl R2GenCmn {
             "memory_matrix",
             init_memory(cfg.cmm_size as i64, cfg.cmm_dim as i64),
         );
-        let att_embed = Linear::new(
-            &ed.sub("att_embed").sub(0),
+        let att_embed = AttEmbed::new(
+            &ed.sub("att_embed"),
             cfg.d_vf as i64,
             d,
-            true,
-            LinearInit::Default,
+            cfg.use_bn,
+            cfg.drop_prob_lm,
         );
         let heads = cfg.num_heads as i64;
         let cmn = Memory::new(&ed.sub("cmn"), d, heads, cfg.topk as i64);
@@ -203,7 +204,7 @@ impl R2GenCmn {
             text_projection,
             d_model: d,
             dropout: cfg.dropout,
-            drop_prob_lm: cfg.drop_prob_lm,
+            batchnorm: cfg.batchnorm,
             logit_dim: logit_dim as i64,
             views,
             precision: cfg.precision,
@@ -317,9 +318,12 @@ impl R2GenCmn {
         })
     }
 
-    /// Encoder side: att_embed (Linear, ReLU, dropout) → + memory response → + position → encoder.
+    /// Encoder side: att_embed ([BatchNorm,] Linear, ReLU, dropout [, BatchNorm]) → + memory
+    /// response → + position → encoder. att_embed's BatchNorm (`model.use_bn`) uses batch
+    /// statistics when training with `model.batchnorm = "local"`, like the ResNet's.
     pub fn encode(&self, att_feats: &Tensor, drop: &Dropout) -> Tensor {
-        let x = drop.apply(&self.att_embed.forward(att_feats).relu(), self.drop_prob_lm);
+        let batch_stats = drop.train() && self.batchnorm == BatchNormMode::Local;
+        let x = self.att_embed.forward(att_feats, drop, batch_stats);
         let x = &x + self.cmn.respond(&x, &self.memory_matrix, drop);
         let x = drop.apply(&add_position(&self.src_pe, &x, 0), self.dropout);
         self.encoder.forward(&x, drop)

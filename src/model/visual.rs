@@ -8,62 +8,9 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::layers::conv2d;
+use super::layers::{conv2d, BatchNorm};
 use super::weights::Scope;
 use crate::config::BatchNormMode;
-
-/// BatchNorm2d with torchvision defaults (eps 1e-5, momentum 0.1, weight 1, bias 0).
-#[derive(Debug)]
-struct BatchNorm {
-    weight: Tensor,
-    bias: Tensor,
-    running_mean: Tensor,
-    running_var: Tensor,
-    num_batches_tracked: Tensor,
-}
-
-impl BatchNorm {
-    fn new(s: &Scope, c: i64) -> BatchNorm {
-        let f = (Kind::Float, Device::Cpu);
-        BatchNorm {
-            weight: s.param("weight", Tensor::ones([c], f)),
-            bias: s.param("bias", Tensor::zeros([c], f)),
-            running_mean: s.buffer("running_mean", Tensor::zeros([c], f)),
-            running_var: s.buffer("running_var", Tensor::ones([c], f)),
-            num_batches_tracked: s.buffer(
-                "num_batches_tracked",
-                Tensor::zeros([], (Kind::Int64, Device::Cpu)),
-            ),
-        }
-    }
-
-    /// Batch statistics (updating the running ones) only when training in `local` mode, and
-    /// only when the batch gives each channel at least 2 values (N·H·W ≥ 2). With fewer — a rank
-    /// whose share of the global batch is 0 samples, or 1 sample on a 1×1 map — batch statistics
-    /// are undefined (PyTorch refuses 1 value per channel in training; 0 values give NaN), so
-    /// this layer normalises with its running statistics and leaves them untouched, exactly as
-    /// in evaluation. The other ranks' batches still train it, and rank 0's statistics are
-    /// everyone's after the step (`train::optim_step`).
-    fn forward(&self, x: &Tensor, batch_stats: bool) -> Tensor {
-        let channels = x.size().get(1).copied().unwrap_or(1).max(1);
-        let batch_stats = batch_stats && x.numel() as i64 / channels >= 2;
-        if batch_stats {
-            let _g = tch::no_grad_guard();
-            let mut n = self.num_batches_tracked.shallow_clone();
-            let _ = n.g_add_scalar_(1);
-        }
-        x.batch_norm(
-            Some(&self.weight),
-            Some(&self.bias),
-            Some(&self.running_mean),
-            Some(&self.running_var),
-            batch_stats,
-            0.1,
-            1e-5,
-            true,
-        )
-    }
-}
 
 /// Conv weight with torchvision's init: kaiming-normal, fan_out, ReLU gain.
 fn conv(s: &Scope, out: i64, inp: i64, k: i64) -> Tensor {

@@ -2,7 +2,8 @@
 //!
 //! The IU X-Ray images cannot be downloaded here, but the demo must still show a model that
 //! learns image → report. So each study gets a phantom drawn from its own report: a
-//! rule-based [`reader`] extracts findings (with negation), and [`phantom`] draws anatomy
+//! rule-based reader ([`crate::eval::ce::labeler`], the project's one labeler) extracts findings
+//! (with negation and uncertainty; only positive findings are drawn), and [`phantom`] draws anatomy
 //! whose heart width, costophrenic angles, lung zones and devices follow those findings.
 //!
 //! Guarantees:
@@ -13,11 +14,14 @@
 //!   `prepare --source r2gen --ann FILE --images DIR` reads them like the real dataset.
 //! - **Labelled synthetic everywhere**: `DIR/SYNTHETIC.txt` says so, `DIR/findings.jsonl`
 //!   records what was drawn per study, and every PNG carries a `Comment` text chunk.
+//! - **Ground truth**: each `findings.jsonl` line also carries `chexpert`, the 14 CheXpert
+//!   labels of what was drawn (1 drawn, 0 not drawn; "No Finding" 1 when no pathology was
+//!   drawn), so generated reports can be scored against what the image truly shows
+//!   (`score --ce-labels`, `evaluate --ce-labels`).
 //! - Every file is written atomically (temp file in the same directory, fsync, rename).
 
 pub mod canvas;
 pub mod phantom;
-pub mod reader;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -26,9 +30,9 @@ use image::ImageEncoder;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+pub use crate::eval::ce::labeler::{read_report, Finding, Kind, Severity, Side, Zone};
 use canvas::{fnv1a, Rng};
 use phantom::{Anatomy, View};
-pub use reader::{read_report, Finding, Kind, Severity, Side, Zone};
 
 /// Everything that can go wrong while synthesising a dataset.
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +269,7 @@ fn findings_line(split: &str, r: &Record, findings: &[Finding]) -> String {
         "synthetic": true,
         "normal": findings.is_empty(),
         "findings": findings,
+        "chexpert": crate::eval::ce::labels_of_findings(findings).to_json(),
         "images": r.image_path,
     });
     format!("{line}\n")
@@ -276,8 +281,9 @@ fn synthetic_notice(args: &SynthArgs) -> String {
          Every PNG under this directory is a phantom drawn by `ithn-dist synth` from the text of\n\
          its study's report (annotation: {ann}; seed {seed}; {size} px). The drawing follows a\n\
          rule-based reading of the report (see findings.jsonl: one line per study with the\n\
-         findings that were drawn). They exist so the ithn-dist demo can train image -> report\n\
-         without the IU X-Ray images; they say nothing about real anatomy or disease.\n",
+         findings that were drawn and their 14 CheXpert labels). They exist so the ithn-dist\n\
+         demo can train image -> report without the IU X-Ray images; they say nothing about\n\
+         real anatomy or disease.\n",
         ann = args.ann.display(),
         seed = args.seed,
         size = args.size,

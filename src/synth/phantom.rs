@@ -10,7 +10,7 @@
 //! not memorise a template. Image left is the patient's right, as on a PA film.
 
 use super::canvas::{smoothstep, to_gray, value_noise, Canvas, Rng};
-use super::reader::{Finding, Kind, Side, Zone};
+use crate::eval::ce::labeler::{Finding, Kind, Side, Zone};
 
 /// Which projection to draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub struct Anatomy {
     pub base_drop: f32,
     /// Heart half-width (the cardiothoracic ratio driver), half-height, centre y.
     pub heart: (f32, f32, f32),
+    /// Extra half-width of the upper mediastinum (a widened mediastinum), 0 normally.
+    pub mediastinum: f32,
     pub shift: (f32, f32),
     pub scale: f32,
     pub contrast: f32,
@@ -53,6 +55,7 @@ impl Anatomy {
                 rng.range(0.64, 0.67),
             ),
             base_drop: 0.0,
+            mediastinum: 0.0,
             shift: (rng.range(-0.025, 0.025), rng.range(-0.025, 0.025)),
             scale: rng.range(0.95, 1.05),
             contrast: rng.range(0.9, 1.15),
@@ -61,6 +64,7 @@ impl Anatomy {
         for f in findings {
             match f.kind {
                 Kind::Cardiomegaly => a.heart.0 *= 1.0 + 0.38 * f.severity.factor(),
+                Kind::WideMediastinum => a.mediastinum = 0.04 * f.severity.factor(),
                 Kind::Hyperinflation => {
                     // Taller lungs with the apices where they were: only the bases move down.
                     a.base_drop = 0.07;
@@ -130,7 +134,8 @@ fn lung_cover(a: &Anatomy, px: f32, x: f32, y: f32) -> f32 {
     } else {
         0.0
     };
-    let half = 0.045 + 0.03 * y + knob;
+    // A widened mediastinum pushes the medial lung borders out above the heart.
+    let half = 0.045 + 0.03 * y + knob + a.mediastinum * smoothstep(0.6, 0.35, y);
     let medial = smoothstep(half, half + 1.5 * px, (x - 0.5).abs());
     body * dome * medial * (1.0 - heart_cover(a, x, y))
 }
@@ -344,15 +349,51 @@ fn draw_frontal_finding(c: &mut Canvas, lungs: &Canvas, a: &Anatomy, f: &Finding
             }
             c.add_masked(&layer, lungs, 0.7);
         }
-        Kind::Consolidation | Kind::Atelectasis | Kind::Nodule | Kind::Granuloma => {
-            let default =
-                matches!(f.kind, Kind::Consolidation | Kind::Atelectasis).then_some(Zone::Lower);
+        Kind::Opacity
+        | Kind::Consolidation
+        | Kind::Pneumonia
+        | Kind::Atelectasis
+        | Kind::Nodule
+        | Kind::Granuloma => {
+            let default = matches!(
+                f.kind,
+                Kind::Opacity | Kind::Consolidation | Kind::Pneumonia | Kind::Atelectasis
+            )
+            .then_some(Zone::Lower);
             for s in sides(f.side, rng) {
                 let cy = top + h * zone_t(f.zone, default, rng);
                 let cx = lung_x(a, s) + s * rng.range(-0.2, 0.45) * rx;
                 lesion(&mut layer, f.kind, (cx, cy), sev, rng);
             }
             c.add_masked(&layer, lungs, 1.0);
+        }
+        Kind::PleuralThickening => {
+            // A dense band inside the lateral and apical lung edge.
+            for s in sides(f.side, rng) {
+                let (cx, rx, cy, ry) = (lung_x(a, s), a.lung.1, a.lung.2, a.lung.3);
+                let w = 0.06 + 0.04 * sev;
+                layer.add_fn(cx - rx, cy - ry, cx + rx, cy + 0.1, |x, y| {
+                    let q = (((x - cx) / rx).powi(2) + ((y - cy) / ry).powi(2)).sqrt();
+                    let lateral = smoothstep(0.0, 0.3, s * (x - cx) / rx + 0.3);
+                    smoothstep(1.0 - w, 1.0 - w + 0.03, q) * lateral * smoothstep(cy + 0.1, cy, y)
+                });
+            }
+            c.add_masked(&layer, lungs, 0.35);
+        }
+        Kind::Fracture => {
+            // A healed rib fracture: a bright callus on a lateral rib, outside the lung field.
+            for s in sides(f.side, rng) {
+                let y = rng.range(0.3, 0.6);
+                c.ellipse((0.5 + s * 0.405, y), (0.02, 0.013), s * 0.5, 0.45);
+            }
+        }
+        Kind::Device => {
+            // Surgical clips / stent: short bright metal strokes under the right dome.
+            let (x0, y0) = (0.32 + rng.range(-0.02, 0.02), dome_y(a, -1.0, 0.32) + 0.08);
+            for k in 0..3 {
+                let p = (x0 + 0.03 * k as f32, y0 + rng.range(-0.015, 0.015));
+                c.stroke(&[p, (p.0 + 0.012, p.1 + 0.02)], 0.005, 1.4);
+            }
         }
         Kind::Edema => {
             for s in [-1.0f32, 1.0] {
@@ -395,14 +436,36 @@ fn draw_frontal_finding(c: &mut Canvas, lungs: &Canvas, a: &Anatomy, f: &Finding
                 1.0,
             );
         }
-        // Drawn through the anatomy (heart width, dome height).
-        Kind::Cardiomegaly | Kind::Hyperinflation | Kind::Pneumothorax => {}
+        // Drawn through the anatomy (heart width, mediastinum, dome height).
+        Kind::Cardiomegaly | Kind::WideMediastinum | Kind::Hyperinflation | Kind::Pneumothorax => {}
     }
 }
 
 /// Draws one focal lung lesion into `layer` (restricted to the lung by the caller).
 fn lesion(layer: &mut Canvas, kind: Kind, c: (f32, f32), sev: f32, rng: &mut Rng) {
     match kind {
+        Kind::Opacity => {
+            // Hazy: a few wide, faint blobs.
+            for _ in 0..4 {
+                let p = (
+                    c.0 + rng.normal() * 0.03 * sev,
+                    c.1 + rng.normal() * 0.03 * sev,
+                );
+                let r = rng.range(0.04, 0.06) * sev.sqrt();
+                layer.blob(p, (r, r * 0.9), rng.range(0.08, 0.13));
+            }
+        }
+        Kind::Pneumonia => {
+            // Lobar: a large, dense, confluent patch.
+            for _ in 0..14 {
+                let p = (
+                    c.0 + rng.normal() * 0.05 * sev,
+                    c.1 + rng.normal() * 0.04 * sev,
+                );
+                let r = rng.range(0.025, 0.045) * sev.sqrt();
+                layer.blob(p, (r, r * 0.8), rng.range(0.22, 0.34));
+            }
+        }
         Kind::Consolidation => {
             for _ in 0..8 {
                 let p = (
@@ -468,9 +531,12 @@ fn lateral(c: &mut Canvas, a: &Anatomy, findings: &[Finding], rng: &mut Rng, fx:
                     yy + 0.25 * (x - 0.6),
                 )
             }),
-            Kind::Consolidation | Kind::Atelectasis | Kind::Nodule | Kind::Granuloma => {
-                lesion(&mut layer, f.kind, (fx.range(0.45, 0.65), y), sev, fx)
-            }
+            Kind::Opacity
+            | Kind::Consolidation
+            | Kind::Pneumonia
+            | Kind::Atelectasis
+            | Kind::Nodule
+            | Kind::Granuloma => lesion(&mut layer, f.kind, (fx.range(0.45, 0.65), y), sev, fx),
             Kind::Edema => layer.blob((0.55, a.lung.2), (0.1, 0.12), 0.3 * sev),
             Kind::Pneumothorax => {
                 layer.blob((0.55, a.lung.2 - a.lung.3 + 0.06), (0.12, 0.05), -0.15)
@@ -485,7 +551,18 @@ fn lateral(c: &mut Canvas, a: &Anatomy, findings: &[Finding], rng: &mut Rng, fx:
                 }
             }
             Kind::Line => c.curve((0.45, 0.05), (0.42, 0.2), (0.42, 0.42), 0.007, 1.0),
-            Kind::Cardiomegaly | Kind::Hyperinflation => {}
+            Kind::Device => {
+                for k in 0..3 {
+                    let p = (0.4 + 0.03 * k as f32, dome0 + 0.06);
+                    c.stroke(&[p, (p.0 + 0.012, p.1 + 0.02)], 0.005, 1.4);
+                }
+            }
+            // Not seen on the lateral phantom (or drawn through the anatomy).
+            Kind::Cardiomegaly
+            | Kind::WideMediastinum
+            | Kind::Hyperinflation
+            | Kind::PleuralThickening
+            | Kind::Fracture => {}
         }
     }
     c.add_masked(&layer, &lung, 1.0);

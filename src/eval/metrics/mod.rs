@@ -36,6 +36,7 @@ pub mod tokens;
 
 pub use meteor::MeteorOpts;
 
+use crate::eval::ce::CeSummary;
 use ngrams::{Matcher, NgramIndex};
 use pymath::numpy_mean;
 use rayon::prelude::*;
@@ -73,6 +74,9 @@ pub struct Scores {
     pub meteor: Option<f64>,
     pub rouge_l: f64,
     pub cider: f64,
+    /// Clinical efficacy of the rule-based CheXpert-style labeler (micro and macro P/R/F1,
+    /// [`crate::eval::ce`]); set by [`score_corpus`], `None` from the pycocoevalcap scorers.
+    pub ce: Option<CeSummary>,
 }
 
 /// Key names in pycocoevalcap's order (the order of `score`'s JSON and table).
@@ -81,7 +85,8 @@ pub const KEYS: [&str; 7] = [
 ];
 
 impl Scores {
-    /// `(key, value)` pairs in [`KEYS`] order; METEOR is left out when it was not computed.
+    /// `(key, value)` pairs in [`KEYS`] order, then the CE keys ([`CeSummary::entries`]);
+    /// METEOR and CE are left out when they were not computed.
     pub fn entries(&self) -> Vec<(&'static str, f64)> {
         let mut out: Vec<(&'static str, f64)> = KEYS[..4].iter().copied().zip(self.bleu).collect();
         if let Some(m) = self.meteor {
@@ -89,6 +94,9 @@ impl Scores {
         }
         out.push((KEYS[5], self.rouge_l));
         out.push((KEYS[6], self.cider));
+        if let Some(ce) = &self.ce {
+            out.extend(ce.entries());
+        }
         out
     }
 
@@ -124,14 +132,17 @@ pub struct ScoreReport {
     pub items: Vec<Scores>,
 }
 
-/// Corpus scores of `hyps[i]` against `refs[i]` (cleaned strings). METEOR runs the jar when
-/// `meteor` is given. Call this on one rank: CIDEr's idf depends on the whole corpus.
+/// Corpus scores of `hyps[i]` against `refs[i]` (cleaned strings), plus clinical efficacy
+/// ([`crate::eval::ce::ce_of_texts`]). METEOR runs the jar when `meteor` is given. Call this
+/// on one rank: CIDEr's idf depends on the whole corpus.
 pub fn score_corpus(
     refs: &[String],
     hyps: &[String],
     meteor: Option<&MeteorOpts>,
 ) -> Result<Scores, MetricsError> {
-    Ok(score_items(refs, hyps, meteor)?.corpus)
+    let mut corpus = score_items(refs, hyps, meteor)?.corpus;
+    corpus.ce = Some(crate::eval::ce::ce_of_texts(refs, hyps).summary);
+    Ok(corpus)
 }
 
 /// Like [`score_corpus`], plus the per-item scores.
@@ -178,6 +189,7 @@ pub fn score_without_meteor(refs: &[String], hyps: &[String]) -> Result<ScoreRep
             meteor: None,
             rouge_l: rouge::pair(lcs, &spaced, texts, b2),
             cider: cider::item(&index, &weights, matcher, &words, texts),
+            ce: None,
         };
         (stats, scores)
     });
@@ -189,6 +201,7 @@ pub fn score_without_meteor(refs: &[String], hyps: &[String]) -> Result<ScoreRep
         meteor: None,
         rouge_l: numpy_mean(&rouges),
         cider: numpy_mean(&ciders),
+        ce: None,
     };
     Ok(ScoreReport { corpus, items })
 }
@@ -251,6 +264,7 @@ mod tests {
             meteor: None,
             rouge_l: 5.0,
             cider: 6.0,
+            ce: None,
         };
         let keys: Vec<&str> = sc.entries().iter().map(|e| e.0).collect();
         assert_eq!(
@@ -328,6 +342,7 @@ mod tests {
                 meteor: None,
                 rouge_l: r,
                 cider: c,
+                ce: None,
             },
             items: (0..refs.len())
                 .map(|i| Scores {
@@ -335,6 +350,7 @@ mod tests {
                     meteor: None,
                     rouge_l: r_items[i],
                     cider: c_items[i],
+                    ce: None,
                 })
                 .collect(),
         };

@@ -92,7 +92,7 @@ fn attr(e: &quick_xml::events::BytesStart, key: &str) -> Option<String> {
 }
 
 /// All `*.xml` files of a directory tree or a `.tgz`, as (name, text), sorted by name.
-fn read_xml_files(reports: &Path) -> Result<Vec<(String, String)>, PrepareError> {
+pub(crate) fn read_xml_files(reports: &Path) -> Result<Vec<(String, String)>, PrepareError> {
     let mut files = Vec::new();
     if reports.is_dir() {
         let mut stack = vec![reports.to_path_buf()];

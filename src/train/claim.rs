@@ -199,3 +199,29 @@ fn refuse(run: &RunDir, outputs: &[String], why: &str) -> anyhow::Error {
 pub fn fingerprint(cfg: &Config) -> String {
     config_hash(cfg)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The scores a finished run prints again come from `finished.json`: parsing must give back
+    /// the very f64 that was written (serde_json's `float_roundtrip`; without it this BLEU-2 of a
+    /// real run came back one ulp off and the rerun printed different digits).
+    #[test]
+    fn scores_survive_a_json_round_trip_bit_for_bit() {
+        for text in [
+            "0.09403073632425837",
+            "0.1316035162109448",
+            "6.114983734703937e-6",
+            "0.3231215591812582",
+        ] {
+            let v: f64 = text.parse().unwrap();
+            let json = serde_json::to_string(&serde_json::json!({ "BLEU_2": v })).unwrap();
+            let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(
+                back["BLEU_2"].as_f64().unwrap().to_bits(),
+                v.to_bits(),
+                "{text}"
+            );
+            assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        }
+    }
+}

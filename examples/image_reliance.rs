@@ -31,7 +31,11 @@ fn main() -> anyhow::Result<()> {
                 let m = x.mean_dim(0, true, None);
                 ((x - m).norm().double_value(&[]) / x.norm().double_value(&[])).to_string()
             };
-            let mem = model.encode(&att, &ithn_dist::model::layers::Dropout::eval());
+            let mem = model.encode(
+                &att,
+                &model.memory_kv(),
+                &ithn_dist::model::layers::Dropout::eval(),
+            );
             println!(
                 "image-specific share |x − batch mean|/|x|: patch features {}, encoder output {}",
                 spread(&att),

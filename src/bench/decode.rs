@@ -55,6 +55,16 @@ fn timed(repeat: usize, f: impl Fn() -> Decoded) -> (Duration, Decoded) {
     (median(times), last)
 }
 
+/// A rate with 3 significant digits (full-size models decode well under 1 report/s).
+fn sig3(x: f64) -> String {
+    let decimals = if x > 0.0 {
+        (2 - x.log10().floor() as i64).clamp(0, 6) as usize
+    } else {
+        1
+    };
+    format!("{x:.decimals$}")
+}
+
 fn mean_len(d: &Decoded) -> f64 {
     let n = d.seq.size()[0];
     d.seq.ne(0).sum(Kind::Int64).int64_value(&[]) as f64 / n as f64
@@ -106,9 +116,9 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
             let (tr, dr) = timed(a.repeat, || run(StepMode::Recompute));
             let rate = |t: Duration| b as f64 / t.as_secs_f64();
             println!(
-                "{name:<8} {b:>5} {:>12.1} {:>12.1} {:>7.2}x {:>9.1} {:>6}",
-                rate(tc),
-                rate(tr),
+                "{name:<8} {b:>5} {:>12} {:>12} {:>7.2}x {:>9.1} {:>6}",
+                sig3(rate(tc)),
+                sig3(rate(tr)),
                 tr.as_secs_f64() / tc.as_secs_f64(),
                 mean_len(&dc),
                 if dc.seq.equal(&dr.seq) { "yes" } else { "no" }

@@ -56,26 +56,66 @@ impl Memory {
         x.view([b, t, self.heads, self.d_k]).transpose(1, 2)
     }
 
+    /// Keys and values of the memory matrix `[S, d]`, projected once and shared by every query
+    /// row: `[heads, S, d_k]` each. M does not depend on the input, so projecting it per sample
+    /// (what the reference does by expanding M to `[B, S, d]` first) repeats the same two
+    /// linears B times; in training the gradient of the shared projection is the sum the
+    /// reference accumulates over its B copies (equal up to float re-association).
+    pub fn project(&self, memory: &Tensor) -> MemoryKv {
+        let heads = |x: Tensor| self.split(&x.unsqueeze(0)).squeeze_dim(0);
+        MemoryKv {
+            k: heads(self.linears[1].forward(memory)),
+            v: heads(self.linears[2].forward(memory)),
+        }
+    }
+
     /// The memory's response to `query` `[B, T, d]` given the memory matrix `[S, d]`.
     pub fn respond(&self, query: &Tensor, memory: &Tensor, drop: &Dropout) -> Tensor {
+        self.respond_kv(query, &self.project(memory), drop)
+    }
+
+    /// The memory's response to `query` `[B, T, d]` given its projection ([`Self::project`]).
+    /// The batch is folded into the query rows (`[heads, B·T, d_k]`) so that the shared keys
+    /// and values multiply every row in one product per head, without being expanded (copied)
+    /// per sample the way a broadcast batch matmul would.
+    pub fn respond_kv(&self, query: &Tensor, kv: &MemoryKv, drop: &Dropout) -> Tensor {
         let (b, t, _) = query.size3().expect("memory query is [B, T, d]");
-        let (slots, d) = memory.size2().expect("memory matrix is [S, d]");
-        let mem = memory.unsqueeze(0).expand([b, slots, d], true);
-        let q = self.split(&self.linears[0].forward(query));
-        let k = self.split(&self.linears[1].forward(&mem));
-        let v = self.split(&self.linears[2].forward(&mem));
-        let scores = q.matmul(&k.transpose(-2, -1)) / (self.d_k as f64).sqrt();
+        let (h, slots) = (self.heads, kv.k.size()[1]);
+        let q = self
+            .split(&self.linears[0].forward(query))
+            .transpose(0, 1)
+            .reshape([h, b * t, self.d_k]);
+        let scores = q.matmul(&kv.k.transpose(-2, -1)) / (self.d_k as f64).sqrt();
         let (top, idx) = scores.topk(self.topk.min(slots), -1, true, true);
-        let p = drop.apply(&top.softmax(-1, None), MEMORY_DROPOUT);
+        let kept = top.size()[2];
+        // Dropout on the [B, heads, T, k] layout: a sample's mask depends on that sample alone
+        // (seeded dropout draws per leading index), exactly as before the fold.
+        let p = top
+            .softmax(-1, None)
+            .view([h, b, t, kept])
+            .transpose(0, 1)
+            .contiguous();
+        let p = drop
+            .apply(&p, MEMORY_DROPOUT)
+            .transpose(0, 1)
+            .reshape([h, b * t, kept]);
         let dense =
             Tensor::zeros(scores.size(), (scores.kind(), scores.device())).scatter(-1, &idx, &p);
         let x = dense
-            .matmul(&v)
-            .transpose(1, 2)
+            .matmul(&kv.v)
+            .view([h, b, t, self.d_k])
+            .permute([1, 2, 0, 3])
             .contiguous()
-            .view([b, t, self.heads * self.d_k]);
+            .view([b, t, h * self.d_k]);
         self.linears[3].forward(&x)
     }
+}
+
+/// The memory matrix's keys and values, `[heads, S, d_k]` each ([`Memory::project`]).
+#[derive(Debug)]
+pub struct MemoryKv {
+    k: Tensor,
+    v: Tensor,
 }
 
 /// Initial memory matrix: normal(0, 1/cmm_dim) (SPEC §2).

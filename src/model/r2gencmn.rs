@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::att_embed::AttEmbed;
 use super::layers::{Dropout, Linear, LinearInit};
-use super::memory::{init_memory, Memory};
+use super::memory::{init_memory, Memory, MemoryKv};
 use super::transformer::{
     add_position, positional_table, Decoder, DecoderCache, Dims, Encoder, PE_LEN,
 };
@@ -321,19 +321,29 @@ impl R2GenCmn {
     /// Encoder side: att_embed ([BatchNorm,] Linear, ReLU, dropout [, BatchNorm]) → + memory
     /// response → + position → encoder. att_embed's BatchNorm (`model.use_bn`) uses batch
     /// statistics when training with `model.batchnorm = "local"`, like the ResNet's.
-    pub fn encode(&self, att_feats: &Tensor, drop: &Dropout) -> Tensor {
+    /// `kv` is the memory matrix's projection ([`Self::memory_kv`]).
+    pub fn encode(&self, att_feats: &Tensor, kv: &MemoryKv, drop: &Dropout) -> Tensor {
         let batch_stats = drop.train() && self.batchnorm == BatchNormMode::Local;
         let x = self.att_embed.forward(att_feats, drop, batch_stats);
-        let x = &x + self.cmn.respond(&x, &self.memory_matrix, drop);
+        let x = &x + self.cmn.respond_kv(&x, kv, drop);
         let x = drop.apply(&add_position(&self.src_pe, &x, 0), self.dropout);
         self.encoder.forward(&x, drop)
     }
 
-    /// Text side: embedding·√d → + position → dropout → + memory response. `[B, T]` → `[B, T, d]`.
-    fn embed_text(&self, ids: &Tensor, drop: &Dropout) -> Tensor {
+    /// The memory matrix projected to the memory module's keys and values, once per forward
+    /// (shared by the visual and the textual side and by every row) or once per decode.
+    pub fn memory_kv(&self) -> MemoryKv {
+        self.cmn.project(&self.memory_matrix)
+    }
+
+    /// Text side: embedding·√d → + position → dropout → + memory response. `[B, T]` tokens at
+    /// positions `start..start+T` → `[B, T, d]`. Every step is position-wise, so embedding only
+    /// the newest token of a history at `start = t−1` gives that row of the whole history's
+    /// embedding.
+    fn embed_text(&self, ids: &Tensor, start: i64, kv: &MemoryKv, drop: &Dropout) -> Tensor {
         let e = Tensor::embedding(&self.lut, ids, -1, false, false) * (self.d_model as f64).sqrt();
-        let e = drop.apply(&add_position(&self.tgt_pe, &e, 0), self.dropout);
-        &e + self.cmn.respond(&e, &self.memory_matrix, drop)
+        let e = drop.apply(&add_position(&self.tgt_pe, &e, start), self.dropout);
+        &e + self.cmn.respond_kv(&e, kv, drop)
     }
 
     /// Log-softmax of the output layer.
@@ -355,11 +365,12 @@ impl R2GenCmn {
     ) -> (Tensor, Tensor) {
         self.with_precision(|| {
             let drop = Dropout::new(train, seeds);
-            let memory = self.encode(att_feats, &drop);
+            let kv = self.memory_kv();
+            let memory = self.encode(att_feats, &kv, &drop);
             let t = ids.size()[1] - 1;
             let input = ids.narrow(1, 0, t);
             let states = self.decoder.forward(
-                &self.embed_text(&input, &drop),
+                &self.embed_text(&input, 0, &kv, &drop),
                 &memory,
                 &target_mask(&input),
                 &drop,
@@ -369,19 +380,29 @@ impl R2GenCmn {
     }
 
     /// Starts incremental decoding for `att_feats` (eval mode): the encoder runs once.
+    /// The memory matrix is projected once here for the whole decode.
     pub fn start_decoding(&self, att_feats: &Tensor) -> DecoderCache {
-        let memory = self.encode(att_feats, &Dropout::eval());
-        self.decoder.start(&memory)
+        let kv = self.memory_kv();
+        let memory = self.encode(att_feats, &kv, &Dropout::eval());
+        let mut cache = self.decoder.start(&memory);
+        cache.text_memory = Some(kv);
+        cache
     }
 
-    /// One cached decoding step. `history` `[N, t+1]` holds every token fed so far (BOS first);
-    /// as in the reference, the whole history is embedded again (embedding, position, memory
-    /// response) but only the newest position runs through the decoder layers.
-    /// Returns log-probs `[N, V+1]` of the next token.
+    /// One cached decoding step. `history` `[N, t]` holds every token fed so far (BOS first).
+    /// The reference embeds the whole history again at every step (embedding, position, memory
+    /// response) and keeps the newest row; those steps are position-wise, so only the newest
+    /// token is embedded here (same values, O(1) instead of O(t) per step), and only it runs
+    /// through the decoder layers. Returns log-probs `[N, V+1]` of the next token.
     pub fn decode_step(&self, history: &Tensor, cache: &mut DecoderCache) -> Tensor {
         let drop = Dropout::eval();
         let t = history.size()[1];
-        let e = self.embed_text(history, &drop).narrow(1, t - 1, 1);
+        let kv = match cache.text_memory.take() {
+            Some(kv) => kv,
+            None => self.memory_kv(),
+        };
+        let e = self.embed_text(&history.narrow(1, t - 1, 1), t - 1, &kv, &drop);
+        cache.text_memory = Some(kv);
         let state = self.decoder.step(&e, cache);
         self.logprobs(&state).squeeze_dim(1)
     }
@@ -394,7 +415,7 @@ impl R2GenCmn {
         let t = history.size()[1];
         let mask = Tensor::ones([1, t, t], (Kind::Bool, history.device())).tril(0);
         let states = self.decoder.forward(
-            &self.embed_text(history, &drop),
+            &self.embed_text(history, 0, &self.memory_kv(), &drop),
             &cache.memory,
             &mask,
             &drop,

@@ -6,6 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::attention::MultiHeadAttention;
 use super::layers::{Dropout, LayerNorm, Linear, LinearInit};
+use super::memory::MemoryKv;
 use super::weights::Scope;
 
 /// Rows of the stored positional-encoding buffer (the reference's `max_len`).
@@ -130,6 +131,9 @@ struct DecoderLayer {
 pub struct DecoderCache {
     /// Encoder output `[N, S, d]` (used by the uncached reference path).
     pub memory: Tensor,
+    /// The memory matrix's projection for the text side's memory response, set by
+    /// `R2GenCmn::start_decoding` (batch-independent: beam reordering leaves it as it is).
+    pub text_memory: Option<MemoryKv>,
     self_kv: Vec<Option<(Tensor, Tensor)>>,
     src_kv: Vec<(Tensor, Tensor)>,
 }
@@ -218,6 +222,7 @@ impl Decoder {
     pub fn start(&self, memory: &Tensor) -> DecoderCache {
         DecoderCache {
             memory: memory.shallow_clone(),
+            text_memory: None,
             self_kv: (0..self.layers.len()).map(|_| None).collect(),
             src_kv: self
                 .layers

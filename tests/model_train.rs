@@ -16,7 +16,9 @@ const V1: usize = 50;
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    TORCH_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn tiny(bn: BatchNormMode) -> R2GenCmn {

@@ -1,7 +1,10 @@
 //! Diagnostic (issue 15): does a checkpoint's decoder read the image? Teacher-forced LM loss
 //! per token on a split with each study's own image and with another study's image (the
 //! batch's images rolled by one). Equal losses = the decoder ignores the image.
-//!   cargo run --example image_reliance -- CHECKPOINT_DIR PREPARED_DIR [val|test]
+//!   cargo run --example image_reliance -- CHECKPOINT_DIR PREPARED_DIR [val|test] [FINDINGS]
+//! With synth's FINDINGS (findings.jsonl) the losses are also given separately for the studies
+//! whose phantom shows a finding and for the normal ones: the image can only help the
+//! decoder where it shows something, so that gap is the sharper measure.
 use ithn_dist::data::loader::Loader;
 use ithn_dist::dist::World;
 use ithn_dist::model::ithn::lm_loss_sum;
@@ -17,6 +20,22 @@ fn main() -> anyhow::Result<()> {
     let mut cfg = ckpt.config.clone();
     cfg.data.prepared = a[2].clone();
     let split = a.get(3).map_or("val", String::as_str);
+    // id → phantom shows a finding (`normal` false in synth's findings.jsonl).
+    let abnormal: std::collections::HashMap<String, bool> = match a.get(4) {
+        Some(path) => std::fs::read_to_string(path)?
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)?;
+                Ok((
+                    v["id"].as_str().unwrap_or_default().to_string(),
+                    v["normal"] == false,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        None => Default::default(),
+    };
+    // [own, other, tokens] summed over abnormal (0) and normal (1) studies.
+    let mut groups = [[0.0f64; 3]; 2];
     let model = R2GenCmn::from_checkpoint(&ckpt, Device::Cpu)?;
     let loader = Loader::new(&cfg, &World::single(), split)?;
     let _g = tch::no_grad_guard();
@@ -42,6 +61,27 @@ fn main() -> anyhow::Result<()> {
                 spread(&mem)
             );
         }
+        if !abnormal.is_empty() {
+            let per_study = |feats: &tch::Tensor| -> (Vec<f64>, Vec<f64>) {
+                let (lp, _) = model.forward_teacher(feats, &b.reports_ids, false, None);
+                let t = lp.size()[1];
+                let target = b.reports_ids.narrow(1, 1, t);
+                let mask = b.reports_masks.narrow(1, 1, t).to_kind(lp.kind());
+                let nll = -lp.gather(2, &target.unsqueeze(2), false).squeeze_dim(2) * &mask;
+                let to_vec = |x: tch::Tensor| Vec::<f64>::try_from(x.to_kind(tch::Kind::Double));
+                (
+                    to_vec(nll.sum_dim_intlist(1, false, None)).unwrap(),
+                    to_vec(mask.sum_dim_intlist(1, false, None)).unwrap(),
+                )
+            };
+            let ((own_s, tokens), (other_s, _)) = (per_study(&att), per_study(&rolled));
+            for (i, id) in b.ids.iter().enumerate() {
+                let g = &mut groups[usize::from(!abnormal.get(id).copied().unwrap_or(false))];
+                g[0] += own_s[i];
+                g[1] += other_s[i];
+                g[2] += tokens[i];
+            }
+        }
         for (feats, acc) in [(&att, &mut own), (&rolled, &mut other)] {
             let (lp, _) = model.forward_teacher(feats, &b.reports_ids, false, None);
             let (s, c) = lm_loss_sum(&lp, &b.reports_ids, &b.reports_masks);
@@ -56,5 +96,18 @@ fn main() -> anyhow::Result<()> {
         own / n,
         other / n
     );
+    for (name, g) in ["phantom with findings", "normal phantom"]
+        .iter()
+        .zip(groups)
+    {
+        if g[2] > 0.0 {
+            println!(
+                "  {name}: own {:.4}, other {:.4} ({} tokens)",
+                g[0] / g[2],
+                g[1] / g[2],
+                g[2]
+            );
+        }
+    }
     Ok(())
 }

@@ -8,6 +8,8 @@ Two probes, both scored against the phantom labels `synth` writes (findings.json
           to the 14 observations, trained with binary cross-entropy on the train images with
           the trainer's augmentation (resize, random crop, horizontal flip), Adam, the config's
           batch size, lr_ve and epochs.
+          `--save PATH` keeps the trained extractor as a pretrained start for the report
+          generator (`--set model.visual_weights=PATH`): trained on the train split only.
   linear  a linear probe (logistic regression) on the pooled features of a checkpoint's
           extractor (eval mode, as `evaluate` runs it; `--random` for the untrained
           extractor): does the extractor keep the findings, and how alike are the features of
@@ -137,10 +139,32 @@ def cnn(a, cfg):
             loss.backward()
             opt.step()
         print(f"epoch {ep + 1}: loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+    train_seconds = time.time() - t0
+    if a.save:
+        save_extractor(body, a.save)
     body.eval()
     with torch.no_grad():
         prob = torch.sigmoid(head(body(xte).mean((2, 3))))
-    return report(f"cnn probe ({epochs} epochs)", prob, te_y, {"train_seconds": time.time() - t0})
+    return report(f"cnn probe ({epochs} epochs)", prob, te_y, {"train_seconds": train_seconds})
+
+
+# nn.Sequential index of `extractor` → torchvision's child name (children 2, 3 are ReLU and
+# max-pool, without tensors).
+TORCHVISION_CHILD = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+
+
+def save_extractor(body, path):
+    """The trained extractor's state_dict in torchvision's names (conv1.weight,
+    layer1.0.bn1.running_mean, ...) as safetensors, atomically: `model.visual_weights`."""
+    from safetensors.torch import save_file
+    tensors = {}
+    for key, value in body.state_dict().items():
+        index, _, rest = key.partition(".")
+        tensors[f"{TORCHVISION_CHILD[index]}.{rest}"] = value.detach().clone().contiguous()
+    tmp = path + ".tmp"
+    save_file(tensors, tmp)
+    os.replace(tmp, path)
+    print(f"wrote {len(tensors)} extractor tensors (torchvision names) to {path}")
 
 
 def features(body, x, bs=64):
@@ -194,6 +218,8 @@ def main():
     ap.add_argument("--seed", type=int, default=7580)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the scores as JSON here")
+    ap.add_argument("--save", help="cnn: write the trained extractor (torchvision names, "
+                    "safetensors) here, for model.visual_weights")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg_path = os.path.join(a.checkpoint, "config.toml") if a.checkpoint else a.config

@@ -10,6 +10,17 @@ use tch::{Device, Kind, Tensor};
 
 const V1: usize = 50;
 
+/// libtorch's default generator (`tch::manual_seed`, parameter init) is process-wide and the
+/// test harness runs tests on parallel threads: a test comparing two seeded inits must not see
+/// another test draw in between, so every test here holds this lock.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn tiny(bn: BatchNormMode) -> R2GenCmn {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.toml");
     let mut cfg = Config::load(&path, &[]).expect("configs/tiny.toml");
@@ -26,6 +37,7 @@ fn ids(b: i64, t: i64) -> Tensor {
 
 #[test]
 fn seeded_dropout_makes_samples_independent_of_their_batch() {
+    let _serial = serial();
     let model = tiny(BatchNormMode::Local);
     tch::manual_seed(2);
     let att = Tensor::rand([3, 4, 2048], (Kind::Float, Device::Cpu));
@@ -66,6 +78,7 @@ fn batch(b: i64) -> IthnBatch {
 
 #[test]
 fn every_parameter_gets_a_gradient_in_training() {
+    let _serial = serial();
     let model = tiny(BatchNormMode::Local);
     let out = ithn_forward(
         &model,
@@ -95,6 +108,7 @@ fn every_parameter_gets_a_gradient_in_training() {
 
 #[test]
 fn batchnorm_frozen_uses_running_statistics_and_local_updates_them() {
+    let _serial = serial();
     let frozen = tiny(BatchNormMode::Frozen);
     let imgs = batch(2).images;
     let (a_train, _) = frozen.visual(&imgs, true);
@@ -119,6 +133,7 @@ fn batchnorm_frozen_uses_running_statistics_and_local_updates_them() {
 
 #[test]
 fn bf16_products_stay_close_to_fp32() {
+    let _serial = serial();
     let model = tiny(BatchNormMode::Local);
     let b = batch(2);
     let full = ithn_forward(&model, &b, &IthnConfig::default(), false, None);
@@ -136,6 +151,7 @@ fn bf16_products_stay_close_to_fp32() {
 
 #[test]
 fn visual_weights_load_only_the_resnet_trunk() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.toml");
     let mut cfg = Config::load(&path, &[]).unwrap();
@@ -178,4 +194,112 @@ fn visual_weights_load_only_the_resnet_trunk() {
         err.contains("partial.safetensors") && err.contains(&trunk[0].0),
         "{err}"
     );
+}
+
+/// The donor's extractor in torchvision's names (`visual_extractor.model.{0,1,4..7}.*` →
+/// `conv1`, `bn1`, `layer1..4`), as `resnet(...).state_dict()` saved with safetensors holds it.
+fn torchvision_names(trunk: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    let child = |i: &str| match i {
+        "0" => "conv1",
+        "1" => "bn1",
+        "4" => "layer1",
+        "5" => "layer2",
+        "6" => "layer3",
+        "7" => "layer4",
+        other => panic!("no torchvision child for index {other}"),
+    };
+    trunk
+        .iter()
+        .map(|(n, t)| {
+            let rest = n.strip_prefix("visual_extractor.model.").unwrap();
+            let (i, tail) = rest.split_once('.').unwrap();
+            (format!("{}.{tail}", child(i)), t.shallow_clone())
+        })
+        .collect()
+}
+
+#[test]
+fn visual_weights_accept_torchvision_names_and_refuse_bad_tensors() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.toml");
+    let mut cfg = Config::load(&path, &[]).unwrap();
+    cfg.train.seed = 99;
+    let donor = R2GenCmn::from_config(&cfg, V1, Device::Cpu).unwrap();
+    let trunk: Vec<(String, Tensor)> = donor
+        .registry()
+        .state_dict()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("visual_extractor."))
+        .collect();
+    let mut tv = torchvision_names(&trunk);
+    assert!(tv.iter().any(|(n, _)| n == "layer1.0.bn1.running_mean"));
+    // torchvision's classifier is part of its state_dict and must be ignored.
+    tv.push((
+        "fc.weight".into(),
+        Tensor::ones([1000, 2048], (Kind::Float, Device::Cpu)),
+    ));
+    tv.push((
+        "fc.bias".into(),
+        Tensor::zeros([1000], (Kind::Float, Device::Cpu)),
+    ));
+    let file = dir.path().join("resnet_tv.safetensors");
+    ithn_dist::model::weights::write_safetensors_atomic(&file, &tv).unwrap();
+    cfg.train.seed = 1;
+    cfg.model.visual_weights = Some(file.to_string_lossy().into_owned());
+    let model = R2GenCmn::for_training(&cfg, V1, Device::Cpu).unwrap();
+    let loaded: std::collections::HashMap<String, Tensor> =
+        model.registry().state_dict().into_iter().collect();
+    for (name, want) in &trunk {
+        assert!(
+            loaded[name].equal(want),
+            "{name} not loaded from torchvision names"
+        );
+    }
+
+    // Each bad file is refused naming the file and the offending key.
+    let refused = |name: &str, tensors: Vec<(String, Tensor)>, key: &str| {
+        let f = dir.path().join(name);
+        ithn_dist::model::weights::write_safetensors_atomic(&f, &tensors).unwrap();
+        let mut c = cfg.clone();
+        c.model.visual_weights = Some(f.to_string_lossy().into_owned());
+        let err = R2GenCmn::for_training(&c, V1, Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(name) && err.contains(key), "{err}");
+    };
+    let without = |key: &str| -> Vec<(String, Tensor)> {
+        tv.iter()
+            .filter(|(n, _)| n != key)
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect()
+    };
+    // Missing key: reported in the model's name and torchvision's.
+    refused(
+        "missing.safetensors",
+        without("layer2.0.conv2.weight"),
+        "visual_extractor.model.5.0.conv2.weight (torchvision: layer2.0.conv2.weight)",
+    );
+    let mut wrong = without("conv1.weight");
+    wrong.push((
+        "conv1.weight".into(),
+        Tensor::zeros([3, 3, 7, 7], (Kind::Float, Device::Cpu)),
+    ));
+    refused("shape.safetensors", wrong, "(torchvision: conv1.weight)");
+    let mut nan = without("bn1.weight");
+    let bad = trunk
+        .iter()
+        .find(|(n, _)| n == "visual_extractor.model.1.weight")
+        .unwrap()
+        .1
+        .copy();
+    let _ = bad.narrow(0, 0, 1).fill_(f64::NAN);
+    nan.push(("bn1.weight".into(), bad));
+    refused("nan.safetensors", nan, "bn1.weight");
+    let mut unknown = without("");
+    unknown.push((
+        "avgpool.weight".into(),
+        Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+    ));
+    refused("unknown.safetensors", unknown, "avgpool.weight");
 }

@@ -160,7 +160,10 @@ pub struct ModelConfig {
     pub visual_layers: Vec<usize>,
     /// ResNet width_per_group (64 = torchvision's ResNet-101).
     pub visual_width_per_group: usize,
-    /// Optional safetensors file of torchvision ResNet weights (ops/export_resnet101.py).
+    /// Optional safetensors file of pretrained visual-extractor weights, loaded when a training
+    /// run starts (R2Gen's `--visual_extractor_pretrained`): torchvision ResNet names
+    /// (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; `fc.*` ignored) or the reference's
+    /// `visual_extractor.model.N.*` (ops/export_resnet101.py). Unset: random init.
     pub visual_weights: Option<String>,
     /// BatchNorm behaviour in training: `local` or `frozen`.
     pub batchnorm: BatchNormMode,
@@ -592,6 +595,15 @@ impl Config {
             "bottleneck ResNets give 2048 channels",
         )?;
         check(m.proj_dim > 0, "model.proj_dim", "must be > 0")?;
+        if let Some(w) = &m.visual_weights {
+            // Existence is checked when a training run loads it (evaluating a checkpoint whose
+            // config names a file from another machine must still work).
+            check(
+                !w.trim().is_empty(),
+                "model.visual_weights",
+                "must name a safetensors file (omit the key for random init)",
+            )?;
+        }
         check(
             m.visual_layers.len() == 4 && m.visual_layers.iter().all(|&n| n >= 1),
             "model.visual_layers",

@@ -50,6 +50,7 @@ fn invalid_values_are_named() {
         ("data.views=3", "data.views"),
         ("train.monitor_metric=\"BLEU_5\"", "train.monitor_metric"),
         ("model.dropout=1.5", "model.dropout"),
+        ("model.visual_weights=\" \"", "model.visual_weights"),
     ];
     for (set, key) in cases {
         let m = message(load("", &[set]));

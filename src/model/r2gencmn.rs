@@ -227,8 +227,12 @@ impl R2GenCmn {
         )
     }
 
-    /// The model a training run starts from: [`Self::from_config`], then the ImageNet ResNet
-    /// weights of `model.visual_weights` (ops/export_resnet101.py) when set.
+    /// The model a training run starts from: [`Self::from_config`], then the pretrained
+    /// extractor of `model.visual_weights` when set (torchvision or reference names, see
+    /// [`super::visual::extractor_state_dict`]).
+    ///
+    /// Errors: the file is missing or unreadable, a key is missing, unknown or of the wrong
+    /// shape, or a tensor holds NaN/inf — each naming the file and the key.
     pub fn for_training(
         config: &Config,
         logit_dim: usize,
@@ -238,9 +242,11 @@ impl R2GenCmn {
         if let Some(path) = &config.model.visual_weights {
             let path = Path::new(path);
             let map = super::weights::read_safetensors(path)?;
+            let map = super::visual::extractor_state_dict(path, map)?;
             model
                 .registry
-                .load_filtered(path, map, "visual_extractor.")?;
+                .load_filtered(path, map, "visual_extractor.")
+                .map_err(super::visual::with_torchvision_name)?;
         }
         Ok(model)
     }

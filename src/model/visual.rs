@@ -6,10 +6,13 @@
 //! (row-major spatial order) and pooled features `[B, 2048]` (average over the map, which is
 //! the reference's 7×7 AvgPool2d at 224×224 input).
 
+use std::collections::HashMap;
+use std::path::Path;
+
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{conv2d, BatchNorm};
-use super::weights::Scope;
+use super::weights::{ModelError, Scope};
 use crate::config::BatchNormMode;
 
 /// Conv weight with torchvision's init: kaiming-normal, fan_out, ReLU gain.
@@ -147,4 +150,93 @@ pub fn features(map: &Tensor) -> (Tensor, Tensor) {
         .reshape([n, c]);
     let att = map.reshape([n, c, h * w]).permute([0, 2, 1]);
     (att, fc)
+}
+
+/// torchvision's top-level ResNet children → the reference's `nn.Sequential` index
+/// (`list(resnet.children())[:-2]`: conv1, bn1, relu, maxpool, layer1..layer4).
+const TORCHVISION_CHILD: [(&str, usize); 6] = [
+    ("conv1", 0),
+    ("bn1", 1),
+    ("layer1", 4),
+    ("layer2", 5),
+    ("layer3", 6),
+    ("layer4", 7),
+];
+
+/// A pretrained extractor's state_dict in the model's names (`visual_extractor.model.N.*`).
+///
+/// Accepts either the reference's names (`visual_extractor.model.0.weight`, what
+/// ops/export_resnet101.py writes) or torchvision's (`conv1.weight`, `layer1.0.bn1.running_mean`,
+/// what `torchvision.models.resnet101(weights=...).state_dict()` saved with safetensors holds);
+/// torchvision's classifier `fc.*` is dropped (R2Gen removes avgpool and fc). Every tensor must
+/// be finite: NaN/inf weights would train to NaN silently.
+///
+/// Errors (naming `path` and the key): a key of neither form, or a non-finite tensor.
+pub fn extractor_state_dict(
+    path: &Path,
+    map: HashMap<String, Tensor>,
+) -> Result<HashMap<String, Tensor>, ModelError> {
+    let mut out = HashMap::with_capacity(map.len());
+    for (key, t) in map {
+        if t.is_floating_point() && !bool::try_from(t.isfinite().all())? {
+            return Err(ModelError::Invalid {
+                path: path.into(),
+                msg: format!("key {key:?} holds NaN or infinite values"),
+            });
+        }
+        if key.starts_with("visual_extractor.") {
+            out.insert(key, t);
+            continue;
+        }
+        let (child, rest) = key.split_once('.').unwrap_or((key.as_str(), ""));
+        if child == "fc" {
+            continue;
+        }
+        let Some(&(_, index)) = TORCHVISION_CHILD.iter().find(|(name, _)| *name == child) else {
+            return Err(ModelError::UnexpectedKey {
+                path: path.into(),
+                key,
+            });
+        };
+        out.insert(format!("visual_extractor.model.{index}.{rest}"), t);
+    }
+    Ok(out)
+}
+
+/// Adds torchvision's name of the key to a missing-key or shape error of
+/// [`extractor_state_dict`]'s output, so a user of a torchvision file can find it
+/// (`visual_extractor.model.5.0.conv2.weight (torchvision: layer2.0.conv2.weight)`).
+pub fn with_torchvision_name(err: ModelError) -> ModelError {
+    let name = |key: &str| -> String {
+        let tv = key
+            .strip_prefix("visual_extractor.model.")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(index, tail)| {
+                let index: usize = index.parse().ok()?;
+                let (child, _) = TORCHVISION_CHILD.iter().find(|(_, i)| *i == index)?;
+                Some(format!("{child}.{tail}"))
+            });
+        match tv {
+            Some(tv) => format!("{key} (torchvision: {tv})"),
+            None => key.to_string(),
+        }
+    };
+    match err {
+        ModelError::MissingKey { path, key } => ModelError::MissingKey {
+            key: name(&key),
+            path,
+        },
+        ModelError::Shape {
+            path,
+            key,
+            expected,
+            found,
+        } => ModelError::Shape {
+            key: name(&key),
+            path,
+            expected,
+            found,
+        },
+        other => other,
+    }
 }

@@ -23,6 +23,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::dataset::Split;
+
 /// A run directory (see the module documentation for its layout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDir {
@@ -55,7 +57,7 @@ impl RunDir {
     }
 
     /// `RUN/predictions-{split}.jsonl`.
-    pub fn predictions(&self, split: &str) -> PathBuf {
+    pub fn predictions(&self, split: Split) -> PathBuf {
         self.root.join(format!("predictions-{split}.jsonl"))
     }
 
@@ -146,7 +148,7 @@ mod tests {
         assert_eq!(r.best(), Path::new("runs/x/best"));
         assert_eq!(r.final_model(), Path::new("runs/x/final"));
         assert_eq!(
-            r.predictions("val"),
+            r.predictions(Split::Val),
             Path::new("runs/x/predictions-val.jsonl")
         );
         assert_eq!(r.logs(), Path::new("runs/x/logs"));
@@ -162,7 +164,7 @@ mod tests {
             std::fs::create_dir_all(r.root().join(d)).unwrap();
         }
         std::fs::write(r.metrics(), "{}\n").unwrap();
-        std::fs::write(r.predictions("test"), "").unwrap();
+        std::fs::write(r.predictions(Split::Test), "").unwrap();
         assert_eq!(
             r.previous_outputs().unwrap(),
             [

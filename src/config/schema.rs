@@ -2,6 +2,7 @@
 //! R2GenCMN / ITHN where one exists (`d_model`, `cmm_size`, `topk`, `lr_ve`, `lr_ed`, ...).
 //! Defaults are the published IU X-Ray run (SPEC §2–3); `configs/*.toml` spell them out.
 
+use super::metric::{LrGroup, Metric};
 use serde::{Deserialize, Serialize};
 
 /// One complete, validated run configuration.
@@ -26,36 +27,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// Which dataset (selects the text cleaner and published defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Dataset {
-    #[default]
-    IuXray,
-    MimicCxr,
-}
-
-impl Dataset {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dataset::IuXray => "iu_xray",
-            Dataset::MimicCxr => "mimic_cxr",
-        }
-    }
-}
-
-impl std::str::FromStr for Dataset {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "iu_xray" => Ok(Dataset::IuXray),
-            "mimic_cxr" => Ok(Dataset::MimicCxr),
-            other => Err(format!(
-                "unknown dataset {other:?} (expected iu_xray or mimic_cxr)"
-            )),
-        }
-    }
-}
+pub use crate::dataset::Dataset;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -279,10 +251,26 @@ pub struct TrainConfig {
     /// Stop after this many epochs without a better validation score (0 = never).
     pub early_stop: usize,
     /// Validation metric that selects the best model.
-    pub monitor_metric: String,
+    pub monitor_metric: Metric,
     /// Drop the last incomplete global batch (a whole optimizer step) of an epoch (true) or
     /// train on it (false).
     pub drop_last: bool,
+}
+
+impl TrainConfig {
+    /// The base learning rate of `group` (`train.lr_ve` or `train.lr_ed`).
+    pub fn lr(&self, group: LrGroup) -> f64 {
+        match group {
+            LrGroup::VisualExtractor => self.lr_ve,
+            LrGroup::EncoderDecoder => self.lr_ed,
+        }
+    }
+
+    /// The base learning rates of every group, in [`LrGroup::index`] order (what the
+    /// optimizer and StepLR start from).
+    pub fn initial_lrs(&self) -> Vec<f64> {
+        LrGroup::ALL.iter().map(|&g| self.lr(g)).collect()
+    }
 }
 
 impl Default for TrainConfig {
@@ -301,7 +289,7 @@ impl Default for TrainConfig {
             lr_step_size: 10,
             lr_gamma: 0.8,
             early_stop: 25,
-            monitor_metric: "BLEU_4".into(),
+            monitor_metric: Metric::Bleu4,
             drop_last: false,
         }
     }
@@ -414,7 +402,15 @@ impl Default for LogConfig {
     }
 }
 
-type Invalid = (String, String);
+/// A value that breaks a rule of [`Config::validate`]: the dotted key and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for `{key}`: {reason}")]
+pub struct InvalidValue {
+    pub key: String,
+    pub reason: String,
+}
+
+type Invalid = InvalidValue;
 
 /// The longest period a duration key accepts, in minutes (a year).
 const MAX_MINUTES: f64 = 525_600.0;
@@ -426,7 +422,10 @@ fn check(ok: bool, key: &str, reason: impl Into<String>) -> Result<(), Invalid> 
     if ok {
         Ok(())
     } else {
-        Err((key.to_string(), reason.into()))
+        Err(InvalidValue {
+            key: key.to_string(),
+            reason: reason.into(),
+        })
     }
 }
 
@@ -455,8 +454,8 @@ fn probability(v: f64, key: &str) -> Result<(), Invalid> {
 }
 
 impl Config {
-    /// Checks every cross-field rule; the error is (dotted key, reason).
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks every cross-field rule; the error names the dotted key and the reason.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
         self.validate_data()?;
         self.validate_model()?;
         self.validate_ithn()?;
@@ -635,14 +634,7 @@ impl Config {
         positive(t.adam_eps, "train.adam_eps")?;
         check(t.lr_step_size >= 1, "train.lr_step_size", "must be ≥ 1")?;
         positive(t.lr_gamma, "train.lr_gamma")?;
-        const METRICS: [&str; 7] = [
-            "BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr",
-        ];
-        check(
-            METRICS.contains(&t.monitor_metric.as_str()),
-            "train.monitor_metric",
-            format!("must be one of {METRICS:?}, got {:?}", t.monitor_metric),
-        )?;
+        // train.monitor_metric is a `Metric`: checked when the file is read.
         Ok(())
     }
 

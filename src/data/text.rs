@@ -44,46 +44,15 @@ pub enum TextError {
     UnknownId { id: i64, max: i64 },
 }
 
-/// The two dataset conventions; each has its own cleaner and default vocabulary threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum Dataset {
-    IuXray,
-    MimicCxr,
-}
+pub use crate::dataset::Dataset;
 
+/// The cleaner lives here with the other text rules; the enum itself is in [`crate::dataset`].
 impl Dataset {
-    /// The minimum train-split count of a kept token in the published runs (SPEC §1).
-    pub fn default_threshold(self) -> usize {
-        match self {
-            Dataset::IuXray => 3,
-            Dataset::MimicCxr => 10,
-        }
-    }
-
-    /// Image views per study in the published runs: IU X-Ray frontal + lateral (R2Gen,
-    /// R2GenCMN), MIMIC-CXR one frontal view.
-    pub fn default_views(self) -> usize {
-        match self {
-            Dataset::IuXray => 2,
-            Dataset::MimicCxr => 1,
-        }
-    }
-
     /// Applies this dataset's cleaner.
     pub fn clean(self, report: &str) -> String {
         match self {
             Dataset::IuXray => clean_iu_xray(report),
             Dataset::MimicCxr => clean_mimic_cxr(report),
-        }
-    }
-
-    /// The name used in vocab.json and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Dataset::IuXray => "iu_xray",
-            Dataset::MimicCxr => "mimic_cxr",
         }
     }
 }

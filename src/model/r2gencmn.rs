@@ -18,7 +18,7 @@ use super::transformer::{
 };
 use super::visual::{features, ResNet};
 use super::weights::{ModelCheckpoint, ModelError, Registry, Scope};
-use crate::config::{Config, ModelConfig, Precision};
+use crate::config::{Config, LrGroup, ModelConfig, Precision};
 
 /// Initial value of the ITHN temperatures: ln(1/0.07).
 pub fn initial_temperature() -> f64 {
@@ -115,7 +115,10 @@ impl R2GenCmn {
         let temp_1 = root.param("temp_1", temp());
         let temp_3 = root.param("temp_3", temp());
         let visual = ResNet::new(
-            &root.sub("visual_extractor").sub("model").group(0),
+            &root
+                .sub("visual_extractor")
+                .sub("model")
+                .group(LrGroup::VisualExtractor.index()),
             &cfg.visual_layers,
             cfg.visual_width_per_group,
             cfg.batchnorm,
@@ -257,7 +260,8 @@ impl R2GenCmn {
     }
 
     /// Trainable parameters `(reference name, tensor, optimizer group)` in reference
-    /// `named_parameters()` order; group 0 = visual extractor (lr_ve), 1 = the rest (lr_ed).
+    /// `named_parameters()` order; the group is an [`LrGroup`] index (visual extractor: lr_ve,
+    /// the rest: lr_ed).
     pub fn parameters(&self) -> Vec<(String, Tensor, usize)> {
         self.registry.parameters()
     }

@@ -95,7 +95,8 @@ impl<'a> Scope<'a> {
         Scope {
             reg,
             prefix: String::new(),
-            group: 1,
+            // Everything outside the visual extractor (which sets its own group).
+            group: crate::config::LrGroup::EncoderDecoder.index(),
             device,
         }
     }
@@ -593,7 +594,7 @@ impl ModelCheckpoint {
             serde_json::json!({"logit_dim": vocab.logit_dim, "tokens": []})
         } else {
             serde_json::json!({
-                "dataset": config.data.dataset.as_str(),
+                "dataset": config.data.dataset.name(),
                 "threshold": config.data.threshold,
                 "tokens": vocab.tokens,
             })

@@ -46,16 +46,12 @@ pub enum TestPixels {
 /// `row_group_rows`, and add them to `dir/manifest.json` (replacing that split's entries).
 pub fn write_split(
     dir: &Path,
-    split: &str,
+    split: Split,
     rows: &[TestRow],
     pixels: TestPixels,
     shard_rows: usize,
     row_group_rows: usize,
 ) -> Result<(), LoaderError> {
-    let split = Split::parse(split).ok_or_else(|| LoaderError::Option {
-        key: "split",
-        reason: format!("{split:?} is not train, val or test"),
-    })?;
     std::fs::create_dir_all(dir).map_err(|source| LoaderError::Io {
         path: dir.to_path_buf(),
         source,

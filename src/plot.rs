@@ -372,9 +372,11 @@ fn render(
     image::codecs::png::PngEncoder::new(&mut png)
         .write_image(&rgb, WIDTH, HEIGHT, image::ExtendedColorType::Rgb8)
         .map_err(|e| draw_err(e.to_string()))?;
-    crate::synth::write_atomic(path, &png).map_err(|source| PlotError::Write {
-        path: path.to_path_buf(),
-        source,
+    crate::fsutil::write_atomic(path, &png).map_err(|crate::fsutil::IoError { source, .. }| {
+        PlotError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 

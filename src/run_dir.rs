@@ -32,6 +32,18 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The file and directory names of a run (the one place they are spelled).
+    pub const CONFIG: &'static str = "config.toml";
+    pub const METRICS: &'static str = "metrics.jsonl";
+    pub const CHECKPOINTS: &'static str = "checkpoints";
+    pub const BEST: &'static str = "best";
+    pub const FINAL: &'static str = "final";
+    pub const LOGS: &'static str = "logs";
+    pub const PLOTS: &'static str = "plots";
+    pub const FINISHED: &'static str = "finished.json";
+    /// `predictions-{split}.jsonl`.
+    pub const PREDICTIONS_PREFIX: &'static str = "predictions-";
+
     /// The run directory at `root` (nothing is touched on disk).
     pub fn new(root: impl Into<PathBuf>) -> RunDir {
         RunDir { root: root.into() }
@@ -48,47 +60,48 @@ impl RunDir {
 
     /// `RUN/config.toml`.
     pub fn config(&self) -> PathBuf {
-        self.root.join("config.toml")
+        self.root.join(Self::CONFIG)
     }
 
     /// `RUN/metrics.jsonl`.
     pub fn metrics(&self) -> PathBuf {
-        self.root.join("metrics.jsonl")
+        self.root.join(Self::METRICS)
     }
 
     /// `RUN/predictions-{split}.jsonl`.
     pub fn predictions(&self, split: Split) -> PathBuf {
-        self.root.join(format!("predictions-{split}.jsonl"))
+        self.root
+            .join(format!("{}{split}.jsonl", Self::PREDICTIONS_PREFIX))
     }
 
     /// `RUN/checkpoints/`.
     pub fn checkpoints(&self) -> PathBuf {
-        self.root.join("checkpoints")
+        self.root.join(Self::CHECKPOINTS)
     }
 
     /// `RUN/best/`.
     pub fn best(&self) -> PathBuf {
-        self.root.join("best")
+        self.root.join(Self::BEST)
     }
 
     /// `RUN/final/`.
     pub fn final_model(&self) -> PathBuf {
-        self.root.join("final")
+        self.root.join(Self::FINAL)
     }
 
     /// `RUN/logs/`.
     pub fn logs(&self) -> PathBuf {
-        self.root.join("logs")
+        self.root.join(Self::LOGS)
     }
 
     /// `RUN/plots/`.
     pub fn plots(&self) -> PathBuf {
-        self.root.join("plots")
+        self.root.join(Self::PLOTS)
     }
 
     /// `RUN/finished.json`.
     pub fn finished(&self) -> PathBuf {
-        self.root.join("finished.json")
+        self.root.join(Self::FINISHED)
     }
 
     /// The entries of `RUN/` a training run writes (config, metrics, predictions, checkpoints,
@@ -127,12 +140,19 @@ impl RunDir {
 
 /// Whether `name` in a run directory is something a training run wrote.
 fn is_run_output(name: &str) -> bool {
-    matches!(
-        name,
-        "config.toml" | "metrics.jsonl" | "checkpoints" | "best" | "final" | "finished.json"
-    ) || (name.starts_with("predictions-") && name.ends_with(".jsonl"))
-        || name.starts_with(".best.")
-        || name.starts_with(".final.")
+    let written = [
+        RunDir::CONFIG,
+        RunDir::METRICS,
+        RunDir::CHECKPOINTS,
+        RunDir::BEST,
+        RunDir::FINAL,
+        RunDir::FINISHED,
+    ];
+    // `.best.…`/`.final.…`: a model directory's staging or temporary left by a crash.
+    written.contains(&name)
+        || (name.starts_with(RunDir::PREDICTIONS_PREFIX) && name.ends_with(".jsonl"))
+        || name.starts_with(&format!(".{}.", RunDir::BEST))
+        || name.starts_with(&format!(".{}.", RunDir::FINAL))
 }
 
 #[cfg(test)]

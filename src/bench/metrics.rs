@@ -21,9 +21,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::data::text::{
-    clean_iu_xray, py_split_whitespace, read_annotation_reports, write_atomic,
-};
+use crate::data::text::{clean_iu_xray, py_split_whitespace, read_annotation_reports};
 use crate::eval::metrics::bleu::{self, BleuScores};
 use crate::eval::metrics::{
     cider, rouge, score_without_meteor, MetricsError, ScoreReport, Scores, KEYS,
@@ -172,7 +170,7 @@ fn run_python(
     let dir = tempfile_dir()?;
     let pairs_path = dir.join("pairs.json");
     let out_path = dir.join("pycoco.json");
-    write_atomic(
+    crate::fsutil::write_atomic(
         &pairs_path,
         serde_json::to_string(&serde_json::json!({"refs": refs, "hyps": hyps}))?.as_bytes(),
     )?;

@@ -520,7 +520,15 @@ impl Config {
     }
 
     fn validate_model(&self) -> Result<(), Invalid> {
-        let m = &self.model;
+        self.model.validate()
+    }
+}
+
+impl ModelConfig {
+    /// The architecture's rules, the one copy: `Config::validate` and the model constructor
+    /// (`model::r2gencmn::validate`) both apply it, so they cannot disagree.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        let m = self;
         check(m.d_model > 0, "model.d_model", "must be > 0")?;
         let (wide, deep) = (
             crate::bounds::MAX_MODEL_WIDTH,
@@ -591,7 +599,9 @@ impl Config {
         )?;
         Ok(())
     }
+}
 
+impl Config {
     fn validate_ithn(&self) -> Result<(), Invalid> {
         let i = &self.ithn;
         non_negative(i.alpha, "ithn.alpha")?;

@@ -265,10 +265,12 @@ impl Vocab {
             message: e.to_string(),
         })?;
         bytes.push(b'\n');
-        write_atomic(path, &bytes).map_err(|source| TextError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+        crate::fsutil::write_atomic(path, &bytes).map_err(
+            |crate::fsutil::IoError { source, .. }| TextError::Write {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
     }
 
     pub fn dataset(&self) -> Dataset {
@@ -379,8 +381,6 @@ pub fn read_annotation_reports(
         })
         .collect()
 }
-
-pub use crate::fsutil::write_atomic;
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::metrics::{self, MeteorOpts, MetricsError, ScoreReport};
-use crate::data::text::{write_atomic, Dataset};
+use crate::data::text::Dataset;
+use crate::fsutil::write_atomic;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
@@ -250,12 +251,12 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
     let report =
         metrics::score_items(&ref_texts, &hyp_texts, meteor.as_ref()).map_err(ScoreError::from)?;
     if let Some(path) = &a.per_item {
-        write_atomic(path, per_item_jsonl(&ids, &report).as_bytes()).map_err(|source| {
-            ScoreError::Write {
+        write_atomic(path, per_item_jsonl(&ids, &report).as_bytes()).map_err(
+            |crate::fsutil::IoError { source, .. }| ScoreError::Write {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
     }
     if a.json {
         println!("{}", report.corpus.to_json_string());

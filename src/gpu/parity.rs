@@ -410,7 +410,7 @@ pub fn run(a: ParityArgs) -> anyhow::Result<i32> {
             failed,
         };
         crate::fsutil::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.source))?;
     }
     Ok(i32::from(failed > 0))
 }

@@ -51,42 +51,12 @@ pub struct R2GenCmn {
     device: Device,
 }
 
-/// Checks the configuration against what the architecture can build.
+/// Checks the configuration against what the architecture can build: the config's own model
+/// rules ([`ModelConfig::validate`], one copy) plus the views and the vocabulary.
 pub fn validate(cfg: &ModelConfig, views: usize, logit_dim: usize) -> Result<(), ModelError> {
     let bad = |m: String| Err(ModelError::Config(m));
-    if cfg.num_heads == 0 || !cfg.d_model.is_multiple_of(cfg.num_heads) {
-        return bad(format!(
-            "model.num_heads {} must divide model.d_model {}",
-            cfg.num_heads, cfg.d_model
-        ));
-    }
-    if cfg.cmm_dim != cfg.d_model {
-        return bad(format!(
-            "model.cmm_dim {} must equal model.d_model {}",
-            cfg.cmm_dim, cfg.d_model
-        ));
-    }
-    if cfg.topk == 0 || cfg.topk > cfg.cmm_size {
-        return bad(format!(
-            "model.topk {} must be in 1..=model.cmm_size {}",
-            cfg.topk, cfg.cmm_size
-        ));
-    }
-    if cfg.visual_layers.len() != 4 || cfg.visual_layers.contains(&0) {
-        return bad(format!(
-            "model.visual_layers {:?} must be 4 positive block counts",
-            cfg.visual_layers
-        ));
-    }
-    if cfg.visual_width_per_group == 0 {
-        return bad("model.visual_width_per_group must be positive".into());
-    }
-    if cfg.d_vf != 2048 {
-        return bad(format!(
-            "model.d_vf {} must be 2048 (bottleneck ResNet output)",
-            cfg.d_vf
-        ));
-    }
+    cfg.validate()
+        .map_err(|e| ModelError::Config(e.to_string()))?;
     if !(1..=2).contains(&views) {
         return bad(format!("data.views {views} must be 1 or 2"));
     }

@@ -455,9 +455,11 @@ pub fn write_atomic(
 
 /// Writes bytes atomically (see [`write_atomic`]).
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    crate::fsutil::write_atomic(path, bytes).map_err(|source| ModelError::Io {
-        path: path.into(),
-        source,
+    crate::fsutil::write_atomic(path, bytes).map_err(|crate::fsutil::IoError { source, .. }| {
+        ModelError::Io {
+            path: path.into(),
+            source,
+        }
     })
 }
 

@@ -57,7 +57,7 @@ impl MetricsLog {
             .flat_map(|l| [l, "\n"])
             .collect();
         if kept.len() != text.len() {
-            crate::fsutil::write_atomic(&self.path, kept.as_bytes()).map_err(io)?;
+            crate::fsutil::write_atomic(&self.path, kept.as_bytes()).map_err(|e| io(e.source))?;
             self.file = Some(append_to(&self.path)?);
         }
         Ok(())

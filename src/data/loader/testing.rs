@@ -188,9 +188,11 @@ fn pq(path: &Path, e: parquet::errors::ParquetError) -> LoaderError {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LoaderError> {
-    crate::fsutil::write_atomic(path, bytes).map_err(|source| LoaderError::Io {
-        path: path.to_path_buf(),
-        source,
+    crate::fsutil::write_atomic(path, bytes).map_err(|crate::fsutil::IoError { source, .. }| {
+        LoaderError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 

@@ -37,6 +37,9 @@ pub mod synth;
 pub mod train;
 
 #[cfg(test)]
+mod function_length;
+
+#[cfg(test)]
 mod layering {
     //! The import graph of the top-level modules against the order in the comment above.
     use std::collections::BTreeSet;

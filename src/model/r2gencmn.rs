@@ -66,6 +66,62 @@ pub fn validate(cfg: &ModelConfig, views: usize, logit_dim: usize) -> Result<(),
     Ok(())
 }
 
+/// The transformer below `encoder_decoder.model`: encoder, decoder, the source positional
+/// table, the target token lookup and positional table — created (and their random init
+/// drawn) in the reference's registration order.
+fn transformer(
+    m: &Scope,
+    cfg: &ModelConfig,
+    logit_dim: usize,
+) -> (Encoder, Decoder, Tensor, Tensor, Tensor) {
+    let d = cfg.d_model as i64;
+    let dims = Dims {
+        d_model: d,
+        d_ff: cfg.d_ff as i64,
+        heads: cfg.num_heads as i64,
+        layers: cfg.num_layers as i64,
+        dropout: cfg.dropout,
+    };
+    let encoder = Encoder::new(&m.sub("encoder"), dims);
+    let decoder = Decoder::new(&m.sub("decoder"), dims);
+    let src_pe = m
+        .sub("src_embed")
+        .sub(0)
+        .buffer("pe", positional_table(PE_LEN, d));
+    let lut = m
+        .sub("tgt_embed")
+        .sub(0)
+        .sub("lut")
+        .param("weight", super::layers::xavier(&[logit_dim as i64, d]));
+    let tgt_pe = m
+        .sub("tgt_embed")
+        .sub(1)
+        .buffer("pe", positional_table(PE_LEN, d));
+    (encoder, decoder, src_pe, lut, tgt_pe)
+}
+
+/// The ITHN projections of the pooled image features (`d_vf` per view) and of the text
+/// features (`d_model`) into the shared `proj_dim` space.
+fn projections(root: &Scope, cfg: &ModelConfig, views: usize) -> (Linear, Linear) {
+    let pooled = (cfg.d_vf * views) as i64;
+    let proj = cfg.proj_dim as i64;
+    let img_projection = Linear::new(
+        &root.sub("img_projection").sub("linear1"),
+        pooled,
+        proj,
+        false,
+        LinearInit::Default,
+    );
+    let text_projection = Linear::new(
+        &root.sub("text_projection").sub("linear1"),
+        cfg.d_model as i64,
+        proj,
+        false,
+        LinearInit::Default,
+    );
+    (img_projection, text_projection)
+}
+
 impl R2GenCmn {
     /// A freshly initialised model (SPEC §2 init), deterministic in `seed`, for a vocabulary of
     /// `logit_dim` = V+1 classes and `views` images per sample.
@@ -107,29 +163,8 @@ impl R2GenCmn {
         );
         let heads = cfg.num_heads as i64;
         let cmn = Memory::new(&ed.sub("cmn"), d, heads, cfg.topk as i64);
-        let dims = Dims {
-            d_model: d,
-            d_ff: cfg.d_ff as i64,
-            heads,
-            layers: cfg.num_layers as i64,
-            dropout: cfg.dropout,
-        };
         let m = ed.sub("model");
-        let encoder = Encoder::new(&m.sub("encoder"), dims);
-        let decoder = Decoder::new(&m.sub("decoder"), dims);
-        let src_pe = m
-            .sub("src_embed")
-            .sub(0)
-            .buffer("pe", positional_table(PE_LEN, d));
-        let lut = m
-            .sub("tgt_embed")
-            .sub(0)
-            .sub("lut")
-            .param("weight", super::layers::xavier(&[logit_dim as i64, d]));
-        let tgt_pe = m
-            .sub("tgt_embed")
-            .sub(1)
-            .buffer("pe", positional_table(PE_LEN, d));
+        let (encoder, decoder, src_pe, lut, tgt_pe) = transformer(&m, cfg, logit_dim);
         cmn.register_alias(&m.sub("cmn"));
         let logit = Linear::new(
             &ed.sub("logit"),
@@ -138,22 +173,7 @@ impl R2GenCmn {
             true,
             LinearInit::Default,
         );
-        let pooled = (cfg.d_vf * views) as i64;
-        let proj = cfg.proj_dim as i64;
-        let img_projection = Linear::new(
-            &root.sub("img_projection").sub("linear1"),
-            pooled,
-            proj,
-            false,
-            LinearInit::Default,
-        );
-        let text_projection = Linear::new(
-            &root.sub("text_projection").sub("linear1"),
-            d,
-            proj,
-            false,
-            LinearInit::Default,
-        );
+        let (img_projection, text_projection) = projections(&root, cfg, views);
         let registry = reg.into_inner();
         if cfg.precision == Precision::Fp64 {
             registry.cast_floating(Kind::Double);

@@ -7,7 +7,7 @@
 //! Python's whitespace set (which also contains the ASCII separators U+001C–U+001F), and
 //! `str.lower()` is full Unicode lower-casing (`İ` → `i̇`, final `Σ` → `ς`).
 //!
-//! Guarantees (checked against `../shared/reference/public/text.json` by `tests/text_parity.rs`):
+//! Guarantees (checked against `../shared/reference/public/text.json` by `tests/it/text_parity.rs`):
 //! cleaned strings, vocabularies and id lists are identical to the reference, token for token.
 
 use serde::{Deserialize, Serialize};

@@ -10,9 +10,7 @@ use std::process::Command;
 use ithn_dist::data::loader::{Batch, Loader, LoaderOptions, ShardPlan};
 use tch::Tensor;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ithn-dist")
-}
+use crate::util::bin;
 
 fn run_ok(args: &[&str]) -> String {
     let out = Command::new(bin())

@@ -19,7 +19,11 @@ fn main() -> anyhow::Result<()> {
     let ckpt = ModelCheckpoint::open(std::path::Path::new(&a[1]))?;
     let mut cfg = ckpt.config.clone();
     cfg.data.prepared = a[2].clone();
-    let split = a.get(3).map_or("val", String::as_str);
+    let split: ithn_dist::dataset::Split = a
+        .get(3)
+        .map_or("val", String::as_str)
+        .parse()
+        .map_err(anyhow::Error::msg)?;
     // id → phantom shows a finding (`normal` false in synth's findings.jsonl).
     let abnormal: std::collections::HashMap<String, bool> = match a.get(4) {
         Some(path) => std::fs::read_to_string(path)?

@@ -55,7 +55,7 @@ if [ ! -f "$STAMP" ]; then
   fi
   touch "$STAMP"
 fi
-# The Open-i IU X-Ray reports with their human MeSH labels (tests/ce_mesh_agreement.rs, the
+# The Open-i IU X-Ray reports with their human MeSH labels (tests/it/ce_mesh_agreement.rs, the
 # labeler's validation): NLMCXR_reports.tgz from the pinned torchxrayvision wheel, fetched once
 # into the cache and checked by hash. CC BY-NC-ND 4.0 data, so it is fetched, never committed.
 # A failed fetch (offline) only warns: that one test then says what is missing.
@@ -72,7 +72,7 @@ if [ ! -f "$IU_REPORTS" ]; then
     cp "$tmp/torchxrayvision/data/NLMCXR_reports.tgz" "$IU_REPORTS.partial"
     mv "$IU_REPORTS.partial" "$IU_REPORTS"
   else
-    log "warning: could not fetch NLMCXR_reports.tgz; tests/ce_mesh_agreement.rs will fail"
+    log "warning: could not fetch NLMCXR_reports.tgz; tests/it/ce_mesh_agreement.rs will fail"
   fi
   rm -rf "$tmp"
 fi

@@ -13,29 +13,54 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A failed file-system operation: what was done (`op`, e.g. "read", "fsync directory"), to
+/// which path, and the OS error. Domain errors wrap it (`CheckpointError::Io`) or take its
+/// path and source into their own variant, so every message names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {op} {}: {source}", path.display())]
+pub struct IoError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl IoError {
+    pub fn new(op: &'static str, path: &Path, source: std::io::Error) -> IoError {
+        IoError {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Flushes a directory, so that entries created or renamed in it survive a power loss.
+pub fn fsync_dir(path: &Path) -> Result<(), IoError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| IoError::new("fsync directory", path, e))
+}
+
+/// Writes `bytes` to a new file and fsyncs it (inside a directory that is itself renamed
+/// into place later, so the file needs no rename of its own).
+pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    write().map_err(|e| IoError::new("write", path, e))
+}
+
 /// Runs `write` on a temporary path beside `path`, then fsyncs it and renames it into place.
 /// The temporary file is removed when anything fails.
 pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
-    // Unique per process and call: threads may write into the same directory at once. The
-    // leading dot keeps the temporary out of directory listings and shard globs.
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let k = NEXT.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{k}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let dir = parent_dir(path);
+    let tmp = temp_beside(path)?;
     let result = write(&tmp)
         .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
         .and_then(|_| std::fs::rename(&tmp, path));
@@ -50,9 +75,10 @@ pub fn write_atomic_with(
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically (see [`write_atomic_with`]).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` atomically (see [`write_atomic_with`]); the error names the path.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     write_atomic_with(path, |tmp| std::fs::File::create(tmp)?.write_all(bytes))
+        .map_err(|e| IoError::new("write", path, e))
 }
 
 /// Writes several files that belong together (e.g. `predictions.jsonl` and `scores.json`):
@@ -82,7 +108,9 @@ pub fn write_files_atomic(files: &[(&Path, &[u8])]) -> std::io::Result<()> {
     result
 }
 
-/// A unique hidden temporary name beside `path` (its directory is created).
+/// A unique hidden temporary name beside `path` (its directory is created). Unique per
+/// process and call: threads may write into the same directory at once. The leading dot keeps
+/// the temporary out of directory listings and shard globs.
 fn temp_beside(path: &Path) -> std::io::Result<PathBuf> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir)?;
@@ -98,7 +126,8 @@ fn temp_beside(path: &Path) -> std::io::Result<PathBuf> {
     )))
 }
 
-fn parent_dir(path: &Path) -> &Path {
+/// The directory a path lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
@@ -123,15 +152,18 @@ pub fn probe_writable(dir: &Path) -> std::io::Result<()> {
 /// The checksum file of a directory: `HEX  NAME` per line (`sha256sum`'s format).
 pub const SUMS_FILE: &str = "SHA256SUMS";
 
-/// Hex SHA-256 of a file's content, read in 1 MiB blocks.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+/// Hex SHA-256 of a file's content, read in 1 MiB blocks (the one implementation: shards,
+/// checkpoints, model directories and vocabularies all hash through it).
+pub fn sha256_file(path: &Path) -> Result<String, IoError> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
+    let mut f = std::fs::File::open(path).map_err(|e| IoError::new("open", path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| IoError::new("read", path, e))?;
         if n == 0 {
             break;
         }
@@ -159,7 +191,8 @@ pub fn write_checksums(dir: &Path) -> std::io::Result<()> {
     names.sort();
     let mut sums = String::new();
     for name in names {
-        sums.push_str(&format!("{}  {name}\n", sha256_file(&dir.join(&name))?));
+        let hash = sha256_file(&dir.join(&name)).map_err(|e| e.source)?;
+        sums.push_str(&format!("{hash}  {name}\n"));
     }
     let mut f = std::fs::File::create(dir.join(SUMS_FILE))?;
     f.write_all(sums.as_bytes())?;
@@ -210,13 +243,18 @@ pub fn verify_checksums(dir: &Path) -> Result<(), ChecksumError> {
         let path = dir.join(name);
         let found = match sha256_file(&path) {
             Ok(h) => h,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ChecksumError::Mismatch {
                     path,
                     reason: format!("missing, but listed in {SUMS_FILE}"),
                 })
             }
-            Err(source) => return Err(ChecksumError::Io { path, source }),
+            Err(e) => {
+                return Err(ChecksumError::Io {
+                    path,
+                    source: e.source,
+                })
+            }
         };
         if found != hash {
             return Err(ChecksumError::Mismatch {
@@ -329,6 +367,17 @@ fn remove_leftovers(parent: &Path, name: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_matches_known_vector() {
+        // FIPS 180-2 test vector for "abc".
+        let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_bytes(b"abc"), expected);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(sha256_file(&p).unwrap(), expected);
+    }
 
     #[test]
     fn replaces_content_creates_parents_and_leaves_no_temporary() {

@@ -5,9 +5,10 @@
 //!
 //! Layers, bottom to top — a module imports only modules listed before it (the `layering`
 //! test below checks the import graph against this list):
-//! fsutil, bounds, rng, logging, run_dir, lifecycle, config, dist, data, model, eval,
+//! fsutil, bounds, rng, dataset, logging, run_dir, lifecycle, config, dist, data, model, eval,
 //! checkpoint, train, gpu, synth, plot, bench, cli
 //!
+//! * `dataset` — the `Dataset` and `Split` types every layer passes instead of strings;
 //! * `fsutil`, `logging`, `run_dir`, `lifecycle` — foundations: atomic writes, log setup, the
 //!   run directory's layout, signals / the watchdog / fault injection / exit codes;
 //! * `dist` sits below `data` because the loader shards batches over the world's ranks;
@@ -21,6 +22,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod dataset;
 pub mod dist;
 pub mod eval;
 pub mod fsutil;
@@ -33,6 +35,9 @@ pub mod rng;
 pub mod run_dir;
 pub mod synth;
 pub mod train;
+
+#[cfg(test)]
+mod function_length;
 
 #[cfg(test)]
 mod layering {

@@ -391,9 +391,11 @@ fn render(
     image::codecs::png::PngEncoder::new(&mut png)
         .write_image(&rgb, WIDTH, HEIGHT, image::ExtendedColorType::Rgb8)
         .map_err(|e| draw_err(e.to_string()))?;
-    crate::synth::write_atomic(path, &png).map_err(|source| PlotError::Write {
-        path: path.to_path_buf(),
-        source,
+    crate::fsutil::write_atomic(path, &png).map_err(|crate::fsutil::IoError { source, .. }| {
+        PlotError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
@@ -453,50 +455,60 @@ pub fn plot_metrics(m: &Metrics, source: &Path, out: &Path) -> Result<Vec<PathBu
         "Throughput",
         true,
         "step",
-        &[
-            (
-                "samples/s",
-                "samples per second",
-                vec![series("samples/s", t, step, |r| r.samples_per_s)],
-            ),
-            (
-                "tokens/s",
-                "tokens per second",
-                vec![series("tokens/s", t, step, |r| r.tokens_per_s)],
-            ),
-        ],
+        &throughput_panels(t),
     )?;
     if !m.val.is_empty() {
-        let v = &m.val;
-        let ep = |r: &EvalRecord| r.epoch as f64;
         emit(
             "val_metrics.png",
             &eval_title(m.test.last()),
             false,
             "epoch",
-            &[
-                (
-                    "validation",
-                    "score (0 to 1)",
-                    vec![
-                        series("BLEU-1", v, ep, |r| r.bleu_1),
-                        series("BLEU-2", v, ep, |r| r.bleu_2),
-                        series("BLEU-3", v, ep, |r| r.bleu_3),
-                        series("BLEU-4", v, ep, |r| r.bleu_4),
-                        series("METEOR", v, ep, |r| r.meteor),
-                        series("ROUGE-L", v, ep, |r| r.rouge_l),
-                        series("CE F1 findings", v, ep, |r| r.ce_f1_findings),
-                    ],
-                ),
-                (
-                    "validation CIDEr",
-                    "CIDEr",
-                    vec![series("CIDEr", v, ep, |r| r.cider)],
-                ),
-            ],
+            &val_panels(&m.val),
         )?;
     }
     Ok(written)
+}
+
+/// `throughput.png`: samples and tokens per second against the step.
+fn throughput_panels(t: &[TrainRecord]) -> Vec<Panel<'static>> {
+    let step = |r: &TrainRecord| r.step as f64;
+    vec![
+        (
+            "samples/s",
+            "samples per second",
+            vec![series("samples/s", t, step, |r| r.samples_per_s)],
+        ),
+        (
+            "tokens/s",
+            "tokens per second",
+            vec![series("tokens/s", t, step, |r| r.tokens_per_s)],
+        ),
+    ]
+}
+
+/// `val_metrics.png`: the n-gram scores (0 to 1) and CIDEr per validated epoch.
+fn val_panels(v: &[EvalRecord]) -> Vec<Panel<'static>> {
+    let ep = |r: &EvalRecord| r.epoch as f64;
+    vec![
+        (
+            "validation",
+            "score (0 to 1)",
+            vec![
+                series("BLEU-1", v, ep, |r| r.bleu_1),
+                series("BLEU-2", v, ep, |r| r.bleu_2),
+                series("BLEU-3", v, ep, |r| r.bleu_3),
+                series("BLEU-4", v, ep, |r| r.bleu_4),
+                series("METEOR", v, ep, |r| r.meteor),
+                series("ROUGE-L", v, ep, |r| r.rouge_l),
+                series("CE F1 findings", v, ep, |r| r.ce_f1_findings),
+            ],
+        ),
+        (
+            "validation CIDEr",
+            "CIDEr",
+            vec![series("CIDEr", v, ep, |r| r.cider)],
+        ),
+    ]
 }
 
 fn eval_title(test: Option<&EvalRecord>) -> String {

@@ -23,6 +23,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::dataset::Split;
+
 /// A run directory (see the module documentation for its layout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDir {
@@ -30,6 +32,18 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The file and directory names of a run (the one place they are spelled).
+    pub const CONFIG: &'static str = "config.toml";
+    pub const METRICS: &'static str = "metrics.jsonl";
+    pub const CHECKPOINTS: &'static str = "checkpoints";
+    pub const BEST: &'static str = "best";
+    pub const FINAL: &'static str = "final";
+    pub const LOGS: &'static str = "logs";
+    pub const PLOTS: &'static str = "plots";
+    pub const FINISHED: &'static str = "finished.json";
+    /// `predictions-{split}.jsonl`.
+    pub const PREDICTIONS_PREFIX: &'static str = "predictions-";
+
     /// The run directory at `root` (nothing is touched on disk).
     pub fn new(root: impl Into<PathBuf>) -> RunDir {
         RunDir { root: root.into() }
@@ -46,47 +60,48 @@ impl RunDir {
 
     /// `RUN/config.toml`.
     pub fn config(&self) -> PathBuf {
-        self.root.join("config.toml")
+        self.root.join(Self::CONFIG)
     }
 
     /// `RUN/metrics.jsonl`.
     pub fn metrics(&self) -> PathBuf {
-        self.root.join("metrics.jsonl")
+        self.root.join(Self::METRICS)
     }
 
     /// `RUN/predictions-{split}.jsonl`.
-    pub fn predictions(&self, split: &str) -> PathBuf {
-        self.root.join(format!("predictions-{split}.jsonl"))
+    pub fn predictions(&self, split: Split) -> PathBuf {
+        self.root
+            .join(format!("{}{split}.jsonl", Self::PREDICTIONS_PREFIX))
     }
 
     /// `RUN/checkpoints/`.
     pub fn checkpoints(&self) -> PathBuf {
-        self.root.join("checkpoints")
+        self.root.join(Self::CHECKPOINTS)
     }
 
     /// `RUN/best/`.
     pub fn best(&self) -> PathBuf {
-        self.root.join("best")
+        self.root.join(Self::BEST)
     }
 
     /// `RUN/final/`.
     pub fn final_model(&self) -> PathBuf {
-        self.root.join("final")
+        self.root.join(Self::FINAL)
     }
 
     /// `RUN/logs/`.
     pub fn logs(&self) -> PathBuf {
-        self.root.join("logs")
+        self.root.join(Self::LOGS)
     }
 
     /// `RUN/plots/`.
     pub fn plots(&self) -> PathBuf {
-        self.root.join("plots")
+        self.root.join(Self::PLOTS)
     }
 
     /// `RUN/finished.json`.
     pub fn finished(&self) -> PathBuf {
-        self.root.join("finished.json")
+        self.root.join(Self::FINISHED)
     }
 
     /// The entries of `RUN/` a training run writes (config, metrics, predictions, checkpoints,
@@ -125,12 +140,19 @@ impl RunDir {
 
 /// Whether `name` in a run directory is something a training run wrote.
 fn is_run_output(name: &str) -> bool {
-    matches!(
-        name,
-        "config.toml" | "metrics.jsonl" | "checkpoints" | "best" | "final" | "finished.json"
-    ) || (name.starts_with("predictions-") && name.ends_with(".jsonl"))
-        || name.starts_with(".best.")
-        || name.starts_with(".final.")
+    let written = [
+        RunDir::CONFIG,
+        RunDir::METRICS,
+        RunDir::CHECKPOINTS,
+        RunDir::BEST,
+        RunDir::FINAL,
+        RunDir::FINISHED,
+    ];
+    // `.best.…`/`.final.…`: a model directory's staging or temporary left by a crash.
+    written.contains(&name)
+        || (name.starts_with(RunDir::PREDICTIONS_PREFIX) && name.ends_with(".jsonl"))
+        || name.starts_with(&format!(".{}.", RunDir::BEST))
+        || name.starts_with(&format!(".{}.", RunDir::FINAL))
 }
 
 #[cfg(test)]
@@ -146,7 +168,7 @@ mod tests {
         assert_eq!(r.best(), Path::new("runs/x/best"));
         assert_eq!(r.final_model(), Path::new("runs/x/final"));
         assert_eq!(
-            r.predictions("val"),
+            r.predictions(Split::Val),
             Path::new("runs/x/predictions-val.jsonl")
         );
         assert_eq!(r.logs(), Path::new("runs/x/logs"));
@@ -162,7 +184,7 @@ mod tests {
             std::fs::create_dir_all(r.root().join(d)).unwrap();
         }
         std::fs::write(r.metrics(), "{}\n").unwrap();
-        std::fs::write(r.predictions("test"), "").unwrap();
+        std::fs::write(r.predictions(Split::Test), "").unwrap();
         assert_eq!(
             r.previous_outputs().unwrap(),
             [

@@ -22,6 +22,7 @@ use crate::data::image::{decode_file, resize_shorter};
 use crate::data::loader::testing::{write_split, TestPixels, TestRow};
 use crate::data::loader::{Loader, LoaderOptions, ShardPlan};
 use crate::data::sampler::Cursor;
+use crate::dataset::Split;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Pixels {
@@ -130,7 +131,7 @@ fn cpu_seconds() -> f64 {
 fn rust_throughput(a: &LoaderBenchArgs) -> anyhow::Result<Throughput> {
     let opts = LoaderOptions {
         dir: a.data.clone(),
-        split: "train".into(),
+        split: Split::Train,
         seed: 1,
         batch_size: a.batch_size,
         accumulation_steps: 1,
@@ -143,7 +144,7 @@ fn rust_throughput(a: &LoaderBenchArgs) -> anyhow::Result<Throughput> {
         cache_mb: 256,
         verify_checksums: false,
     };
-    let plan = ShardPlan::from_manifest(&a.data, "train")?;
+    let plan = ShardPlan::from_manifest(&a.data, Split::Train)?;
     let loader = Loader::open(opts, &plan, 0, 1)?;
     if loader.epoch_batches() == 0 {
         bail!("{}: fewer train rows than one batch", a.data.display());
@@ -243,7 +244,7 @@ fn make_shards(src: &Path, dir: &Path, rows: usize, pixels: Pixels) -> anyhow::R
         Pixels::Jpeg => TestPixels::Jpeg { quality: 95 },
         Pixels::Raw => TestPixels::Raw,
     };
-    write_split(dir, "train", &rows, pixels, 256, 32)?;
+    write_split(dir, Split::Train, &rows, pixels, 256, 32)?;
     println!(
         "wrote {} synthetic train rows into {}",
         rows.len(),

@@ -17,13 +17,12 @@
 
 use anyhow::Context;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::data::text::{
-    clean_iu_xray, py_split_whitespace, read_annotation_reports, write_atomic,
-};
+use crate::data::text::{clean_iu_xray, py_split_whitespace, read_annotation_reports};
+use crate::dataset::Split;
 use crate::eval::metrics::bleu::{self, BleuScores};
 use crate::eval::metrics::{
     cider, rouge, score_without_meteor, MetricsError, ScoreReport, Scores, KEYS,
@@ -172,7 +171,7 @@ fn run_python(
     let dir = tempfile_dir()?;
     let pairs_path = dir.join("pairs.json");
     let out_path = dir.join("pycoco.json");
-    write_atomic(
+    crate::fsutil::write_atomic(
         &pairs_path,
         serde_json::to_string(&serde_json::json!({"refs": refs, "hyps": hyps}))?.as_bytes(),
     )?;
@@ -218,22 +217,28 @@ fn time_rust(
     })
 }
 
-pub fn run(a: MetricsBenchArgs) -> anyhow::Result<i32> {
-    let reports: Vec<String> = ["train", "val", "test"]
+/// Every report of the annotation's three splits, cleaned as IU X-Ray's.
+fn read_reports(ann: &Path) -> anyhow::Result<Vec<String>> {
+    let reports: Vec<String> = Split::ALL
         .iter()
-        .map(|split| read_annotation_reports(&a.ann, split))
+        .map(|split| read_annotation_reports(ann, split.name()))
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| {
             format!(
                 "reading the bench's reports from {} (pass --ann)",
-                a.ann.display()
+                ann.display()
             )
         })?
         .into_iter()
         .flatten()
         .map(|(_, report)| clean_iu_xray(&report))
         .collect();
-    anyhow::ensure!(!reports.is_empty(), "{} has no reports", a.ann.display());
+    anyhow::ensure!(!reports.is_empty(), "{} has no reports", ann.display());
+    Ok(reports)
+}
+
+pub fn run(a: MetricsBenchArgs) -> anyhow::Result<i32> {
+    let reports = read_reports(&a.ann)?;
     let (refs, hyps) = make_pairs(&reports, a.pairs, a.seed);
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

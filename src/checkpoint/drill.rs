@@ -149,7 +149,7 @@ impl State {
     }
 
     /// torch.optim.Adam with amsgrad and L2 weight decay, one step, per group learning rate.
-    fn adam(&mut self, grads: &[f32], lr: [f64; 2], cfg: &Config) {
+    fn adam(&mut self, grads: &[f32], lr: &[f64], cfg: &Config) {
         let t = &cfg.train;
         let (b1, b2) = (t.adam_betas[0] as f32, t.adam_betas[1] as f32);
         let n = (self.progress.step + 1) as i32;
@@ -182,7 +182,7 @@ impl State {
             epoch,
             batches_consumed: in_epoch + 1,
         };
-        self.progress.lrs = lrs(cfg, epoch).to_vec();
+        self.progress.lrs = lrs(cfg, epoch);
     }
 
     /// Named tensors of `which` (parameter values or one Adam moment), in checkpoint order.
@@ -281,12 +281,12 @@ impl Stateful for State {
 }
 
 /// StepLR: base · γ^⌊(epoch−1)/step_size⌋ for the two groups (lr_ve, lr_ed).
-fn lrs(cfg: &Config, epoch: u64) -> [f64; 2] {
+fn lrs(cfg: &Config, epoch: u64) -> Vec<f64> {
     let t = &cfg.train;
     let decay = t
         .lr_gamma
         .powi(((epoch - 1) / t.lr_step_size as u64) as i32);
-    [t.lr_ve * decay, t.lr_ed * decay]
+    t.initial_lrs().into_iter().map(|lr| lr * decay).collect()
 }
 
 /// The drill's fixed shape: samples per rank and optimizer steps per epoch and in total.
@@ -364,7 +364,7 @@ fn step(world: &World, cfg: &Config, plan: &Plan, state: &mut State) -> bool {
     let mut grads = state.local_grads(seed, &order[start..start + plan.local], batch);
     world.all_reduce_sum_f32(&mut grads);
     state.epoch_loss += f64::from(grads[OUT * IN + OUT]);
-    state.adam(&grads, lrs(cfg, epoch), cfg);
+    state.adam(&grads, &lrs(cfg, epoch), cfg);
     state.advance(cfg, epoch, in_epoch);
     if world.is_root() {
         // One line per step on stdout: tests and people watch it to time their signals.
@@ -406,7 +406,7 @@ mod tests {
         let mut ckpt = Checkpointer::new(&world, &cfg, &run, &args, None, None);
         let mut s = State::fresh(&cfg);
         let g = s.local_grads(1, &[0, 5, 9], 4);
-        s.adam(&g, [1e-3, 1e-3], &cfg);
+        s.adam(&g, &[1e-3, 1e-3], &cfg);
         s.advance(&cfg, 1, 0);
         s.epoch_loss = 0.123456789;
         assert_eq!(ckpt.maybe_save(&s, false).unwrap(), StepAction::Continue);

@@ -10,11 +10,11 @@
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
-use super::fsutil::{fsync_dir, sha256_bytes, sha256_file, write_durable};
 use super::meta::{config_hash, math_diff, TrainerMeta, FORMAT_VERSION};
 use super::CheckpointError;
 use crate::config::Config;
 use crate::dist::World;
+use crate::fsutil::{fsync_dir, sha256_bytes, sha256_file, write_durable};
 use crate::lifecycle::{fault, Fault, SavePoint};
 use crate::run_dir::RunDir;
 
@@ -238,7 +238,7 @@ fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), Checkp
     // Serialised in memory and written with our own I/O, so that a full disk reads
     // "No space left on device" with the file's name.
     let bytes = crate::model::weights::safetensors_bytes(tensors)?;
-    write_durable(path, &bytes)
+    Ok(write_durable(path, &bytes)?)
 }
 
 /// A checkpoint that `--resume auto` passed over, and why.
@@ -422,7 +422,7 @@ impl CheckpointManager {
         }
         std::fs::rename(tmp, &final_dir)
             .map_err(|e| CheckpointError::io("rename into", &final_dir, e))?;
-        fsync_dir(&self.root)
+        Ok(fsync_dir(&self.root)?)
     }
 
     /// Keeps the `keep_last` newest complete checkpoints; deletes older ones and torn
@@ -444,7 +444,7 @@ impl CheckpointManager {
             }
             remove_dir_if_present(dir)?;
         }
-        fsync_dir(&self.root)
+        Ok(fsync_dir(&self.root)?)
     }
 
     /// Kills this process at `at` of the save of `step` when the scripted fault says so.

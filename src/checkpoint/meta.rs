@@ -154,7 +154,7 @@ pub fn config_hash(cfg: &Config) -> String {
         .iter()
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
-    super::fsutil::sha256_bytes(text.as_bytes())
+    crate::fsutil::sha256_bytes(text.as_bytes())
 }
 
 /// Keys whose values differ between two configurations (free keys excluded), as

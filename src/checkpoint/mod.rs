@@ -20,7 +20,6 @@
 
 pub mod checkpointer;
 pub mod drill;
-pub mod fsutil;
 pub mod manager;
 pub mod meta;
 pub mod schedule;
@@ -35,12 +34,8 @@ use std::path::{Path, PathBuf};
 /// Everything that can go wrong with a checkpoint; each variant names the file or directory.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot {op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsutil::IoError),
     #[error("{dir} is not a valid checkpoint: {reason}")]
     Invalid { dir: PathBuf, reason: String },
     #[error("{path}: tensor file error: {message}")]
@@ -77,11 +72,7 @@ pub enum CheckpointError {
 
 impl CheckpointError {
     pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
-        CheckpointError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        CheckpointError::Io(crate::fsutil::IoError::new(op, path, source))
     }
 
     pub(crate) fn invalid(dir: &Path, reason: impl Into<String>) -> Self {

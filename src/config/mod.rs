@@ -7,9 +7,11 @@
 //! thing on 1 or 64 ranks.
 
 mod args;
+mod metric;
 mod schema;
 
 pub use args::ConfigArgs;
+pub use metric::{LrGroup, Metric};
 pub use schema::*;
 
 use std::path::{Path, PathBuf};
@@ -93,8 +95,8 @@ impl Config {
                     },
                 }
             })?;
-        cfg.validate()
-            .map_err(|(key, reason)| match override_for(overrides, &key) {
+        cfg.validate().map_err(|InvalidValue { key, reason }| {
+            match override_for(overrides, &key) {
                 Some(spec) => ConfigError::Override {
                     spec: spec.clone(),
                     reason: format!("invalid value for `{key}`: {reason}"),
@@ -104,7 +106,8 @@ impl Config {
                     key,
                     reason,
                 },
-            })?;
+            }
+        })?;
         Ok(cfg)
     }
 

@@ -2,6 +2,7 @@
 //! R2GenCMN / ITHN where one exists (`d_model`, `cmm_size`, `topk`, `lr_ve`, `lr_ed`, ...).
 //! Defaults are the published IU X-Ray run (SPEC §2–3); `configs/*.toml` spell them out.
 
+use super::metric::{LrGroup, Metric};
 use serde::{Deserialize, Serialize};
 
 /// One complete, validated run configuration.
@@ -26,36 +27,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// Which dataset (selects the text cleaner and published defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Dataset {
-    #[default]
-    IuXray,
-    MimicCxr,
-}
-
-impl Dataset {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dataset::IuXray => "iu_xray",
-            Dataset::MimicCxr => "mimic_cxr",
-        }
-    }
-}
-
-impl std::str::FromStr for Dataset {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "iu_xray" => Ok(Dataset::IuXray),
-            "mimic_cxr" => Ok(Dataset::MimicCxr),
-            other => Err(format!(
-                "unknown dataset {other:?} (expected iu_xray or mimic_cxr)"
-            )),
-        }
-    }
-}
+pub use crate::dataset::Dataset;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -289,10 +261,26 @@ pub struct TrainConfig {
     pub early_stop: usize,
     /// Validation metric that selects the best model (a pycocoevalcap key such as "BLEU_4",
     /// or a clinical-efficacy key such as "CE_F1_findings").
-    pub monitor_metric: String,
+    pub monitor_metric: Metric,
     /// Drop the last incomplete global batch (a whole optimizer step) of an epoch (true) or
     /// train on it (false).
     pub drop_last: bool,
+}
+
+impl TrainConfig {
+    /// The base learning rate of `group` (`train.lr_ve` or `train.lr_ed`).
+    pub fn lr(&self, group: LrGroup) -> f64 {
+        match group {
+            LrGroup::VisualExtractor => self.lr_ve,
+            LrGroup::EncoderDecoder => self.lr_ed,
+        }
+    }
+
+    /// The base learning rates of every group, in [`LrGroup::index`] order (what the
+    /// optimizer and StepLR start from).
+    pub fn initial_lrs(&self) -> Vec<f64> {
+        LrGroup::ALL.iter().map(|&g| self.lr(g)).collect()
+    }
 }
 
 impl Default for TrainConfig {
@@ -311,7 +299,7 @@ impl Default for TrainConfig {
             lr_step_size: 10,
             lr_gamma: 0.8,
             early_stop: 25,
-            monitor_metric: "BLEU_4".into(),
+            monitor_metric: Metric::Bleu4,
             drop_last: false,
         }
     }
@@ -424,7 +412,15 @@ impl Default for LogConfig {
     }
 }
 
-type Invalid = (String, String);
+/// A value that breaks a rule of [`Config::validate`]: the dotted key and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for `{key}`: {reason}")]
+pub struct InvalidValue {
+    pub key: String,
+    pub reason: String,
+}
+
+type Invalid = InvalidValue;
 
 /// The longest period a duration key accepts, in minutes (a year).
 const MAX_MINUTES: f64 = 525_600.0;
@@ -436,7 +432,10 @@ fn check(ok: bool, key: &str, reason: impl Into<String>) -> Result<(), Invalid> 
     if ok {
         Ok(())
     } else {
-        Err((key.to_string(), reason.into()))
+        Err(InvalidValue {
+            key: key.to_string(),
+            reason: reason.into(),
+        })
     }
 }
 
@@ -465,8 +464,8 @@ fn probability(v: f64, key: &str) -> Result<(), Invalid> {
 }
 
 impl Config {
-    /// Checks every cross-field rule; the error is (dotted key, reason).
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks every cross-field rule; the error names the dotted key and the reason.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
         self.validate_data()?;
         self.validate_model()?;
         self.validate_ithn()?;
@@ -531,8 +530,21 @@ impl Config {
     }
 
     fn validate_model(&self) -> Result<(), Invalid> {
-        let m = &self.model;
-        check(m.d_model > 0, "model.d_model", "must be > 0")?;
+        self.model.validate()
+    }
+}
+
+impl ModelConfig {
+    /// The architecture's rules, the one copy: `Config::validate` and the model constructor
+    /// (`model::r2gencmn::validate`) both apply it, so they cannot disagree.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        self.validate_sizes()?;
+        self.validate_structure()
+    }
+
+    /// Upper bounds on widths and depths (crate::bounds), so a typo cannot ask for terabytes.
+    fn validate_sizes(&self) -> Result<(), InvalidValue> {
+        let m = self;
         let (wide, deep) = (
             crate::bounds::MAX_MODEL_WIDTH,
             crate::bounds::MAX_MODEL_DEPTH,
@@ -559,7 +571,13 @@ impl Config {
             m.visual_width_per_group <= 4096,
             "model.visual_width_per_group",
             "must be at most 4096",
-        )?;
+        )
+    }
+
+    /// What the architecture needs of its dimensions (divisibility, ranges, the ResNet shape).
+    fn validate_structure(&self) -> Result<(), InvalidValue> {
+        let m = self;
+        check(m.d_model > 0, "model.d_model", "must be > 0")?;
         check(m.num_heads > 0, "model.num_heads", "must be > 0")?;
         check(
             m.d_model.is_multiple_of(m.num_heads),
@@ -616,7 +634,9 @@ impl Config {
         )?;
         Ok(())
     }
+}
 
+impl Config {
     fn validate_ithn(&self) -> Result<(), Invalid> {
         let i = &self.ithn;
         non_negative(i.alpha, "ithn.alpha")?;
@@ -659,29 +679,7 @@ impl Config {
         positive(t.adam_eps, "train.adam_eps")?;
         check(t.lr_step_size >= 1, "train.lr_step_size", "must be ≥ 1")?;
         positive(t.lr_gamma, "train.lr_gamma")?;
-        // pycocoevalcap's keys and the clinical-efficacy keys every val record carries
-        // (crate::eval::ce::CeSummary::entries).
-        const METRICS: [&str; 14] = [
-            "BLEU_1",
-            "BLEU_2",
-            "BLEU_3",
-            "BLEU_4",
-            "METEOR",
-            "ROUGE_L",
-            "CIDEr",
-            "CE_P_micro",
-            "CE_R_micro",
-            "CE_F1_micro",
-            "CE_P_macro",
-            "CE_R_macro",
-            "CE_F1_macro",
-            "CE_F1_findings",
-        ];
-        check(
-            METRICS.contains(&t.monitor_metric.as_str()),
-            "train.monitor_metric",
-            format!("must be one of {METRICS:?}, got {:?}", t.monitor_metric),
-        )?;
+        // train.monitor_metric is a `Metric`: checked when the file is read.
         Ok(())
     }
 

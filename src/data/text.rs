@@ -7,7 +7,7 @@
 //! Python's whitespace set (which also contains the ASCII separators U+001C–U+001F), and
 //! `str.lower()` is full Unicode lower-casing (`İ` → `i̇`, final `Σ` → `ς`).
 //!
-//! Guarantees (checked against `../shared/reference/public/text.json` by `tests/text_parity.rs`):
+//! Guarantees (checked against `../shared/reference/public/text.json` by `tests/it/text_parity.rs`):
 //! cleaned strings, vocabularies and id lists are identical to the reference, token for token.
 
 use serde::{Deserialize, Serialize};
@@ -44,46 +44,15 @@ pub enum TextError {
     UnknownId { id: i64, max: i64 },
 }
 
-/// The two dataset conventions; each has its own cleaner and default vocabulary threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum Dataset {
-    IuXray,
-    MimicCxr,
-}
+pub use crate::dataset::Dataset;
 
+/// The cleaner lives here with the other text rules; the enum itself is in [`crate::dataset`].
 impl Dataset {
-    /// The minimum train-split count of a kept token in the published runs (SPEC §1).
-    pub fn default_threshold(self) -> usize {
-        match self {
-            Dataset::IuXray => 3,
-            Dataset::MimicCxr => 10,
-        }
-    }
-
-    /// Image views per study in the published runs: IU X-Ray frontal + lateral (R2Gen,
-    /// R2GenCMN), MIMIC-CXR one frontal view.
-    pub fn default_views(self) -> usize {
-        match self {
-            Dataset::IuXray => 2,
-            Dataset::MimicCxr => 1,
-        }
-    }
-
     /// Applies this dataset's cleaner.
     pub fn clean(self, report: &str) -> String {
         match self {
             Dataset::IuXray => clean_iu_xray(report),
             Dataset::MimicCxr => clean_mimic_cxr(report),
-        }
-    }
-
-    /// The name used in vocab.json and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Dataset::IuXray => "iu_xray",
-            Dataset::MimicCxr => "mimic_cxr",
         }
     }
 }
@@ -296,10 +265,12 @@ impl Vocab {
             message: e.to_string(),
         })?;
         bytes.push(b'\n');
-        write_atomic(path, &bytes).map_err(|source| TextError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+        crate::fsutil::write_atomic(path, &bytes).map_err(
+            |crate::fsutil::IoError { source, .. }| TextError::Write {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
     }
 
     pub fn dataset(&self) -> Dataset {
@@ -410,8 +381,6 @@ pub fn read_annotation_reports(
         })
         .collect()
 }
-
-pub use crate::fsutil::write_atomic;
 
 #[cfg(test)]
 mod tests {

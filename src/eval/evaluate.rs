@@ -26,6 +26,7 @@ use crate::eval::score::{read_labels, ScoreError};
 use crate::model::contract;
 use crate::model::weights::{write_bytes_atomic, VocabInfo};
 use crate::model::{beam_search, greedy, ModelCheckpoint, R2GenCmn};
+use clap::builder::TypedValueParser as _;
 
 /// Errors of an evaluation pass, naming the split, file or rank involved.
 #[derive(Debug, thiserror::Error)]
@@ -34,19 +35,19 @@ pub enum EvalError {
     Dist(#[from] DistError),
     #[error("split {split}: {source}")]
     Data {
-        split: String,
+        split: Split,
         #[source]
         source: crate::data::loader::LoaderError,
     },
     #[error("scoring split {split}: {source}")]
     Metrics {
-        split: String,
+        split: Split,
         #[source]
         source: crate::eval::metrics::MetricsError,
     },
     #[error("split {split}: sample {index} was decoded {count} times (expected exactly once)")]
     Coverage {
-        split: String,
+        split: Split,
         index: u64,
         count: usize,
     },
@@ -55,7 +56,7 @@ pub enum EvalError {
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     #[error("split {split}: evaluation interrupted by a stop request")]
-    Interrupted { split: String },
+    Interrupted { split: Split },
 }
 
 /// One decoded sample.
@@ -191,7 +192,7 @@ pub fn evaluate_split(
     meteor: Option<&MeteorOpts>,
     stop: &dyn Fn() -> bool,
 ) -> Result<(Vec<Prediction>, Option<Scores>), EvalError> {
-    let split = loader.options().split.clone();
+    let split = loader.options().split;
     let mut local = Vec::new();
     // Rank 0's bar of its own batches (every rank decodes a like share at a like pace).
     let bar = crate::logging::bar(
@@ -205,10 +206,7 @@ pub fn evaluate_split(
             if stop() {
                 return Ok(true);
             }
-            let batch = batch.map_err(|source| EvalError::Data {
-                split: split.clone(),
-                source,
-            })?;
+            let batch = batch.map_err(|source| EvalError::Data { split, source })?;
             local.extend(decode_batch(model, &batch, vocab, opts));
             bar.inc(1);
         }
@@ -223,15 +221,13 @@ pub fn evaluate_split(
     }
     let mut all = gather_predictions(&local, coll, device)?;
     all.sort_by_key(|p| p.index);
-    check_coverage(&split, &all, loader.rows())?;
+    check_coverage(split, &all, loader.rows())?;
     let scores = if coll.rank() == 0 {
         let refs: Vec<String> = all.iter().map(|p| p.reference.clone()).collect();
         let hyps: Vec<String> = all.iter().map(|p| p.prediction.clone()).collect();
         Some(
-            score_corpus(&refs, &hyps, meteor).map_err(|source| EvalError::Metrics {
-                split: split.clone(),
-                source,
-            })?,
+            score_corpus(&refs, &hyps, meteor)
+                .map_err(|source| EvalError::Metrics { split, source })?,
         )
     } else {
         None
@@ -240,7 +236,7 @@ pub fn evaluate_split(
 }
 
 /// Every split row exactly once (sorted input).
-fn check_coverage(split: &str, sorted: &[Prediction], rows: usize) -> Result<(), EvalError> {
+fn check_coverage(split: Split, sorted: &[Prediction], rows: usize) -> Result<(), EvalError> {
     for (want, p) in sorted.iter().enumerate() {
         if p.index != want as u64 {
             let (index, count) = if p.index < want as u64 {
@@ -249,7 +245,7 @@ fn check_coverage(split: &str, sorted: &[Prediction], rows: usize) -> Result<(),
                 (want as u64, 0)
             };
             return Err(EvalError::Coverage {
-                split: split.into(),
+                split,
                 index,
                 count,
             });
@@ -257,7 +253,7 @@ fn check_coverage(split: &str, sorted: &[Prediction], rows: usize) -> Result<(),
     }
     if sorted.len() != rows {
         return Err(EvalError::Coverage {
-            split: split.into(),
+            split,
             index: sorted.len() as u64,
             count: 0,
         });
@@ -292,8 +288,13 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Split to evaluate: val or test.
-    #[arg(long, default_value = "test", value_parser = ["val", "test"])]
-    pub split: String,
+    #[arg(
+        long,
+        default_value = "test",
+        value_parser = clap::builder::PossibleValuesParser::new(["val", "test"])
+            .map(|s| s.parse::<Split>().expect("a listed split")),
+    )]
+    pub split: Split,
     /// Beam width (1 = greedy, at most the model's output classes); default: the checkpoint
     /// config's eval.beam_size.
     #[arg(long, value_parser = crate::bounds::at_least::<usize>(1))]
@@ -369,7 +370,7 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
     let model = R2GenCmn::from_checkpoint(&ckpt, device)?;
     let coll =
         crate::dist::collectives::select(world, cfg.dist.backend, Device::Cpu, cfg.dist.timeout_s)?;
-    let loader = Loader::new(&cfg, world, &args.split)?;
+    let loader = Loader::new(&cfg, world, args.split)?;
     let meteor = if args.meteor {
         Some(MeteorOpts::locate(None)?)
     } else {
@@ -388,7 +389,7 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
         contract::unique_ids(
             preds.iter().map(|p| (p.index, p.id.as_str())),
             Path::new(&cfg.data.prepared),
-            &args.split,
+            args.split,
         )?;
         if let Some((name, v)) = scores.entries().into_iter().find(|(_, v)| !v.is_finite()) {
             anyhow::bail!(
@@ -420,8 +421,7 @@ fn check_inputs(
     cfg: &Config,
     beam: usize,
 ) -> anyhow::Result<()> {
-    let split = Split::parse(&args.split)
-        .ok_or_else(|| anyhow::anyhow!("--split {}: expected val or test", args.split))?;
+    let split = args.split;
     let data = contract::PreparedData::open(Path::new(&cfg.data.prepared))?;
     contract::check_model_on_data(ckpt, &data, split)?;
     let option = if args.beam.is_some() {
@@ -461,16 +461,18 @@ mod tests {
 
     #[test]
     fn coverage_names_missing_and_duplicate_samples() {
-        assert!(check_coverage("val", &[p(0), p(1)], 2).is_ok());
-        let e = check_coverage("val", &[p(0), p(0), p(1)], 3)
+        assert!(check_coverage(Split::Val, &[p(0), p(1)], 2).is_ok());
+        let e = check_coverage(Split::Val, &[p(0), p(0), p(1)], 3)
             .unwrap_err()
             .to_string();
         assert!(e.contains("sample 0 was decoded 2 times"), "{e}");
-        let e = check_coverage("val", &[p(0), p(2)], 3)
+        let e = check_coverage(Split::Val, &[p(0), p(2)], 3)
             .unwrap_err()
             .to_string();
         assert!(e.contains("sample 1 was decoded 0 times"), "{e}");
-        let e = check_coverage("test", &[p(0)], 2).unwrap_err().to_string();
+        let e = check_coverage(Split::Test, &[p(0)], 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sample 1"), "{e}");
     }
 }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use super::ce::{ce_of_texts, ce_scores, label_report, CeScores, Label, Labels, Observation};
 use super::metrics::{self, MeteorOpts, MetricsError, ScoreReport};
-use crate::data::text::{write_atomic, Dataset};
+use crate::data::text::Dataset;
+use crate::fsutil::write_atomic;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
@@ -359,12 +360,12 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
         report.corpus.ce = Some(vs_refs.summary);
     }
     if let Some(path) = &a.per_item {
-        write_atomic(path, per_item_jsonl(&ids, &report).as_bytes()).map_err(|source| {
-            ScoreError::Write {
+        write_atomic(path, per_item_jsonl(&ids, &report).as_bytes()).map_err(
+            |crate::fsutil::IoError { source, .. }| ScoreError::Write {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
     }
     if a.json {
         let mut members = report.corpus.json_members();

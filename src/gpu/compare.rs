@@ -1,7 +1,7 @@
 //! Tensor comparisons of the parity check, each a [`Check`] row with its figures and the
 //! tolerance it was held to (stated in docs/gpu.md).
 //!
-//! Two error measures: the element-wise one of tests/model_parity.rs
+//! Two error measures: the element-wise one of tests/it/model_parity.rs
 //! (|got − want| ≤ max(rtol·|want|, atol) for every element), and the relative L2 error
 //! ‖got − want‖₂ / ‖want‖₂ that METHOD-style GPU checks use (float32 lands far under 1e-3,
 //! bfloat16 operands between 1e-3 and 1e-2 per product). A NaN or infinity in either tensor

@@ -1,5 +1,5 @@
-//! `ithn-dist gpu parity`: the public parity checks of tests/model_parity.rs and
-//! tests/train_optim_parity.rs (forward, losses, gradients, greedy and beam decoding, one Adam
+//! `ithn-dist gpu parity`: the public parity checks of tests/it/model_parity.rs and
+//! tests/it/train_optim_parity.rs (forward, losses, gradients, greedy and beam decoding, one Adam
 //! step) as a command of the binary itself, so that a binary built elsewhere (the GPU machine's,
 //! against libtorch 2.11: ops/gpu/build.sh) is checked on the libtorch it loads.
 //!
@@ -9,7 +9,7 @@
 //! gradients and step stay behind when it travels to the GPU machine). `--bf16` adds a
 //! `model.precision = "bf16"` run on the device, compared with its fp32 run.
 //!
-//! Tolerances (docs/gpu.md, the constants below): CPU vs fixture as tests/model_parity.rs
+//! Tolerances (docs/gpu.md, the constants below): CPU vs fixture as tests/it/model_parity.rs
 //! (elementwise rtol 1e-4, atol 1e-5); CUDA fp32 rel-L2 ≤ 1e-4 for forward tensors and
 //! log-probs, ≤ 1e-3 for gradients (each with a small absolute floor); the Adam step elementwise
 //! rtol 1e-6, atol 1e-8 everywhere; bf16 vs fp32 rel-L2 ≤ 3e-2 forward, ≤ 1e-1 per gradient and
@@ -410,7 +410,7 @@ pub fn run(a: ParityArgs) -> anyhow::Result<i32> {
             failed,
         };
         crate::fsutil::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.source))?;
     }
     Ok(i32::from(failed > 0))
 }

@@ -10,6 +10,7 @@
 //! * `signal-at-step:STEP` — rank 0 sends itself SIGTERM as optimizer step STEP starts, so the
 //!   stop lands on exactly that step (e.g. an epoch's short last one).
 
+use crate::dataset::Split;
 use std::str::FromStr;
 
 /// The environment variable that selects a fault.
@@ -39,7 +40,7 @@ impl SavePoint {
 pub enum Fault {
     KillInCheckpoint { step: u64, at: SavePoint },
     Hang { step: u64, rank: usize },
-    SignalInEval { split: String },
+    SignalInEval { split: Split },
     SignalAtStep { step: u64 },
 }
 
@@ -73,9 +74,8 @@ impl FromStr for Fault {
                 step: num(step)?,
                 rank: num(rank)? as usize,
             }),
-            ["signal-in-eval", split @ ("val" | "test")] => Ok(Fault::SignalInEval {
-                split: split.to_string(),
-            }),
+            ["signal-in-eval", "val"] => Ok(Fault::SignalInEval { split: Split::Val }),
+            ["signal-in-eval", "test"] => Ok(Fault::SignalInEval { split: Split::Test }),
             ["signal-at-step", step] => Ok(Fault::SignalAtStep { step: num(step)? }),
             _ => Err(bad()),
         }
@@ -107,8 +107,8 @@ impl Fault {
     }
 
     /// Whether a stop signal must arrive during the evaluation of `split`.
-    pub fn signals_in_eval(&self, split: &str) -> bool {
-        matches!(self, Fault::SignalInEval { split: s } if s == split)
+    pub fn signals_in_eval(&self, split: Split) -> bool {
+        *self == Fault::SignalInEval { split }
     }
 }
 
@@ -151,7 +151,7 @@ mod tests {
         let hang: Fault = "hang:5:1".parse().unwrap();
         assert!(hang.hangs(5, 1) && !hang.hangs(5, 0) && !hang.hangs(4, 1));
         let eval: Fault = "signal-in-eval:test".parse().unwrap();
-        assert!(eval.signals_in_eval("test") && !eval.signals_in_eval("val"));
+        assert!(eval.signals_in_eval(Split::Test) && !eval.signals_in_eval(Split::Val));
         let at: Fault = "signal-at-step:7".parse().unwrap();
         assert!(at.signals_at_step(7) && !at.signals_at_step(6));
     }

@@ -273,8 +273,8 @@ fn verify_sidecar(file: &Path) -> anyhow::Result<()> {
         return Ok(());
     };
     let expected = text.split_whitespace().next().unwrap_or_default();
-    let found =
-        crate::fsutil::sha256_file(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let found = crate::fsutil::sha256_file(file)
+        .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.source))?;
     if found != expected {
         anyhow::bail!(
             "{}: SHA-256 differs from {} (changed, truncated or corrupt after export)",

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::data::prepare::{manifest::Manifest, read_manifest, Split};
+use crate::data::prepare::manifest::{Manifest, MANIFEST_FILE};
+use crate::data::prepare::{read_manifest, Split};
 use crate::data::text::Vocab;
 use crate::dist::World;
 use crate::model::weights::{ModelCheckpoint, VocabInfo, CONFIG_FILE, VOCAB_FILE};
@@ -104,7 +105,7 @@ impl PreparedData {
     }
 
     fn manifest_path(&self) -> String {
-        self.dir.join("manifest.json").display().to_string()
+        self.dir.join(MANIFEST_FILE).display().to_string()
     }
 
     fn vocab_path(&self) -> String {
@@ -136,7 +137,7 @@ impl PreparedData {
             "the source listed none".into()
         };
         Err(ContractError::Data {
-            path: self.dir.join("manifest.json"),
+            path: self.dir.join(MANIFEST_FILE),
             what: format!(
                 "split {} is empty ({why}), but {needed_by} needs it; give the source {} samples and rerun prepare",
                 split.name(),
@@ -215,10 +216,10 @@ fn check_shape(
 ) -> Result<(), ContractError> {
     let m = &data.manifest;
     let err = |what: String| mismatch(cfg_path.clone(), data.manifest_path(), what);
-    if cfg.data.dataset.as_str() != m.dataset.name() {
+    if cfg.data.dataset != m.dataset {
         return Err(err(format!(
             "data.dataset is {} but the data was prepared as {} (another report cleaner)",
-            cfg.data.dataset.as_str(),
+            cfg.data.dataset.name(),
             m.dataset.name()
         )));
     }
@@ -340,13 +341,13 @@ pub fn check_resume_on_data(checkpoint_dir: &Path, cfg: &Config) -> anyhow::Resu
 pub fn unique_ids<'a>(
     rows: impl IntoIterator<Item = (u64, &'a str)>,
     dir: &Path,
-    split: &str,
+    split: Split,
 ) -> Result<(), ContractError> {
     let mut first: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for (row, id) in rows {
         if let Some(earlier) = first.insert(id, row) {
             return Err(ContractError::Data {
-                path: dir.join("manifest.json"),
+                path: dir.join(MANIFEST_FILE),
                 what: format!(
                     "id {id:?} is in split {split} twice (rows {earlier} and {row}): this directory                      was prepared before duplicate ids were skipped; rerun prepare"
                 ),
@@ -428,8 +429,8 @@ mod tests {
     #[test]
     fn a_repeated_id_names_both_rows() {
         let dir = Path::new("prep");
-        assert!(unique_ids([(0, "a"), (1, "b")], dir, "test").is_ok());
-        let e = unique_ids([(0, "a"), (1, "b"), (2, "a")], dir, "test")
+        assert!(unique_ids([(0, "a"), (1, "b")], dir, Split::Test).is_ok());
+        let e = unique_ids([(0, "a"), (1, "b"), (2, "a")], dir, Split::Test)
             .unwrap_err()
             .to_string();
         assert!(

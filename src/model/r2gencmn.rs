@@ -19,7 +19,7 @@ use super::transformer::{
 };
 use super::visual::{features, ResNet};
 use super::weights::{ModelCheckpoint, ModelError, Registry, Scope};
-use crate::config::{BatchNormMode, Config, ModelConfig, Precision};
+use crate::config::{BatchNormMode, Config, LrGroup, ModelConfig, Precision};
 
 /// Initial value of the ITHN temperatures: ln(1/0.07).
 pub fn initial_temperature() -> f64 {
@@ -52,42 +52,12 @@ pub struct R2GenCmn {
     device: Device,
 }
 
-/// Checks the configuration against what the architecture can build.
+/// Checks the configuration against what the architecture can build: the config's own model
+/// rules ([`ModelConfig::validate`], one copy) plus the views and the vocabulary.
 pub fn validate(cfg: &ModelConfig, views: usize, logit_dim: usize) -> Result<(), ModelError> {
     let bad = |m: String| Err(ModelError::Config(m));
-    if cfg.num_heads == 0 || !cfg.d_model.is_multiple_of(cfg.num_heads) {
-        return bad(format!(
-            "model.num_heads {} must divide model.d_model {}",
-            cfg.num_heads, cfg.d_model
-        ));
-    }
-    if cfg.cmm_dim != cfg.d_model {
-        return bad(format!(
-            "model.cmm_dim {} must equal model.d_model {}",
-            cfg.cmm_dim, cfg.d_model
-        ));
-    }
-    if cfg.topk == 0 || cfg.topk > cfg.cmm_size {
-        return bad(format!(
-            "model.topk {} must be in 1..=model.cmm_size {}",
-            cfg.topk, cfg.cmm_size
-        ));
-    }
-    if cfg.visual_layers.len() != 4 || cfg.visual_layers.contains(&0) {
-        return bad(format!(
-            "model.visual_layers {:?} must be 4 positive block counts",
-            cfg.visual_layers
-        ));
-    }
-    if cfg.visual_width_per_group == 0 {
-        return bad("model.visual_width_per_group must be positive".into());
-    }
-    if cfg.d_vf != 2048 {
-        return bad(format!(
-            "model.d_vf {} must be 2048 (bottleneck ResNet output)",
-            cfg.d_vf
-        ));
-    }
+    cfg.validate()
+        .map_err(|e| ModelError::Config(e.to_string()))?;
     if !(1..=2).contains(&views) {
         return bad(format!("data.views {views} must be 1 or 2"));
     }
@@ -95,6 +65,62 @@ pub fn validate(cfg: &ModelConfig, views: usize, logit_dim: usize) -> Result<(),
         return bad(format!("vocabulary size {logit_dim} too small"));
     }
     Ok(())
+}
+
+/// The transformer below `encoder_decoder.model`: encoder, decoder, the source positional
+/// table, the target token lookup and positional table — created (and their random init
+/// drawn) in the reference's registration order.
+fn transformer(
+    m: &Scope,
+    cfg: &ModelConfig,
+    logit_dim: usize,
+) -> (Encoder, Decoder, Tensor, Tensor, Tensor) {
+    let d = cfg.d_model as i64;
+    let dims = Dims {
+        d_model: d,
+        d_ff: cfg.d_ff as i64,
+        heads: cfg.num_heads as i64,
+        layers: cfg.num_layers as i64,
+        dropout: cfg.dropout,
+    };
+    let encoder = Encoder::new(&m.sub("encoder"), dims);
+    let decoder = Decoder::new(&m.sub("decoder"), dims);
+    let src_pe = m
+        .sub("src_embed")
+        .sub(0)
+        .buffer("pe", positional_table(PE_LEN, d));
+    let lut = m
+        .sub("tgt_embed")
+        .sub(0)
+        .sub("lut")
+        .param("weight", super::layers::xavier(&[logit_dim as i64, d]));
+    let tgt_pe = m
+        .sub("tgt_embed")
+        .sub(1)
+        .buffer("pe", positional_table(PE_LEN, d));
+    (encoder, decoder, src_pe, lut, tgt_pe)
+}
+
+/// The ITHN projections of the pooled image features (`d_vf` per view) and of the text
+/// features (`d_model`) into the shared `proj_dim` space.
+fn projections(root: &Scope, cfg: &ModelConfig, views: usize) -> (Linear, Linear) {
+    let pooled = (cfg.d_vf * views) as i64;
+    let proj = cfg.proj_dim as i64;
+    let img_projection = Linear::new(
+        &root.sub("img_projection").sub("linear1"),
+        pooled,
+        proj,
+        false,
+        LinearInit::Default,
+    );
+    let text_projection = Linear::new(
+        &root.sub("text_projection").sub("linear1"),
+        cfg.d_model as i64,
+        proj,
+        false,
+        LinearInit::Default,
+    );
+    (img_projection, text_projection)
 }
 
 impl R2GenCmn {
@@ -116,7 +142,10 @@ impl R2GenCmn {
         let temp_1 = root.param("temp_1", temp());
         let temp_3 = root.param("temp_3", temp());
         let visual = ResNet::new(
-            &root.sub("visual_extractor").sub("model").group(0),
+            &root
+                .sub("visual_extractor")
+                .sub("model")
+                .group(LrGroup::VisualExtractor.index()),
             &cfg.visual_layers,
             cfg.visual_width_per_group,
             cfg.batchnorm,
@@ -135,29 +164,8 @@ impl R2GenCmn {
         );
         let heads = cfg.num_heads as i64;
         let cmn = Memory::new(&ed.sub("cmn"), d, heads, cfg.topk as i64);
-        let dims = Dims {
-            d_model: d,
-            d_ff: cfg.d_ff as i64,
-            heads,
-            layers: cfg.num_layers as i64,
-            dropout: cfg.dropout,
-        };
         let m = ed.sub("model");
-        let encoder = Encoder::new(&m.sub("encoder"), dims);
-        let decoder = Decoder::new(&m.sub("decoder"), dims);
-        let src_pe = m
-            .sub("src_embed")
-            .sub(0)
-            .buffer("pe", positional_table(PE_LEN, d));
-        let lut = m
-            .sub("tgt_embed")
-            .sub(0)
-            .sub("lut")
-            .param("weight", super::layers::xavier(&[logit_dim as i64, d]));
-        let tgt_pe = m
-            .sub("tgt_embed")
-            .sub(1)
-            .buffer("pe", positional_table(PE_LEN, d));
+        let (encoder, decoder, src_pe, lut, tgt_pe) = transformer(&m, cfg, logit_dim);
         cmn.register_alias(&m.sub("cmn"));
         let logit = Linear::new(
             &ed.sub("logit"),
@@ -166,22 +174,7 @@ impl R2GenCmn {
             true,
             LinearInit::Default,
         );
-        let pooled = (cfg.d_vf * views) as i64;
-        let proj = cfg.proj_dim as i64;
-        let img_projection = Linear::new(
-            &root.sub("img_projection").sub("linear1"),
-            pooled,
-            proj,
-            false,
-            LinearInit::Default,
-        );
-        let text_projection = Linear::new(
-            &root.sub("text_projection").sub("linear1"),
-            d,
-            proj,
-            false,
-            LinearInit::Default,
-        );
+        let (img_projection, text_projection) = projections(&root, cfg, views);
         let registry = reg.into_inner();
         if cfg.precision == Precision::Fp64 {
             registry.cast_floating(Kind::Double);
@@ -264,7 +257,8 @@ impl R2GenCmn {
     }
 
     /// Trainable parameters `(reference name, tensor, optimizer group)` in reference
-    /// `named_parameters()` order; group 0 = visual extractor (lr_ve), 1 = the rest (lr_ed).
+    /// `named_parameters()` order; the group is an [`LrGroup`] index (visual extractor: lr_ve,
+    /// the rest: lr_ed).
     pub fn parameters(&self) -> Vec<(String, Tensor, usize)> {
         self.registry.parameters()
     }

@@ -95,7 +95,8 @@ impl<'a> Scope<'a> {
         Scope {
             reg,
             prefix: String::new(),
-            group: 1,
+            // Everything outside the visual extractor (which sets its own group).
+            group: crate::config::LrGroup::EncoderDecoder.index(),
             device,
         }
     }
@@ -454,9 +455,11 @@ pub fn write_atomic(
 
 /// Writes bytes atomically (see [`write_atomic`]).
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    crate::fsutil::write_atomic(path, bytes).map_err(|source| ModelError::Io {
-        path: path.into(),
-        source,
+    crate::fsutil::write_atomic(path, bytes).map_err(|crate::fsutil::IoError { source, .. }| {
+        ModelError::Io {
+            path: path.into(),
+            source,
+        }
     })
 }
 
@@ -593,7 +596,7 @@ impl ModelCheckpoint {
             serde_json::json!({"logit_dim": vocab.logit_dim, "tokens": []})
         } else {
             serde_json::json!({
-                "dataset": config.data.dataset.as_str(),
+                "dataset": config.data.dataset.name(),
                 "threshold": config.data.threshold,
                 "tokens": vocab.tokens,
             })

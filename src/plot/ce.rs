@@ -83,6 +83,19 @@ pub fn read_ce(src: &CeSource) -> Result<CeBars, PlotError> {
     Ok(out)
 }
 
+/// "CE F1 per observation vs REFERENCE | findings micro-F1: NAME F1, ...".
+fn ce_caption(bars: &[CeBars]) -> String {
+    let summary: Vec<String> = bars
+        .iter()
+        .map(|b| format!("{} {:.2}", b.name, b.findings_f1))
+        .collect();
+    let against = bars.first().map_or("", |b| b.against);
+    format!(
+        "CE F1 per observation vs {against} | findings micro-F1: {}",
+        summary.join(", ")
+    )
+}
+
 /// Horizontal grouped bars: one row per observation with reference positives, one bar per
 /// source; the title gives each source's findings micro-F1.
 pub fn ce_chart(path: &Path, bars: &[CeBars]) -> Result<(), PlotError> {
@@ -105,17 +118,8 @@ pub fn ce_chart(path: &Path, bars: &[CeBars]) -> Result<(), PlotError> {
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| draw_err(e.to_string()))?;
-        let summary: Vec<String> = bars
-            .iter()
-            .map(|b| format!("{} {:.2}", b.name, b.findings_f1))
-            .collect();
-        let caption = format!(
-            "CE F1 per observation vs {} | findings micro-F1: {}",
-            first.against,
-            summary.join(", ")
-        );
         let mut chart = ChartBuilder::on(&root)
-            .caption(caption, ("sans-serif", 22))
+            .caption(ce_caption(bars), ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(40)
             .y_label_area_size(260)
@@ -180,25 +184,21 @@ pub struct PanelItem {
     pub reference: String,
 }
 
-/// Picks up to `n` test studies for the panel: first one study per observation the phantoms
-/// show (so findings are on display, in CheXpert order), then normal ones, all in the
-/// predictions' order. Reads `images/findings.jsonl` and the frontal PNGs.
-pub fn panel_items(
-    predictions: &Path,
-    images: &Path,
-    n: usize,
-) -> Result<Vec<PanelItem>, PlotError> {
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|source| PlotError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let findings_path = images.join("findings.jsonl");
-    let mut drawn: HashMap<String, (Vec<Observation>, String)> = HashMap::new();
-    for (i, line) in read(&findings_path)?.lines().enumerate() {
+fn read_text(path: &Path) -> Result<String, PlotError> {
+    std::fs::read_to_string(path).map_err(|source| PlotError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Per study of synth's `findings.jsonl`: the observations drawn and the frontal image's path.
+fn read_drawn(
+    findings_path: &Path,
+) -> Result<HashMap<String, (Vec<Observation>, String)>, PlotError> {
+    let mut drawn = HashMap::new();
+    for (i, line) in read_text(findings_path)?.lines().enumerate() {
         let v: Value = serde_json::from_str(line).map_err(|e| PlotError::Bad {
-            path: findings_path.clone(),
+            path: findings_path.to_path_buf(),
             what: format!("line {}: {e}", i + 1),
         })?;
         let obs = Observation::ALL
@@ -212,8 +212,21 @@ pub fn panel_items(
             (obs, image),
         );
     }
+    Ok(drawn)
+}
+
+/// Picks up to `n` test studies for the panel: first one study per observation the phantoms
+/// show (so findings are on display, in CheXpert order), then normal ones, all in the
+/// predictions' order. Reads `images/findings.jsonl` and the frontal PNGs.
+pub fn panel_items(
+    predictions: &Path,
+    images: &Path,
+    n: usize,
+) -> Result<Vec<PanelItem>, PlotError> {
+    let findings_path = images.join("findings.jsonl");
+    let drawn = read_drawn(&findings_path)?;
     let mut preds = Vec::new();
-    for (i, line) in read(predictions)?.lines().enumerate() {
+    for (i, line) in read_text(predictions)?.lines().enumerate() {
         let v: Value = serde_json::from_str(line).map_err(|e| PlotError::Bad {
             path: predictions.to_path_buf(),
             what: format!("line {}: {e}", i + 1),
@@ -380,9 +393,11 @@ fn write_png(path: &Path, rgb: &[u8]) -> Result<(), PlotError> {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    crate::fsutil::write_atomic(path, &png).map_err(|source| PlotError::Write {
-        path: path.to_path_buf(),
-        source,
+    crate::fsutil::write_atomic(path, &png).map_err(|crate::fsutil::IoError { source, .. }| {
+        PlotError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 

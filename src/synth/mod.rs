@@ -339,14 +339,13 @@ fn crc32(bytes: &[u8]) -> u32 {
 
 /// Atomic write with the error naming the file.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SynthError> {
-    write_atomic(path, bytes).map_err(|source| SynthError::Write {
-        path: path.to_path_buf(),
-        source,
+    crate::fsutil::write_atomic(path, bytes).map_err(|crate::fsutil::IoError { source, .. }| {
+        SynthError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
-
-/// Atomic write (shared implementation; also used by `plot`).
-pub use crate::fsutil::write_atomic;
 
 /// CLI entry: runs and prints a one-line summary.
 pub fn run_cli(args: SynthArgs) -> anyhow::Result<i32> {

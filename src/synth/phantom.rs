@@ -380,6 +380,24 @@ fn draw_frontal_finding(c: &mut Canvas, lungs: &Canvas, a: &Anatomy, f: &Finding
             }
             c.add_masked(&layer, lungs, 0.35);
         }
+        Kind::Edema => {
+            for s in [-1.0f32, 1.0] {
+                layer.blob((0.5 + s * 0.15, a.lung.2), (0.09, 0.12), 0.3 * sev);
+            }
+            c.add_masked(&layer, lungs, 1.0);
+        }
+        Kind::Fracture | Kind::Device | Kind::Pacemaker | Kind::Sternotomy | Kind::Line => {
+            draw_frontal_hardware(c, a, f, rng)
+        }
+        // Drawn through the anatomy (heart width, mediastinum, dome height).
+        Kind::Cardiomegaly | Kind::WideMediastinum | Kind::Hyperinflation | Kind::Pneumothorax => {}
+    }
+}
+
+/// Bones and hardware of the frontal view, drawn straight onto the canvas (outside the lung
+/// mask): rib fracture callus, clips, pacemaker with leads, sternotomy wires, a central line.
+fn draw_frontal_hardware(c: &mut Canvas, a: &Anatomy, f: &Finding, rng: &mut Rng) {
+    match f.kind {
         Kind::Fracture => {
             // A healed rib fracture: a bright callus on a lateral rib, outside the lung field.
             for s in sides(f.side, rng) {
@@ -394,12 +412,6 @@ fn draw_frontal_finding(c: &mut Canvas, lungs: &Canvas, a: &Anatomy, f: &Finding
                 let p = (x0 + 0.03 * k as f32, y0 + rng.range(-0.015, 0.015));
                 c.stroke(&[p, (p.0 + 0.012, p.1 + 0.02)], 0.005, 1.4);
             }
-        }
-        Kind::Edema => {
-            for s in [-1.0f32, 1.0] {
-                layer.blob((0.5 + s * 0.15, a.lung.2), (0.09, 0.12), 0.3 * sev);
-            }
-            c.add_masked(&layer, lungs, 1.0);
         }
         Kind::Pacemaker => {
             let g = (0.72 + rng.range(-0.02, 0.02), 0.2 + rng.range(-0.02, 0.02));
@@ -436,8 +448,7 @@ fn draw_frontal_finding(c: &mut Canvas, lungs: &Canvas, a: &Anatomy, f: &Finding
                 1.0,
             );
         }
-        // Drawn through the anatomy (heart width, mediastinum, dome height).
-        Kind::Cardiomegaly | Kind::WideMediastinum | Kind::Hyperinflation | Kind::Pneumothorax => {}
+        _ => {}
     }
 }
 

@@ -45,6 +45,7 @@ impl Finished {
     pub fn write(&self, run: &RunDir) -> std::io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         crate::fsutil::write_atomic(&run.finished(), format!("{json}\n").as_bytes())
+            .map_err(|e| e.source)
     }
 }
 
@@ -154,8 +155,8 @@ fn decide_auto(req: &Request, outputs: &[String]) -> anyhow::Result<Claim> {
     let same_config =
         std::fs::read_to_string(run.config()).is_ok_and(|text| text == req.cfg.to_toml());
     let partial = outputs.iter().all(|n| {
-        matches!(n.as_str(), "config.toml" | "metrics.jsonl" | "checkpoints")
-            || n.starts_with("predictions-")
+        [RunDir::CONFIG, RunDir::METRICS, RunDir::CHECKPOINTS].contains(&n.as_str())
+            || n.starts_with(RunDir::PREDICTIONS_PREFIX)
     });
     if !(outputs.is_empty() || partial && same_config) {
         return Err(refuse(run, outputs, " and no valid checkpoint to resume"));

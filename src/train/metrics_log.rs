@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use super::step::LossTerms;
 use super::trainer::TrainError;
 use crate::checkpoint::TrainState;
+use crate::config::LrGroup;
+use crate::dataset::Split;
 use crate::eval::metrics::Scores;
 use crate::run_dir::RunDir;
 
@@ -55,7 +57,7 @@ impl MetricsLog {
             .flat_map(|l| [l, "\n"])
             .collect();
         if kept.len() != text.len() {
-            crate::fsutil::write_atomic(&self.path, kept.as_bytes()).map_err(io)?;
+            crate::fsutil::write_atomic(&self.path, kept.as_bytes()).map_err(|e| io(e.source))?;
             self.file = Some(append_to(&self.path)?);
         }
         Ok(())
@@ -107,8 +109,14 @@ pub fn train_record(state: &TrainState, t: &LossTerms, lam: f64, secs: f64) -> S
         ("lm", t.lm.into()),
         ("l_cp", t.l_cp.into()),
         ("l_cs", t.l_cs.into()),
-        ("lr_ve", state.lrs[0].into()),
-        ("lr_ed", state.lrs[1].into()),
+        (
+            LrGroup::VisualExtractor.key(),
+            state.lrs[LrGroup::VisualExtractor.index()].into(),
+        ),
+        (
+            LrGroup::EncoderDecoder.key(),
+            state.lrs[LrGroup::EncoderDecoder.index()].into(),
+        ),
         ("lambda", lam.into()),
         ("samples_per_s", (t.samples / secs).into()),
         ("tokens_per_s", (t.tokens / secs).into()),
@@ -117,9 +125,9 @@ pub fn train_record(state: &TrainState, t: &LossTerms, lam: f64, secs: f64) -> S
 
 /// The JSON line of a val/test evaluation: kind, epoch, step, then the scores in
 /// pycocoevalcap's order.
-pub fn eval_record(kind: &str, epoch: u64, step: u64, scores: &Scores) -> String {
+pub fn eval_record(split: Split, epoch: u64, step: u64, scores: &Scores) -> String {
     let mut pairs: Vec<(&str, serde_json::Value)> = vec![
-        ("kind", kind.into()),
+        ("kind", split.name().into()),
         ("epoch", epoch.into()),
         ("step", step.into()),
     ];

@@ -76,7 +76,7 @@ impl OptimStep {
         };
         OptimStep::from_parts(
             model.parameters(),
-            vec![cfg.train.lr_ve, cfg.train.lr_ed],
+            cfg.train.initial_lrs(),
             AdamConfig::from_train(&cfg.train),
             cfg.dist.bucket_mb,
             cfg.ithn.clone(),

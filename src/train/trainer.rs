@@ -43,6 +43,7 @@ use crate::checkpoint::{
 use crate::config::Config;
 use crate::data::loader::Loader;
 use crate::data::sampler::Cursor;
+use crate::dataset::Split;
 use crate::dist::{collectives, Collectives, DistError, World};
 use crate::eval::evaluate::{evaluate_split, write_predictions, DecodeOpts, EvalError};
 use crate::eval::metrics::Scores;
@@ -288,7 +289,7 @@ impl<'w> Trainer<'w> {
         );
         let t = &self.cfg.train;
         let mut schedule = StepLr::replay(
-            vec![t.lr_ve, t.lr_ed],
+            t.initial_lrs(),
             t.lr_step_size,
             t.lr_gamma,
             (self.learner.state.epoch - 1) as usize,
@@ -446,7 +447,7 @@ impl<'w> Trainer<'w> {
 
     /// Scores the val split; the checkpointer keeps the best model; decides early stopping.
     fn validate(&mut self) -> Result<Validated, TrainError> {
-        let scores = match self.evaluate("val")? {
+        let scores = match self.evaluate(Split::Val)? {
             Evaluated::Scored(scores) => scores,
             Evaluated::Interrupted => return Ok(Validated::Interrupted),
         };
@@ -454,7 +455,7 @@ impl<'w> Trainer<'w> {
         let value = scores.and_then(|s| {
             s.entries()
                 .into_iter()
-                .find(|(k, _)| *k == metric.as_str())
+                .find(|(k, _)| *k == metric.name())
                 .map(|(_, v)| v)
         });
         self.checkpointer.observe(&mut self.learner, value)?;
@@ -467,12 +468,11 @@ impl<'w> Trainer<'w> {
     }
 
     /// Decodes and scores a split; writes `RUN/predictions-{split}.jsonl` and a metrics line.
-    fn evaluate(&mut self, split: &str) -> Result<Evaluated, TrainError> {
+    fn evaluate(&mut self, split: Split) -> Result<Evaluated, TrainError> {
         self.inject_signal_in_eval(split);
-        let loader = if split == "val" {
-            &self.val
-        } else {
-            &self.test
+        let loader = match split {
+            Split::Val => &self.val,
+            Split::Train | Split::Test => &self.test,
         };
         let opts = DecodeOpts::from_config(&self.cfg);
         let checkpointer = &self.checkpointer;
@@ -487,7 +487,7 @@ impl<'w> Trainer<'w> {
         ) {
             Ok(r) => r,
             Err(EvalError::Interrupted { .. }) => {
-                tracing::warn!(split, "stop requested: evaluation interrupted");
+                tracing::warn!(split = %split, "stop requested: evaluation interrupted");
                 return Ok(Evaluated::Interrupted);
             }
             Err(e) => return Err(e.into()),
@@ -496,7 +496,7 @@ impl<'w> Trainer<'w> {
             write_predictions(&self.run.predictions(split), &preds)?;
             let state = &self.learner.state;
             // The test pass runs after the loop advanced the epoch: it scores the best epoch's model.
-            let epoch = if split == "test" {
+            let epoch = if split == Split::Test {
                 state
                     .best_epoch
                     .unwrap_or(state.epoch.saturating_sub(1).max(1))
@@ -504,7 +504,7 @@ impl<'w> Trainer<'w> {
                 state.epoch
             };
             self.log.write(&eval_record(split, epoch, state.step, s))?;
-            tracing::info!(split, scores = %crate::logging::short_pairs(&s.entries()), "evaluation");
+            tracing::info!(split = %split, scores = %crate::logging::short_pairs(&s.entries()), "evaluation");
         }
         Ok(Evaluated::Scored(scores))
     }
@@ -517,7 +517,7 @@ impl<'w> Trainer<'w> {
         if let Some(best) = self.checkpointer.best_weights(&self.learner.state) {
             self.learner.model.load_safetensors(&best)?;
         }
-        match self.evaluate("test")? {
+        match self.evaluate(Split::Test)? {
             Evaluated::Scored(scores) => Ok(Outcome::Finished(scores)),
             Evaluated::Interrupted => self.interrupted(),
         }
@@ -532,7 +532,7 @@ impl<'w> Trainer<'w> {
     /// `ITHN_FAULT=signal-in-eval:SPLIT` (crash tests): rank 0 sends itself SIGTERM as the
     /// first evaluation of SPLIT in this process starts, so the stop arrives in the middle of
     /// the pass.
-    fn inject_signal_in_eval(&mut self, split: &str) {
+    fn inject_signal_in_eval(&mut self, split: Split) {
         if self.world.is_root()
             && self
                 .fault
@@ -540,7 +540,7 @@ impl<'w> Trainer<'w> {
                 .is_some_and(|f| f.signals_in_eval(split))
         {
             self.fault = None; // once per process
-            tracing::warn!(split, "ITHN_FAULT: SIGTERM to this rank during evaluation");
+            tracing::warn!(split = %split, "ITHN_FAULT: SIGTERM to this rank during evaluation");
             crate::lifecycle::raise_sigterm();
         }
     }
@@ -550,8 +550,8 @@ impl<'w> Trainer<'w> {
 /// split over the accumulation steps (`LoaderOptions::from_config`).
 fn loaders(cfg: &Config, world: &World) -> Result<(Loader, Loader, Loader), TrainError> {
     Ok((
-        Loader::new(cfg, world, "train")?,
-        Loader::new(cfg, world, "val")?,
-        Loader::new(cfg, world, "test")?,
+        Loader::new(cfg, world, Split::Train)?,
+        Loader::new(cfg, world, Split::Val)?,
+        Loader::new(cfg, world, Split::Test)?,
     ))
 }

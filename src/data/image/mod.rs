@@ -3,7 +3,7 @@
 //!
 //! Why it exists: the reference pipeline is PIL + torchvision (SPEC §1); both `prepare` and the
 //! loader must produce the same pixels, so every geometric operation here is defined by what
-//! Pillow/torchvision do, and `tests/image_resize_parity.rs` checks it against Pillow.
+//! Pillow/torchvision do, and `tests/it/image_resize_parity.rs` checks it against Pillow.
 //!
 //! Guarantees:
 //! - grey images stay grey (one byte per pixel) until [`to_tensor_normalized`] replicates them

@@ -222,7 +222,7 @@ mod tests {
         // 2:1 downscale: support 2, centres at 1, 3, ... weights (0.25,0.75,0.75,0.25)/2 → the
         // first output reads samples 0..3 with weights (0.375, 0.375, 0.125+...); check a ramp
         // stays monotone and bounded instead of hard-coding Pillow's numbers (parity against
-        // Pillow itself lives in tests/image_resize_parity.rs).
+        // Pillow itself lives in tests/it/image_resize_parity.rs).
         let src: Vec<u8> = (0..16).map(|v| (v * 16) as u8).collect();
         let out = resize_u8(&src, 16, 1, 1, 8, 1);
         assert!(out.windows(2).all(|p| p[0] < p[1]), "{out:?}");

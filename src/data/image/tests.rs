@@ -1,5 +1,5 @@
 //! Unit tests of decoding edge cases and the geometric operations. Pixel parity with Pillow on
-//! real images is checked by `tests/image_resize_parity.rs`.
+//! real images is checked by `tests/it/image_resize_parity.rs`.
 
 use super::*;
 

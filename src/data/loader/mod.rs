@@ -38,6 +38,7 @@ use crate::config::Config;
 use crate::data::image::ImageError;
 use crate::data::prepare::PrepareError;
 use crate::data::sampler::{self, permutation, Cursor, SamplerError};
+pub use crate::dataset::Split;
 use crate::dist::world::World;
 use assemble::{Assembler, Mode};
 pub use plan::ShardPlan;
@@ -117,7 +118,7 @@ pub struct Batch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoaderOptions {
     pub dir: PathBuf,
-    pub split: String,
+    pub split: Split,
     pub seed: u64,
     /// Global samples of one loader batch: the micro-batch `train.batch_size /
     /// train.accumulation_steps` for `train`, `eval.batch_size` otherwise.
@@ -139,16 +140,16 @@ pub struct LoaderOptions {
 impl LoaderOptions {
     /// The options of `split` in `cfg`. For `train`, a loader batch is one micro-batch of the
     /// global batch (`train.batch_size / train.accumulation_steps` samples).
-    pub fn from_config(cfg: &Config, split: &str) -> LoaderOptions {
+    pub fn from_config(cfg: &Config, split: Split) -> LoaderOptions {
         let k = cfg.train.accumulation_steps.max(1);
-        let (batch_size, accumulation_steps) = if split == "train" {
+        let (batch_size, accumulation_steps) = if split == Split::Train {
             (cfg.train.batch_size / k, k)
         } else {
             (cfg.eval.batch_size, 1)
         };
         LoaderOptions {
             dir: PathBuf::from(&cfg.data.prepared),
-            split: split.to_string(),
+            split,
             seed: cfg.train.seed,
             batch_size,
             accumulation_steps,
@@ -208,7 +209,7 @@ pub struct Loader {
 impl Loader {
     /// Coordinated construction: rank 0 validates the manifest (checksums) and broadcasts the
     /// shard plan; every rank then opens its loader. Collective: call on every rank.
-    pub fn new(cfg: &Config, world: &World, split: &str) -> Result<Loader, LoaderError> {
+    pub fn new(cfg: &Config, world: &World, split: Split) -> Result<Loader, LoaderError> {
         let opts = LoaderOptions::from_config(cfg, split);
         let plan = ShardPlan::coordinated(world, &opts.dir, split, opts.verify_checksums)?;
         Loader::open(opts, &plan, world.rank, world.size)

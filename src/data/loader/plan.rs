@@ -27,21 +27,19 @@ impl ShardPlan {
     /// Read the manifest of `dir` (through `prepare`'s reader, which checks the format version
     /// and that each split's shards are contiguous from row 0) and keep the shards of `split`.
     /// No checksum work.
-    pub fn from_manifest(dir: &Path, split: &str) -> Result<ShardPlan, LoaderError> {
+    pub fn from_manifest(dir: &Path, split: Split) -> Result<ShardPlan, LoaderError> {
         let manifest = read_manifest(dir)?;
         let bad = |reason: String| LoaderError::Manifest {
             path: dir.join(MANIFEST_FILE),
             reason,
         };
-        let which = Split::parse(split)
-            .ok_or_else(|| bad(format!("unknown split {split:?} (train, val or test)")))?;
-        let shards: Vec<ShardEntry> = manifest.shards_of(which).cloned().collect();
+        let shards: Vec<ShardEntry> = manifest.shards_of(split).cloned().collect();
         if shards.is_empty() {
-            return Err(bad(format!("no shard of split {split:?}")));
+            return Err(bad(format!("no shard of split {:?}", split.name())));
         }
         Ok(ShardPlan {
             dir: dir.to_path_buf(),
-            split: which,
+            split,
             rows: shards.iter().map(|s| s.rows).sum(),
             shards,
         })
@@ -73,7 +71,7 @@ impl ShardPlan {
     pub fn coordinated(
         world: &World,
         dir: &Path,
-        split: &str,
+        split: Split,
         verify: bool,
     ) -> Result<ShardPlan, LoaderError> {
         let mut bytes = Vec::new();

@@ -46,16 +46,12 @@ pub enum TestPixels {
 /// `row_group_rows`, and add them to `dir/manifest.json` (replacing that split's entries).
 pub fn write_split(
     dir: &Path,
-    split: &str,
+    split: Split,
     rows: &[TestRow],
     pixels: TestPixels,
     shard_rows: usize,
     row_group_rows: usize,
 ) -> Result<(), LoaderError> {
-    let split = Split::parse(split).ok_or_else(|| LoaderError::Option {
-        key: "split",
-        reason: format!("{split:?} is not train, val or test"),
-    })?;
     std::fs::create_dir_all(dir).map_err(|source| LoaderError::Io {
         path: dir.to_path_buf(),
         source,
@@ -192,10 +188,54 @@ fn pq(path: &Path, e: parquet::errors::ParquetError) -> LoaderError {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LoaderError> {
-    crate::fsutil::write_atomic(path, bytes).map_err(|source| LoaderError::Io {
-        path: path.to_path_buf(),
-        source,
+    crate::fsutil::write_atomic(path, bytes).map_err(|crate::fsutil::IoError { source, .. }| {
+        LoaderError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     })
+}
+
+/// Appends a row's two image cells (encoded per `pixels`; null for a missing view) and their
+/// width/height columns (`dims` = width_0, height_0, width_1, height_1).
+fn append_views(
+    r: &TestRow,
+    pixels: TestPixels,
+    img: &mut [BinaryBuilder; 2],
+    dims: &mut [Vec<Option<u32>>; 4],
+) -> Result<(), LoaderError> {
+    for v in 0..2 {
+        match r.images.get(v) {
+            Some(im) => {
+                let cell = match pixels {
+                    TestPixels::Jpeg { quality } => encode_jpeg(im, quality)?,
+                    TestPixels::Raw => im.pixels().to_vec(),
+                };
+                img[v].append_value(cell);
+                dims[2 * v].push(Some(im.width()));
+                dims[2 * v + 1].push(Some(im.height()));
+            }
+            None => {
+                img[v].append_null();
+                dims[2 * v].push(None);
+                dims[2 * v + 1].push(None);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `pixel_format` of a row: `jpeg`, or raw 8-bit gray / RGB after its first view.
+fn pixel_format(r: &TestRow, pixels: TestPixels) -> &'static str {
+    let gray = r
+        .images
+        .first()
+        .is_some_and(|i| i.channels() == Channels::Gray);
+    match (pixels, gray) {
+        (TestPixels::Jpeg { .. }, _) => "jpeg",
+        (TestPixels::Raw, true) => "raw_gray8",
+        (TestPixels::Raw, false) => "raw_rgb8",
+    }
 }
 
 fn record_batch(
@@ -209,33 +249,8 @@ fn record_batch(
     let mut formats = Vec::new();
     for r in rows {
         ids.append_value(r.ids.iter().map(|&t| Some(t)));
-        for v in 0..2 {
-            match r.images.get(v) {
-                Some(im) => {
-                    let cell = match pixels {
-                        TestPixels::Jpeg { quality } => encode_jpeg(im, quality)?,
-                        TestPixels::Raw => im.pixels().to_vec(),
-                    };
-                    img[v].append_value(cell);
-                    dims[2 * v].push(Some(im.width()));
-                    dims[2 * v + 1].push(Some(im.height()));
-                }
-                None => {
-                    img[v].append_null();
-                    dims[2 * v].push(None);
-                    dims[2 * v + 1].push(None);
-                }
-            }
-        }
-        let gray = r
-            .images
-            .first()
-            .is_some_and(|i| i.channels() == Channels::Gray);
-        formats.push(match (pixels, gray) {
-            (TestPixels::Jpeg { .. }, _) => "jpeg",
-            (TestPixels::Raw, true) => "raw_gray8",
-            (TestPixels::Raw, false) => "raw_rgb8",
-        });
+        append_views(r, pixels, &mut img, &mut dims)?;
+        formats.push(pixel_format(r, pixels));
     }
     let [img0, img1] = &mut img;
     let mut cols: Vec<(&str, ArrayRef)> = vec![

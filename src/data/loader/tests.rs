@@ -39,10 +39,10 @@ fn rows(channels: Channels) -> Vec<TestRow> {
         .collect()
 }
 
-fn opts(dir: &Path, split: &str) -> LoaderOptions {
+fn opts(dir: &Path, split: Split) -> LoaderOptions {
     LoaderOptions {
         dir: dir.to_path_buf(),
-        split: split.into(),
+        split,
         seed: 7580,
         batch_size: 8,
         accumulation_steps: 1,
@@ -59,16 +59,24 @@ fn opts(dir: &Path, split: &str) -> LoaderOptions {
 
 fn prepared(pixels: TestPixels) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    write_split(dir.path(), "train", &rows(Channels::Gray), pixels, 10, 4).unwrap();
+    write_split(
+        dir.path(),
+        Split::Train,
+        &rows(Channels::Gray),
+        pixels,
+        10,
+        4,
+    )
+    .unwrap();
     let mut val = rows(Channels::Rgb);
     val.truncate(11);
     val.iter_mut().for_each(|r| r.neg_index = None); // eval splits carry no negatives
-    write_split(dir.path(), "val", &val, pixels, 6, 3).unwrap();
+    write_split(dir.path(), Split::Val, &val, pixels, 6, 3).unwrap();
     dir
 }
 
 fn open(o: &LoaderOptions, rank: usize, world: usize) -> Loader {
-    let plan = ShardPlan::from_manifest(&o.dir, &o.split).unwrap();
+    let plan = ShardPlan::from_manifest(&o.dir, o.split).unwrap();
     plan.verify_checksums().unwrap();
     Loader::open(o.clone(), &plan, rank, world).unwrap()
 }
@@ -119,7 +127,7 @@ fn assert_same_global(single: &Batch, parts: &[&Batch]) {
 #[test]
 fn world_sizes_produce_identical_global_batches() {
     let dir = prepared(TestPixels::Jpeg { quality: 90 });
-    let o = opts(dir.path(), "train");
+    let o = opts(dir.path(), Split::Train);
     let single = open(&o, 0, 1);
     assert_eq!(single.epoch_batches(), 3); // 23 = 8 + 8 + 7, last kept
     for world in [2, 4] {
@@ -135,7 +143,7 @@ fn world_sizes_produce_identical_global_batches() {
 #[test]
 fn batch_contents_follow_the_permutation_and_pad_globally() {
     let dir = prepared(TestPixels::Raw);
-    let o = opts(dir.path(), "train");
+    let o = opts(dir.path(), Split::Train);
     let order = permutation(N, o.seed, 1);
     let rows = rows(Channels::Gray);
     let rank1 = open(&o, 1, 2).train_batch(1, 0).unwrap();
@@ -169,7 +177,7 @@ fn batch_contents_follow_the_permutation_and_pad_globally() {
 #[test]
 fn eval_epoch_covers_the_split_exactly_once() {
     let dir = prepared(TestPixels::Jpeg { quality: 90 });
-    let o = opts(dir.path(), "val");
+    let o = opts(dir.path(), Split::Val);
     for world in [1, 3, 4] {
         let mut seen = Vec::new();
         for r in 0..world {
@@ -190,7 +198,7 @@ fn eval_epoch_covers_the_split_exactly_once() {
 #[test]
 fn eval_images_are_the_exact_resize() {
     let dir = prepared(TestPixels::Raw);
-    let o = opts(dir.path(), "val");
+    let o = opts(dir.path(), Split::Val);
     let b = open(&o, 0, 1).eval_batch(0).unwrap();
     let src = &rows(Channels::Rgb)[3].images[1];
     let want = image::to_tensor_normalized(&[image::resize_exact(src, 32, 32)]);
@@ -200,7 +208,7 @@ fn eval_images_are_the_exact_resize() {
 #[test]
 fn resuming_mid_epoch_replays_identical_batches() {
     let dir = prepared(TestPixels::Jpeg { quality: 90 });
-    let o = opts(dir.path(), "train");
+    let o = opts(dir.path(), Split::Train);
     let rank0 = batches_from(&o, 0, 2, 5, 0);
     assert_eq!(rank0.len(), 3);
     // Resume with another world size: rank 0 of 1 holds what ranks 0+1 of 2 held.
@@ -215,7 +223,7 @@ fn resuming_mid_epoch_replays_identical_batches() {
 #[test]
 fn results_do_not_depend_on_decode_threads_or_prefetch() {
     let dir = prepared(TestPixels::Jpeg { quality: 90 });
-    let mut o = opts(dir.path(), "train");
+    let mut o = opts(dir.path(), Split::Train);
     let collect = |o: &LoaderOptions| batches_from(o, 0, 1, 1, 0);
     o.num_workers = 1;
     o.prefetch = 0;
@@ -242,8 +250,8 @@ fn cache_stays_within_its_bound() {
             neg_index: Some((i + 1) % 12),
         })
         .collect();
-    write_split(dir.path(), "train", &big, TestPixels::Raw, 12, 1).unwrap();
-    let mut o = opts(dir.path(), "train");
+    write_split(dir.path(), Split::Train, &big, TestPixels::Raw, 12, 1).unwrap();
+    let mut o = opts(dir.path(), Split::Train);
     o.views = 1;
     o.resize = 400;
     o.image_size = 32;
@@ -267,8 +275,8 @@ fn errors_name_what_is_wrong() {
             r
         })
         .collect();
-    write_split(dir.path(), "test", &one_view, TestPixels::Raw, 30, 8).unwrap();
-    let err = open(&opts(dir.path(), "test"), 0, 1)
+    write_split(dir.path(), Split::Test, &one_view, TestPixels::Raw, 30, 8).unwrap();
+    let err = open(&opts(dir.path(), Split::Test), 0, 1)
         .eval_batch(0)
         .unwrap_err();
     assert!(
@@ -283,7 +291,7 @@ fn errors_name_what_is_wrong() {
         "{err}"
     );
     // Training on a split without negatives.
-    let err = open(&opts(dir.path(), "val"), 0, 1)
+    let err = open(&opts(dir.path(), Split::Val), 0, 1)
         .train_batch(1, 0)
         .unwrap_err();
     assert!(matches!(err, LoaderError::NoNegatives), "{err}");
@@ -293,16 +301,17 @@ fn errors_name_what_is_wrong() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xFF;
     std::fs::write(&shard, bytes).unwrap();
-    let plan = ShardPlan::from_manifest(dir.path(), "train").unwrap();
+    let plan = ShardPlan::from_manifest(dir.path(), Split::Train).unwrap();
     let err = plan.verify_checksums().unwrap_err().to_string();
     assert!(
         err.contains("train-00001.parquet") && err.contains("sha256"),
         "{err}"
     );
-    // Unknown split and an indivisible world.
-    assert!(ShardPlan::from_manifest(dir.path(), "nope").is_err());
-    let plan = ShardPlan::from_manifest(dir.path(), "test").unwrap();
-    let l = Loader::open(opts(dir.path(), "test"), &plan, 0, 3).unwrap();
+    // Unknown split (refused where the name is parsed: `Split` has no other values) and an
+    // indivisible world.
+    assert!("nope".parse::<Split>().is_err());
+    let plan = ShardPlan::from_manifest(dir.path(), Split::Test).unwrap();
+    let l = Loader::open(opts(dir.path(), Split::Test), &plan, 0, 3).unwrap();
     let err = l.train_batch(1, 0).unwrap_err();
     assert!(
         matches!(err, LoaderError::Sampler(SamplerError::Indivisible { .. })),
@@ -314,9 +323,10 @@ fn errors_name_what_is_wrong() {
 fn coordinated_plan_on_a_single_process() {
     let dir = prepared(TestPixels::Raw);
     let world = World::single();
-    let plan = ShardPlan::coordinated(&world, dir.path(), "train", true).unwrap();
+    let plan = ShardPlan::coordinated(&world, dir.path(), Split::Train, true).unwrap();
     assert_eq!((plan.rows, plan.shards.len()), (N as u64, 3));
-    let err = ShardPlan::coordinated(&world, dir.path(), "nope", true).unwrap_err();
+    // This directory has no test shards: the coordinator's error reaches every rank.
+    let err = ShardPlan::coordinated(&world, dir.path(), Split::Test, true).unwrap_err();
     assert!(
         matches!(err, LoaderError::Coordinator { rank: 0, .. }),
         "{err}"
@@ -328,8 +338,8 @@ fn a_train_row_without_negative_fails_the_first_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut r = rows(Channels::Gray);
     r[17].neg_index = None;
-    write_split(dir.path(), "train", &r, TestPixels::Raw, 30, 8).unwrap();
-    let l = open(&opts(dir.path(), "train"), 0, 1);
+    write_split(dir.path(), Split::Train, &r, TestPixels::Raw, 30, 8).unwrap();
+    let l = open(&opts(dir.path(), Split::Train), 0, 1);
     let first = l
         .iter_from(Cursor {
             epoch: 1,
@@ -349,7 +359,7 @@ fn a_train_row_without_negative_fails_the_first_batch() {
 fn the_plan_is_read_with_prepares_manifest_reader() {
     let dir = prepared(TestPixels::Raw);
     let manifest = crate::data::prepare::read_manifest(dir.path()).unwrap();
-    let plan = ShardPlan::from_manifest(dir.path(), "val").unwrap();
+    let plan = ShardPlan::from_manifest(dir.path(), Split::Val).unwrap();
     let val: Vec<_> = manifest
         .shards_of(crate::data::prepare::Split::Val)
         .cloned()
@@ -362,7 +372,7 @@ fn the_plan_is_read_with_prepares_manifest_reader() {
         .unwrap()
         .replace("\"format_version\": 1,", "\"format_version\": 99,");
     std::fs::write(&path, text).unwrap();
-    let err = ShardPlan::from_manifest(dir.path(), "train")
+    let err = ShardPlan::from_manifest(dir.path(), Split::Train)
         .unwrap_err()
         .to_string();
     assert!(

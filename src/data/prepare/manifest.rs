@@ -7,11 +7,9 @@
 //! still are. It holds no timestamps: two runs on the same input write identical bytes.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::images::ImageParams;
 use super::{PrepareError, Skipped, Split};
@@ -178,23 +176,13 @@ pub fn verify_checksums(dir: &Path, manifest: &Manifest) -> Result<(), PrepareEr
     Ok(())
 }
 
-/// Hex sha256 of a file, streamed.
+/// Hex sha256 of a file ([`crate::fsutil::sha256_file`]), as a prepare error.
 pub fn sha256_file(path: &Path) -> Result<String, PrepareError> {
     let read_err = |source| PrepareError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = std::fs::File::open(path).map_err(read_err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(read_err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    crate::fsutil::sha256_file(path).map_err(|e| read_err(e.source))
 }
 
 /// Writes the manifest atomically (pretty JSON, trailing newline).
@@ -205,9 +193,11 @@ pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<PathBuf, Prepar
         what: e.to_string(),
     })?;
     bytes.push(b'\n');
-    crate::data::text::write_atomic(&path, &bytes).map_err(|source| PrepareError::Write {
-        path: path.clone(),
-        source,
-    })?;
+    crate::fsutil::write_atomic(&path, &bytes).map_err(
+        |crate::fsutil::IoError { source, .. }| PrepareError::Write {
+            path: path.clone(),
+            source,
+        },
+    )?;
     Ok(path)
 }

@@ -89,36 +89,7 @@ impl PrepareError {
     }
 }
 
-/// The three splits, in output order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Split {
-    Train,
-    Val,
-    Test,
-}
-
-impl Split {
-    pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Val => "val",
-            Split::Test => "test",
-        }
-    }
-
-    /// Accepts the spellings of the three layouts (`validate` is MIMIC's name for val).
-    pub fn parse(s: &str) -> Option<Split> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "train" => Some(Split::Train),
-            "val" | "valid" | "validate" | "validation" => Some(Split::Val),
-            "test" => Some(Split::Test),
-            _ => None,
-        }
-    }
-}
+pub use crate::dataset::Split;
 
 /// One sample as a source describes it, before images are read or text is cleaned.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 //! directly, one reference per sample, without the PTB tokenizer (SPEC §4), and so does this.
 //!
 //! Guarantees (shown against `../shared/reference/public/metrics.json` by
-//! `tests/metrics_parity.rs`): BLEU, ROUGE-L and CIDEr equal pycocoevalcap's to the last bit or
+//! `tests/it/metrics_parity.rs`): BLEU, ROUGE-L and CIDEr equal pycocoevalcap's to the last bit or
 //! within 1e-9, METEOR within 1e-6, for corpus and per-item scores. To get there, every score is
 //! computed with pycocoevalcap's order of float operations, including numpy's pairwise sums.
 //!

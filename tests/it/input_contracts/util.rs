@@ -7,19 +7,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ithn-dist")
-}
-
-/// `<repo>/<rel>`.
-pub fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-/// `../shared/<rel>` beside the checkout (fixtures only).
-pub fn shared(rel: &str) -> PathBuf {
-    repo("../shared").join(rel)
-}
+pub use crate::util::{bin, repo, shared};
 
 pub fn s(p: &Path) -> String {
     p.to_str().expect("utf-8 path").to_string()

@@ -6,13 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ithn-dist")
-}
-
-pub fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
+pub use crate::util::{bin, repo};
 
 pub fn check(out: Output, what: &str) -> Output {
     assert!(

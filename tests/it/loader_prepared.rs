@@ -10,9 +10,7 @@ use std::process::Command;
 use ithn_dist::data::loader::{Batch, Loader, LoaderOptions, ShardPlan};
 use tch::Tensor;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ithn-dist")
-}
+use crate::util::bin;
 
 fn run_ok(args: &[&str]) -> String {
     let out = Command::new(bin())
@@ -82,7 +80,7 @@ fn prepare(root: &Path, pixels: &str) -> std::path::PathBuf {
 fn options(dir: &Path, split: &str) -> LoaderOptions {
     LoaderOptions {
         dir: dir.to_path_buf(),
-        split: split.into(),
+        split: split.parse().unwrap(),
         seed: 7580,
         batch_size: 4,
         accumulation_steps: 1,
@@ -98,7 +96,7 @@ fn options(dir: &Path, split: &str) -> LoaderOptions {
 }
 
 fn open(dir: &Path, split: &str, rank: usize, world: usize) -> Loader {
-    let plan = ShardPlan::from_manifest(dir, split).unwrap();
+    let plan = ShardPlan::from_manifest(dir, split.parse().unwrap()).unwrap();
     plan.verify_checksums().unwrap();
     Loader::open(options(dir, split), &plan, rank, world).unwrap()
 }

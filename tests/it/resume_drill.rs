@@ -3,7 +3,7 @@
 //! training). Expected weights come from an uninterrupted run of the same command in the same
 //! test, never from stored numbers.
 
-mod resume_support;
+use crate::resume_support;
 
 use resume_support::*;
 use std::process::Command;

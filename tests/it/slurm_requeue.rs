@@ -5,7 +5,7 @@
 //! requeue`), be released (`scontrol update StartTime=now`), resume and complete, with final
 //! weights bit-identical to an uninterrupted 2-rank run made here.
 
-mod resume_support;
+use crate::resume_support;
 
 use resume_support::*;
 use std::process::Command;

@@ -7,11 +7,9 @@
 //! The checkpoint is the `final/` model of a 2-step run on a prepared subset of the bundled
 //! IU X-Ray annotation (phantoms); decoding is short (12 tokens) to keep the test quick.
 
-mod train_support;
-
 use std::process::Command;
 
-use train_support::{bin, jsonl, prepared, repo, run};
+use crate::train_support::{bin, jsonl, prepared, repo, run};
 
 #[test]
 fn evaluate_ce_equals_score_ce_on_its_predictions() {

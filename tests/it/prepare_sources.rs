@@ -3,7 +3,7 @@
 //! annotation with ITHN's `neg_report` and raw pixels. Every output must pass
 //! `check_prepared` (counts, schema, order, checksums, valid negatives, vocab == `text vocab`).
 
-mod prepare_util;
+use crate::prepare_util;
 
 use ithn_dist::data::prepare::fixtures::{self, Rng};
 use ithn_dist::data::prepare::shards::row_groups;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 
 use ithn_dist::checkpoint::{Checkpoint, CheckpointManager};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ithn-dist");
+pub use crate::util::BIN;
 
 /// Repository root (for configs/ and launch/).
 pub fn root() -> PathBuf {

@@ -7,7 +7,7 @@
 //! * `kill -9` of one rank: every process is gone within 60 s, non-zero, last checkpoint valid;
 //! * a rank that hangs: the watchdog aborts the whole job after dist.timeout_s.
 
-mod resume_support;
+use crate::resume_support;
 
 use resume_support::*;
 use std::time::{Duration, Instant};

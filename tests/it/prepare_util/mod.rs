@@ -11,16 +11,7 @@ use arrow::array::{
 use ithn_dist::data::prepare::shards::{column, read_shard};
 use ithn_dist::data::prepare::{read_manifest, verify_checksums, Manifest, Split};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ithn-dist")
-}
-
-/// `../shared/<rel>` beside the checkout (fixtures only; the product never reads it).
-pub fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(rel)
-}
+pub use crate::util::{bin, shared};
 
 pub fn run(args: &[&str]) -> Output {
     Command::new(bin())

@@ -18,9 +18,8 @@
 //!
 //! Expected values come from the runs made here; nothing from a fixture.
 
-mod resume_support;
-#[path = "train_support/mod.rs"]
-mod train_support;
+use crate::resume_support;
+use crate::train_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

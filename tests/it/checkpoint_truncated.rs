@@ -2,7 +2,7 @@
 //! naming the file and uses the previous checkpoint (issue 8, acceptance 5). Also checks that
 //! `--resume PATH` on such a checkpoint is an error rather than a silent fallback.
 
-mod resume_support;
+use crate::resume_support;
 
 use resume_support::*;
 

@@ -5,7 +5,7 @@
 //! bundled IU X-Ray annotation (phantom images); the split has an odd number of samples so the
 //! two ranks hold different counts. No fixture: one process is the reference.
 
-mod train_support;
+use crate::train_support;
 
 use train_support::{jsonl, mpirun, prepared, repo, run};
 

@@ -4,7 +4,7 @@
 //! CSV → exit 1 naming file and row; a tampered shard → `inspect` exits 1).
 //! Reports are real IU sentences (../shared/data/iu_xray/annotation.json); images are generated.
 
-mod prepare_util;
+use crate::prepare_util;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

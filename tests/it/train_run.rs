@@ -7,7 +7,7 @@
 //! Expected numbers: none from a fixture; the checks are structural plus "the mean loss of the
 //! last epoch is below the first epoch's".
 
-mod train_support;
+use crate::train_support;
 
 use train_support::{jsonl, mpirun, prepared, repo};
 

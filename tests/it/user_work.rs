@@ -4,7 +4,7 @@
 //! and compares after it. The full-disk tests mount a small tmpfs (root only; otherwise they
 //! print why they are skipped).
 
-mod train_support;
+use crate::train_support;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;

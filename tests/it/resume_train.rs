@@ -12,9 +12,8 @@
 //!
 //! Expected weights come from the uninterrupted runs made inside each test.
 
-mod resume_support;
-#[path = "train_support/mod.rs"]
-mod train_support;
+use crate::resume_support;
+use crate::train_support;
 
 use resume_support::{distinct_steps, max_abs_diff, test_seed, weights, BIN};
 use std::path::{Path, PathBuf};

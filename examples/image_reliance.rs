@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
     }
     let ckpt = ModelCheckpoint::open(std::path::Path::new(&a[1]))?;
     let mut cfg = ckpt.config.clone();
-    cfg.data.prepared = a[2].clone();
+    cfg.data.prepared = a[2].clone().into();
     let split: ithn_dist::dataset::Split = a
         .get(3)
         .map_or("val", String::as_str)

@@ -35,7 +35,7 @@ impl ConfigArgs {
     /// error naming the key, where its value came from, the directory it resolved to (a
     /// relative path resolves from the current directory) and the command that makes it.
     pub fn prepared_dir(&self, cfg: &Config) -> Result<PathBuf, ConfigError> {
-        let dir = PathBuf::from(&cfg.data.prepared);
+        let dir = cfg.data.prepared.clone();
         if dir.join("manifest.json").is_file() {
             return Ok(dir);
         }
@@ -56,7 +56,7 @@ impl ConfigArgs {
         };
         Err(ConfigError::MissingPrepared {
             origin: self.origin_of("data.prepared"),
-            value: cfg.data.prepared.clone(),
+            value: cfg.data.prepared.display().to_string(),
             resolved: format!("{}{relative}", resolved.display()),
             what,
         })

@@ -2,6 +2,8 @@
 //! R2GenCMN / ITHN where one exists (`d_model`, `cmm_size`, `topk`, `lr_ve`, `lr_ed`, ...).
 //! Defaults are the published IU X-Ray run (SPEC §2–3); `configs/*.toml` spell them out.
 
+use std::path::PathBuf;
+
 use super::metric::{LrGroup, Metric};
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +37,7 @@ pub struct DataConfig {
     /// `iu_xray` or `mimic_cxr`: chooses the report cleaner.
     pub dataset: Dataset,
     /// Directory written by `ithn-dist prepare` (manifest.json, vocab.json, shards).
-    pub prepared: String,
+    pub prepared: PathBuf,
     /// Token ids per report incl. BOS/EOS, longer reports are cut (SPEC §1).
     pub max_seq_length: usize,
     /// Minimum train-split count for a token to enter the vocabulary.
@@ -136,7 +138,7 @@ pub struct ModelConfig {
     /// run starts (R2Gen's `--visual_extractor_pretrained`): torchvision ResNet names
     /// (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; `fc.*` ignored) or the reference's
     /// `visual_extractor.model.N.*` (ops/export_resnet101.py). Unset: random init.
-    pub visual_weights: Option<String>,
+    pub visual_weights: Option<PathBuf>,
     /// BatchNorm behaviour in training: `local` or `frozen`.
     pub batchnorm: BatchNormMode,
     /// `fp32` (default), `bf16` autocast on GPU, or `fp64` (exactness checks).
@@ -617,7 +619,7 @@ impl ModelConfig {
             // Existence is checked when a training run loads it (evaluating a checkpoint whose
             // config names a file from another machine must still work).
             check(
-                !w.trim().is_empty(),
+                !w.to_string_lossy().trim().is_empty(),
                 "model.visual_weights",
                 "must name a safetensors file (omit the key for random init)",
             )?;

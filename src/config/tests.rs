@@ -77,7 +77,7 @@ fn overrides_are_typed_and_applied() {
     )
     .unwrap();
     assert_eq!(c.train.epochs, 5);
-    assert_eq!(c.data.prepared, "/scratch/iu");
+    assert_eq!(c.data.prepared, std::path::Path::new("/scratch/iu"));
     assert_eq!(c.ithn.negatives, Negatives::Ascent);
     let m = message(load("", &["train.epochs"]));
     assert!(m.contains("train.epochs"), "{m}");

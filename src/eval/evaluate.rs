@@ -349,7 +349,7 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
     let ckpt = ModelCheckpoint::open(&args.checkpoint)?;
     let mut cfg = ckpt.config.clone();
     if let Some(d) = &args.data {
-        cfg.data.prepared = d.to_string_lossy().into_owned();
+        cfg.data.prepared = d.clone();
     }
     let mut opts = DecodeOpts::from_config(&cfg);
     if let Some(b) = args.beam {
@@ -388,7 +388,7 @@ pub fn run(args: EvaluateArgs, world: &World) -> anyhow::Result<i32> {
     if let Some(scores) = scores {
         contract::unique_ids(
             preds.iter().map(|p| (p.index, p.id.as_str())),
-            Path::new(&cfg.data.prepared),
+            &cfg.data.prepared,
             args.split,
         )?;
         if let Some((name, v)) = scores.entries().into_iter().find(|(_, v)| !v.is_finite()) {
@@ -422,7 +422,7 @@ fn check_inputs(
     beam: usize,
 ) -> anyhow::Result<()> {
     let split = args.split;
-    let data = contract::PreparedData::open(Path::new(&cfg.data.prepared))?;
+    let data = contract::PreparedData::open(&cfg.data.prepared)?;
     contract::check_model_on_data(ckpt, &data, split)?;
     let option = if args.beam.is_some() {
         "--beam"

@@ -327,7 +327,7 @@ pub fn check_resume_on_data(checkpoint_dir: &Path, cfg: &Config) -> anyhow::Resu
         // Checkpoints written without a prepared vocabulary (drills): nothing to compare.
         return Ok(());
     }
-    let data = PreparedData::open(Path::new(&cfg.data.prepared))?;
+    let data = PreparedData::open(&cfg.data.prepared)?;
     check_vocab(
         &VocabInfo::load(&saved)?,
         saved.display().to_string(),

@@ -233,7 +233,7 @@ impl R2GenCmn {
     ) -> Result<R2GenCmn, ModelError> {
         let model = R2GenCmn::from_config(config, logit_dim, device)?;
         if let Some(path) = &config.model.visual_weights {
-            let path = Path::new(path);
+            let path = path.as_path();
             let map = super::weights::read_safetensors(path)?;
             let map = super::visual::extractor_state_dict(path, map)?;
             model

@@ -50,7 +50,7 @@ pub fn run(args: TrainArgs, world: &World, fault: Option<Fault>) -> anyhow::Resu
     args.config.prepared_dir(&cfg)?;
     // The config's claims about its prepared data, before any model or loader exists.
     contract::on_root(world, || {
-        let data = contract::PreparedData::open(std::path::Path::new(&cfg.data.prepared))?;
+        let data = contract::PreparedData::open(&cfg.data.prepared)?;
         Ok(contract::check_config_on_data(
             &cfg,
             &args.config.config,

@@ -225,8 +225,10 @@ impl<'w> Trainer<'w> {
         } else {
             Device::Cpu
         };
-        let vocab_path =
-            Path::new(&cfg.data.prepared).join(crate::data::prepare::manifest::VOCAB_FILE);
+        let vocab_path = cfg
+            .data
+            .prepared
+            .join(crate::data::prepare::manifest::VOCAB_FILE);
         let vocab = VocabInfo::load(&vocab_path)?;
         // Rank 0's weights (incl. model.visual_weights, the ImageNet ResNet) become everyone's below.
         let model = R2GenCmn::for_training(&cfg, vocab.logit_dim, device)?;

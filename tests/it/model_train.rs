@@ -167,7 +167,7 @@ fn visual_weights_load_only_the_resnet_trunk() {
     let file = dir.path().join("resnet.safetensors");
     ithn_dist::model::weights::write_safetensors_atomic(&file, &trunk).unwrap();
     cfg.train.seed = 1;
-    cfg.model.visual_weights = Some(file.to_string_lossy().into_owned());
+    cfg.model.visual_weights = Some(file.clone());
     let model = R2GenCmn::for_training(&cfg, V1, Device::Cpu).unwrap();
     let fresh = R2GenCmn::from_config(&cfg, V1, Device::Cpu).unwrap();
     for (((name, got), (_, want)), (_, other)) in model
@@ -186,7 +186,7 @@ fn visual_weights_load_only_the_resnet_trunk() {
     // A trunk with a missing tensor is refused, naming the file and key.
     let file2 = dir.path().join("partial.safetensors");
     ithn_dist::model::weights::write_safetensors_atomic(&file2, &trunk[1..]).unwrap();
-    cfg.model.visual_weights = Some(file2.to_string_lossy().into_owned());
+    cfg.model.visual_weights = Some(file2.clone());
     let err = R2GenCmn::for_training(&cfg, V1, Device::Cpu)
         .unwrap_err()
         .to_string();
@@ -246,7 +246,7 @@ fn visual_weights_accept_torchvision_names_and_refuse_bad_tensors() {
     let file = dir.path().join("resnet_tv.safetensors");
     ithn_dist::model::weights::write_safetensors_atomic(&file, &tv).unwrap();
     cfg.train.seed = 1;
-    cfg.model.visual_weights = Some(file.to_string_lossy().into_owned());
+    cfg.model.visual_weights = Some(file.clone());
     let model = R2GenCmn::for_training(&cfg, V1, Device::Cpu).unwrap();
     let loaded: std::collections::HashMap<String, Tensor> =
         model.registry().state_dict().into_iter().collect();
@@ -262,7 +262,7 @@ fn visual_weights_accept_torchvision_names_and_refuse_bad_tensors() {
         let f = dir.path().join(name);
         ithn_dist::model::weights::write_safetensors_atomic(&f, &tensors).unwrap();
         let mut c = cfg.clone();
-        c.model.visual_weights = Some(f.to_string_lossy().into_owned());
+        c.model.visual_weights = Some(f.clone());
         let err = R2GenCmn::for_training(&c, V1, Device::Cpu)
             .unwrap_err()
             .to_string();

@@ -148,7 +148,7 @@ impl LoaderOptions {
             (cfg.eval.batch_size, 1)
         };
         LoaderOptions {
-            dir: PathBuf::from(&cfg.data.prepared),
+            dir: cfg.data.prepared.clone(),
             split,
             seed: cfg.train.seed,
             batch_size,

@@ -87,16 +87,7 @@ pub fn parse_report(xml: &str, origin: &str) -> Result<MeshReport, String> {
     Ok(out)
 }
 
-fn attr(e: &quick_xml::events::BytesStart, key: &str) -> Option<String> {
-    e.attributes()
-        .flatten()
-        .find(|a| a.key.as_ref() == key)
-        .and_then(|a| {
-            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .ok()
-                .map(|v| v.into_owned())
-        })
-}
+use crate::data::prepare::sources::openi::attr;
 
 fn label_attr(e: &quick_xml::events::BytesStart) -> Option<String> {
     attr(e, "Label")

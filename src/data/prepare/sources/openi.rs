@@ -80,7 +80,8 @@ pub fn parse_report(xml: &str, origin: &Path) -> Result<OpeniReport, PrepareErro
     Ok(out)
 }
 
-fn attr(e: &quick_xml::events::BytesStart, key: &str) -> Option<String> {
+/// An attribute's value, entity-normalised (Open-i XML; also read by `eval::ce::mesh`).
+pub(crate) fn attr(e: &quick_xml::events::BytesStart, key: &str) -> Option<String> {
     e.attributes()
         .flatten()
         .find(|a| a.key.as_ref() == key)

@@ -139,12 +139,15 @@ pub struct Record {
 pub enum Side {
     References,
     Hypotheses,
+    /// The references inside a hypotheses file (`score` without `--refs`): only the
+    /// `reference` key counts, never `report`, which is the hypothesis itself there.
+    ReferencesOfHypotheses,
 }
 
 impl Side {
     fn key(self) -> &'static str {
         match self {
-            Side::References => "reference",
+            Side::References | Side::ReferencesOfHypotheses => "reference",
             Side::Hypotheses => "prediction",
         }
     }
@@ -177,16 +180,22 @@ pub fn read_records(path: &Path, side: Side) -> Result<Vec<Record>, ScoreError> 
             .get("id")
             .and_then(crate::data::ids::id_text)
             .ok_or_else(|| at("key `id` (a string or an integer)"))?;
-        let report = v
-            .get("report")
-            .or_else(|| v.get(side.key()))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                at(&format!(
-                    "string key `report` (or `{}`, as in evaluate's predictions.jsonl)",
-                    side.key()
-                ))
-            })?;
+        let report = match side {
+            Side::ReferencesOfHypotheses => v.get("reference"),
+            _ => v.get("report").or_else(|| v.get(side.key())),
+        }
+        .and_then(Value::as_str)
+        .ok_or_else(|| match side {
+            Side::ReferencesOfHypotheses => at(
+                "string key `reference` (without --refs the references come from the \
+                 hypotheses file, as in evaluate's predictions.jsonl; for {\"id\", \"report\"} \
+                 hypotheses give --refs FILE)",
+            ),
+            _ => at(&format!(
+                "string key `report` (or `{}`, as in evaluate's predictions.jsonl)",
+                side.key()
+            )),
+        })?;
         out.push(Record {
             id,
             report: report.to_owned(),
@@ -340,7 +349,10 @@ fn ce_reports(
 
 /// Runs the command: read, pair, (clean), score, print, optionally write per-item scores.
 pub fn run(a: ScoreArgs) -> anyhow::Result<i32> {
-    let refs = read_records(a.refs.as_deref().unwrap_or(&a.hyps), Side::References)?;
+    let refs = match a.refs.as_deref() {
+        Some(refs) => read_records(refs, Side::References)?,
+        None => read_records(&a.hyps, Side::ReferencesOfHypotheses)?,
+    };
     let hyps = read_records(&a.hyps, Side::Hypotheses)?;
     let (ids, mut ref_texts, mut hyp_texts) = pair_by_id(&refs, &hyps)?;
     if let Some(ds) = a.clean {
@@ -399,6 +411,36 @@ mod tests {
             id: id.into(),
             report: report.into(),
         }
+    }
+
+    /// Without --refs the references come only from a `reference` key: a plain
+    /// {"id", "report"} hypotheses file must be refused, not scored against itself (which gave
+    /// BLEU 1.0 and exit 0). Both evaluate's format and a file holding both keys still work.
+    #[test]
+    fn hypotheses_are_never_their_own_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hyps.jsonl");
+        std::fs::write(&p, "{\"id\":\"a\",\"report\":\"clear lungs\"}\n").unwrap();
+        let err = read_records(&p, Side::ReferencesOfHypotheses)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`reference`") && err.contains("--refs"),
+            "{err}"
+        );
+        std::fs::write(
+            &p,
+            "{\"id\":\"a\",\"report\":\"clear lungs\",\"reference\":\"no effusion\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_records(&p, Side::ReferencesOfHypotheses).unwrap(),
+            [rec("a", "no effusion")]
+        );
+        assert_eq!(
+            read_records(&p, Side::Hypotheses).unwrap(),
+            [rec("a", "clear lungs")]
+        );
     }
 
     /// evaluate's predictions.jsonl gives the references and the hypotheses (issue 19).

@@ -203,3 +203,23 @@ fn a_missing_meteor_jar_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Without --refs, a plain {"id", "report"} hypotheses file has no references: refused with
+/// exit 1 and the fix named, never scored against itself (that printed BLEU 1.0 and exit 0).
+#[test]
+fn hypotheses_without_references_are_refused_not_scored_against_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let hyps = dir.path().join("hyps.jsonl");
+    write_lines(
+        &hyps,
+        &[json!({"id": "a", "report": "the lungs are clear ."})],
+    );
+    let out = score(&["--hyps", hyps.to_str().unwrap()], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`reference`") && err.contains("--refs"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("BLEU_4"));
+}

@@ -95,19 +95,29 @@ impl Config {
                     },
                 }
             })?;
-        cfg.validate().map_err(|InvalidValue { key, reason }| {
-            match override_for(overrides, &key) {
-                Some(spec) => ConfigError::Override {
-                    spec: spec.clone(),
-                    reason: format!("invalid value for `{key}`: {reason}"),
-                },
-                None => ConfigError::Invalid {
-                    path: origin.to_path_buf(),
-                    key,
-                    reason,
-                },
-            }
-        })?;
+        cfg.validate().map_err(
+            |InvalidValue {
+                 key,
+                 reason,
+                 related,
+             }| {
+                // A rule between keys is blamed on the one a `--set` changed, if any did.
+                let blamed = std::iter::once(&key)
+                    .chain(&related)
+                    .find_map(|k| override_for(overrides, k).map(|spec| (k, spec)));
+                match blamed {
+                    Some((k, spec)) => ConfigError::Override {
+                        spec: spec.clone(),
+                        reason: format!("invalid value for `{k}`: {reason}"),
+                    },
+                    None => ConfigError::Invalid {
+                        path: origin.to_path_buf(),
+                        key,
+                        reason,
+                    },
+                }
+            },
+        )?;
         Ok(cfg)
     }
 

@@ -414,12 +414,15 @@ impl Default for LogConfig {
     }
 }
 
-/// A value that breaks a rule of [`Config::validate`]: the dotted key and why.
+/// A value that breaks a rule of [`Config::validate`]: the dotted key and why. A rule between
+/// several keys (`d_model` divisible by `num_heads`) names the others in `related`, so an error
+/// can be blamed on whichever of them a `--set` changed rather than on the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid value for `{key}`: {reason}")]
 pub struct InvalidValue {
     pub key: String,
     pub reason: String,
+    pub related: Vec<String>,
 }
 
 type Invalid = InvalidValue;
@@ -431,12 +434,18 @@ const MAX_MINUTES: f64 = 525_600.0;
 const PE_LEN: usize = crate::bounds::MAX_SEQ_LEN as usize;
 
 fn check(ok: bool, key: &str, reason: impl Into<String>) -> Result<(), Invalid> {
+    check_keys(ok, &[key], reason)
+}
+
+/// A rule between keys: `keys[0]` is reported, the rest are [`InvalidValue::related`].
+fn check_keys(ok: bool, keys: &[&str], reason: impl Into<String>) -> Result<(), Invalid> {
     if ok {
         Ok(())
     } else {
         Err(InvalidValue {
-            key: key.to_string(),
+            key: keys[0].to_string(),
             reason: reason.into(),
+            related: keys[1..].iter().map(|k| k.to_string()).collect(),
         })
     }
 }
@@ -492,9 +501,9 @@ impl Config {
         // The transformer adds a positional encoding to every patch of every view: a ResNet
         // patch map is ceil(S/32)² per view, and the stored table has PE_LEN rows.
         let patches = d.views * d.image_size.div_ceil(32).pow(2);
-        check(
+        check_keys(
             patches <= PE_LEN,
-            "data.image_size",
+            &["data.image_size", "data.views"],
             format!(
                 "{} px gives {patches} patch positions for {} view(s), more than the {PE_LEN} \
                  positional encodings of the model (at most {} px with {} view(s))",
@@ -519,9 +528,9 @@ impl Config {
             "data.num_workers",
             format!("must be ≤ {}", crate::bounds::MAX_THREADS),
         )?;
-        check(
+        check_keys(
             d.resize >= d.image_size,
-            "data.resize",
+            &["data.resize", "data.image_size"],
             format!(
                 "must be ≥ data.image_size ({}), got {}",
                 d.image_size, d.resize
@@ -581,9 +590,9 @@ impl ModelConfig {
         let m = self;
         check(m.d_model > 0, "model.d_model", "must be > 0")?;
         check(m.num_heads > 0, "model.num_heads", "must be > 0")?;
-        check(
+        check_keys(
             m.d_model.is_multiple_of(m.num_heads),
-            "model.d_model",
+            &["model.d_model", "model.num_heads"],
             format!(
                 "d_model ({}) must be divisible by num_heads ({})",
                 m.d_model, m.num_heads
@@ -599,14 +608,14 @@ impl ModelConfig {
             format!("must be 0, 1 or 2, got {}", m.use_bn),
         )?;
         check(m.cmm_size > 0, "model.cmm_size", "must be > 0")?;
-        check(
+        check_keys(
             m.cmm_dim == m.d_model,
-            "model.cmm_dim",
+            &["model.cmm_dim", "model.d_model"],
             format!("cmm_dim ({}) must equal d_model ({})", m.cmm_dim, m.d_model),
         )?;
-        check(
+        check_keys(
             m.topk >= 1 && m.topk <= m.cmm_size,
-            "model.topk",
+            &["model.topk", "model.cmm_size"],
             format!("topk ({}) must be in 1..=cmm_size ({})", m.topk, m.cmm_size),
         )?;
         check(
@@ -645,9 +654,9 @@ impl Config {
         non_negative(i.w_lm, "ithn.w_lm")?;
         non_negative(i.w_cp, "ithn.w_cp")?;
         non_negative(i.w_cs, "ithn.w_cs")?;
-        check(
+        check_keys(
             i.negatives != Negatives::Ascent || i.ascent_steps >= 1,
-            "ithn.ascent_steps",
+            &["ithn.ascent_steps", "ithn.negatives"],
             "must be ≥ 1 when ithn.negatives = \"ascent\"",
         )?;
         non_negative(i.ascent_lr, "ithn.ascent_lr")?;
@@ -664,9 +673,9 @@ impl Config {
             "train.accumulation_steps",
             "must be ≥ 1",
         )?;
-        check(
+        check_keys(
             t.batch_size.is_multiple_of(t.accumulation_steps),
-            "train.accumulation_steps",
+            &["train.accumulation_steps", "train.batch_size"],
             format!(
                 "must divide train.batch_size ({}), got {}",
                 t.batch_size, t.accumulation_steps

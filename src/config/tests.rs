@@ -41,10 +41,16 @@ fn wrong_type_is_named() {
 
 #[test]
 fn invalid_values_are_named() {
+    // (--set, key the message names): a rule between keys is reported on the key the --set
+    // changed (num_heads=7 breaks "d_model divisible by num_heads": the --set is to blame).
     let cases: &[(&str, &str)] = &[
-        ("model.num_heads=7", "model.d_model"),
+        ("model.num_heads=7", "model.num_heads"),
+        ("model.d_model=66", "model.d_model"),
         ("model.cmm_dim=256", "model.cmm_dim"),
         ("model.topk=4096", "model.topk"),
+        ("model.cmm_size=2", "model.cmm_size"),
+        ("data.image_size=1024", "data.image_size"),
+        ("train.batch_size=15", "train.batch_size"),
         ("train.lr_ve=-1e-4", "train.lr_ve"),
         ("train.lr_ed=0", "train.lr_ed"),
         ("data.views=3", "data.views"),
@@ -52,17 +58,17 @@ fn invalid_values_are_named() {
         ("model.dropout=1.5", "model.dropout"),
         ("model.visual_weights=\" \"", "model.visual_weights"),
     ];
+    let file = "[train]\naccumulation_steps = 2\n";
     for (set, key) in cases {
-        let m = message(load("", &[set]));
-        assert!(m.contains(key), "{set}: {m}");
-        // The source named is the one that gave the key (issue 19): the --set when it set
-        // that key, else the file (num_heads=7 is reported on the file's d_model).
-        if set.starts_with(&format!("{key}=")) {
-            assert!(m.starts_with(&format!("--set {set:?}")), "{set}: {m}");
-        } else {
-            assert!(m.contains(F), "{set}: {m}");
-        }
+        let m = message(load(file, &[set]));
+        assert!(m.starts_with(&format!("--set {set:?}")), "{set}: {m}");
+        assert!(m.contains(&format!("`{key}`")), "{set}: {m}");
     }
+    // The same rule broken by the file alone is reported on the file, even with an unrelated
+    // --set on the command line.
+    let m = message(load("[model]\nnum_heads = 7\n", &["train.epochs=3"]));
+    assert!(m.contains(F) && m.contains("model.d_model"), "{m}");
+    assert!(!m.starts_with("--set"), "{m}");
 }
 
 #[test]

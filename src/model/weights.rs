@@ -558,6 +558,39 @@ pub fn verify_model_dir(dir: &Path) -> Result<(), ModelError> {
     }
 }
 
+/// Why `dir` is not a model directory, with where the model is when `dir` is a run directory
+/// (its `best/` and `final/`) or the newest checkpoint's parent.
+fn not_a_model_dir(dir: &Path) -> String {
+    use crate::run_dir::RunDir;
+    if !dir.exists() {
+        return "no such directory".into();
+    }
+    if !dir.is_dir() {
+        return format!("not a directory (a model is a directory with {WEIGHTS_FILE}, {CONFIG_FILE} and {VOCAB_FILE})");
+    }
+    let inside: Vec<String> = [RunDir::BEST, RunDir::FINAL]
+        .iter()
+        .map(|d| dir.join(d))
+        .filter(|d| d.join(WEIGHTS_FILE).is_file())
+        .map(|d| d.display().to_string())
+        .collect();
+    if !inside.is_empty() {
+        return format!(
+            "this is a run directory, not a model: pass {} (best: the model chosen on validation; final: the last epoch)",
+            inside.join(" or ")
+        );
+    }
+    if dir.join(RunDir::CHECKPOINTS).is_dir() {
+        return format!(
+            "this is a run directory whose training has not finished: pass a checkpoint under {}",
+            dir.join(RunDir::CHECKPOINTS).display()
+        );
+    }
+    format!(
+        "not a model checkpoint: no {WEIGHTS_FILE} inside (a model directory is a run's best/ or final/, or a checkpoint under checkpoints/)"
+    )
+}
+
 impl ModelCheckpoint {
     /// Reads the config and vocabulary of a checkpoint directory (weights are loaded by
     /// [`crate::model::R2GenCmn::from_checkpoint`]).
@@ -566,7 +599,7 @@ impl ModelCheckpoint {
         if !weights.is_file() {
             return Err(ModelError::Invalid {
                 path: dir.into(),
-                msg: format!("not a model checkpoint: no {WEIGHTS_FILE} inside"),
+                msg: not_a_model_dir(dir),
             });
         }
         verify_model_dir(dir)?;
@@ -747,5 +780,39 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("v.json"));
+    }
+
+    #[test]
+    fn a_run_directory_points_to_its_models() {
+        let run = tempfile::tempdir().unwrap();
+        let err = |d: &Path| ModelCheckpoint::open(d).err().unwrap().to_string();
+        let missing = run.path().join("nope");
+        assert!(
+            err(&missing).contains("no such directory"),
+            "{}",
+            err(&missing)
+        );
+        // A run still training: only checkpoints/.
+        std::fs::create_dir_all(run.path().join("checkpoints/step-00000010")).unwrap();
+        let m = err(run.path());
+        assert!(
+            m.contains("checkpoints") && m.contains("not finished"),
+            "{m}"
+        );
+        // A finished run: best/ and final/ named, in that order.
+        for d in ["best", "final"] {
+            std::fs::create_dir_all(run.path().join(d)).unwrap();
+            std::fs::write(run.path().join(d).join(WEIGHTS_FILE), b"").unwrap();
+        }
+        let m = err(run.path());
+        let (b, f) = (m.find("/best").unwrap(), m.find("/final").unwrap());
+        assert!(b < f && m.contains("run directory"), "{m}");
+        // Any other directory: what a model directory is.
+        let other = tempfile::tempdir().unwrap();
+        assert!(
+            err(other.path()).contains("best/ or final/"),
+            "{}",
+            err(other.path())
+        );
     }
 }

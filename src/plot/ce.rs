@@ -57,7 +57,23 @@ pub fn read_ce(src: &CeSource) -> Result<CeBars, PlotError> {
         path: src.path.clone(),
         what,
     };
-    let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        // predictions.jsonl / hypotheses files are the likeliest wrong file: say what is wanted.
+        let first_line_is_object = text
+            .lines()
+            .next()
+            .and_then(|l| serde_json::from_str::<Value>(l).ok())
+            .is_some_and(|v| v.is_object());
+        if first_line_is_object {
+            bad(
+                "is JSON lines (one object per line, like predictions.jsonl), not a scores \
+                 file: --ce wants the scores.json that `evaluate` or `score --ce` writes"
+                    .into(),
+            )
+        } else {
+            bad(format!("not JSON: {e}"))
+        }
+    })?;
     let (ce, against) = match (v.get("ce_vs_labels"), v.get("ce")) {
         (Some(ce), _) => (ce, "phantom labels"),
         (None, Some(ce)) => (ce, "reference reports"),
@@ -423,5 +439,23 @@ mod tests {
         );
         assert!(parse_ce_source("runs/x/scores.json").is_err());
         assert!(parse_ce_source("=x").is_err());
+    }
+
+    #[test]
+    fn a_predictions_file_is_named_as_the_wrong_kind_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |text: &str| {
+            let path = dir.path().join("f.json");
+            std::fs::write(&path, text).unwrap();
+            let src = CeSource {
+                name: "x".into(),
+                path,
+            };
+            read_ce(&src).unwrap_err().to_string()
+        };
+        let m = read("{\"id\":\"a\",\"prediction\":\"p\"}\n{\"id\":\"b\",\"prediction\":\"q\"}\n");
+        assert!(m.contains("JSON lines") && m.contains("f.json"), "{m}");
+        assert!(read("{oops").contains("not JSON"));
+        assert!(read("{}").contains("--ce"));
     }
 }

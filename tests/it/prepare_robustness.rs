@@ -231,6 +231,15 @@ fn inspect_reports_rows_and_fails_on_a_tampered_shard() {
         text.contains("train 20 rows") && text.contains("[train 0] train0"),
         "{text}"
     );
+    // The hard negative is named as a row, apart from the row's own report.
+    let row = text
+        .lines()
+        .find(|l| l.contains("[train 0]"))
+        .expect("row 0");
+    assert!(
+        row.contains("hard negative: train row ") && row.contains("; report: "),
+        "{row}"
+    );
     let shard = out.join("val-00000.parquet");
     let mut bytes = std::fs::read(&shard).expect("shard");
     let mid = bytes.len() / 2;

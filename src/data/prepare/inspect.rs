@@ -90,14 +90,15 @@ fn check_batch(
             continue;
         }
         *budget -= 1;
+        // Which row is the hard negative, said apart from the row's own report that follows.
         let negative = if neg.is_null(r) {
-            "-".to_string()
+            "none".to_string()
         } else {
-            neg.value(r).to_string()
+            format!("train row {}", neg.value(r))
         };
         writeln!(
             out,
-            "  [{} {}] {} {}x{} image {} B, {} ids, negative {negative}: {}",
+            "  [{} {}] {} {}x{} image {} B, {} ids, hard negative: {negative}; report: {}",
             split.name(),
             index.value(r),
             ids.value(r),

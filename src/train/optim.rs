@@ -17,6 +17,11 @@
 //!
 //! All state (step, m, v, vmax per parameter) lives in tensors so a checkpoint can save and
 //! restore it exactly ([`Adam::state_tensors`], [`Adam::load_state_tensors`]).
+//!
+//! Every operation above is element-wise, with scalar factors that depend only on the
+//! parameter's group and step count. So Adam can step any part of a parameter on its own and
+//! get the same bits as the whole step gives those elements: [`Adam::over_parts`] is the
+//! optimizer of one rank's ZeRO-1 shard, whose state covers only its parts.
 
 use std::collections::HashMap;
 
@@ -37,6 +42,8 @@ pub enum OptimError {
     },
     #[error("optimizer group {group} does not exist (the optimizer has {groups} groups)")]
     NoGroup { group: usize, groups: usize },
+    #[error("parameter {param:?}: elements [{start}, {end}) are not inside it, or it is not contiguous (a sharded optimizer steps flat views of its parameters)")]
+    Part { param: String, start: i64, end: i64 },
 }
 
 /// Hyper-parameters shared by every group.
@@ -71,13 +78,25 @@ struct ParamState {
     max_exp_avg_sq: Tensor,
 }
 
-/// One trainable tensor and the group it belongs to.
+/// One trainable tensor (or a flat part of one) and the group it belongs to.
 #[derive(Debug)]
 struct Slot {
     name: String,
     param: Tensor,
     group: usize,
+    /// For a part of a parameter: its first element in the flattened parameter and the
+    /// parameter's shape (what checkpointed state has).
+    part: Option<(i64, Vec<i64>)>,
     state: Option<ParamState>,
+}
+
+/// Elements `[offset, offset + len)` of parameter `param` (an index into the parameter list,
+/// flattened in row-major order): what one rank's sharded optimizer steps of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub param: usize,
+    pub offset: i64,
+    pub len: i64,
 }
 
 /// Adam over named parameters split into groups with their own learning rate.
@@ -110,9 +129,48 @@ impl Adam {
                 name,
                 param,
                 group,
+                part: None,
                 state: None,
             })
             .collect();
+        Ok(Adam { cfg, lrs, slots })
+    }
+
+    /// Adam over `parts` of `params` only (ZeRO-1: one rank's shard). Each slot is a flat view
+    /// into its parameter's storage, so an update lands in the parameter itself; its state
+    /// holds the part's elements only. Step it with [`Adam::step_with_grads`]. Errors: a group
+    /// that does not exist, a part outside its parameter or of a non-contiguous parameter.
+    pub fn over_parts(
+        params: &[(String, Tensor, usize)],
+        parts: &[Part],
+        lrs: Vec<f64>,
+        cfg: AdamConfig,
+    ) -> Result<Adam, OptimError> {
+        let mut slots = Vec::with_capacity(parts.len());
+        for part in parts {
+            let (name, p, group) = &params[part.param];
+            if *group >= lrs.len() {
+                return Err(OptimError::NoGroup {
+                    group: *group,
+                    groups: lrs.len(),
+                });
+            }
+            let end = part.offset + part.len;
+            if !p.is_contiguous() || part.offset < 0 || part.len < 0 || end > p.numel() as i64 {
+                return Err(OptimError::Part {
+                    param: name.clone(),
+                    start: part.offset,
+                    end,
+                });
+            }
+            slots.push(Slot {
+                name: name.clone(),
+                param: p.detach().view([-1]).narrow(0, part.offset, part.len),
+                group: *group,
+                part: Some((part.offset, p.size())),
+                state: None,
+            });
+        }
         Ok(Adam { cfg, lrs, slots })
     }
 
@@ -153,13 +211,39 @@ impl Adam {
                 if !grad.defined() {
                     continue; // PyTorch skips parameters whose .grad is None
                 }
-                let lr = lrs[slot.group];
-                let state = slot
-                    .state
-                    .get_or_insert_with(|| ParamState::zeros(&slot.param));
-                adam_update(&cfg, lr, &mut slot.param, &grad, state);
+                slot.update(&cfg, lrs, &grad);
             }
         })
+    }
+
+    /// One optimizer step of every slot with the gradient `grads[i]` for slot i (of the
+    /// slot's shape or element count; the sharded step's summed gradient pieces).
+    pub fn step_with_grads(&mut self, grads: &[Tensor]) {
+        let cfg = self.cfg;
+        let lrs = &self.lrs;
+        tch::no_grad(|| {
+            for (slot, grad) in self.slots.iter_mut().zip(grads) {
+                slot.update(&cfg, lrs, &grad.view_as(&slot.param));
+            }
+        })
+    }
+
+    /// Slot i's state `[step, exp_avg, exp_avg_sq, max_exp_avg_sq]` (shallow), `None` before
+    /// its first step.
+    pub fn slot_state(&self, i: usize) -> Option<[Tensor; 4]> {
+        self.slots[i]
+            .state
+            .as_ref()
+            .map(|st| st.tensors().map(|t| t.shallow_clone()))
+    }
+
+    /// Elements of optimizer state this optimizer holds (moments; steps not counted).
+    pub fn state_numel(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.state.as_ref())
+            .map(|st| 3 * st.exp_avg.numel())
+            .sum()
     }
 
     /// Every state tensor as `(key, tensor)`, key = `"{param}.{step|exp_avg|exp_avg_sq|max_exp_avg_sq}"`;
@@ -176,8 +260,9 @@ impl Adam {
         out
     }
 
-    /// Restores state written by [`Adam::state_tensors`]. A parameter with no `step` entry is
-    /// left fresh; one with a `step` but a missing moment is an error.
+    /// Restores state written by [`Adam::state_tensors`] (of whole parameters; a part slot takes
+    /// its elements). A parameter with no `step` entry is left fresh; one with a `step` but a
+    /// missing moment is an error.
     pub fn load_state_tensors(&mut self, map: &HashMap<String, Tensor>) -> Result<(), OptimError> {
         for s in &mut self.slots {
             let step_key = format!("{}.step", s.name);
@@ -192,13 +277,25 @@ impl Adam {
                     param: s.name.clone(),
                     key: key.clone(),
                 })?;
-                if t.size() != s.param.size() {
+                let want = match &s.part {
+                    Some((_, shape)) => shape.clone(),
+                    None => s.param.size(),
+                };
+                if t.size() != want {
                     return Err(OptimError::Shape {
                         key,
                         got: t.size(),
-                        want: s.param.size(),
+                        want,
                     });
                 }
+                let t = match s.part {
+                    // A compact copy: the rank keeps its part, not the whole tensor.
+                    Some((offset, _)) => t
+                        .reshape([-1])
+                        .narrow(0, offset, s.param.numel() as i64)
+                        .copy(),
+                    None => t.shallow_clone(),
+                };
                 moments.push(t.to_device(s.param.device()).to_kind(s.param.kind()));
             }
             let mut it = moments.into_iter();
@@ -213,6 +310,17 @@ impl Adam {
             });
         }
         Ok(())
+    }
+}
+
+impl Slot {
+    /// One Adam update of this slot with `grad` (its state created on the first).
+    fn update(&mut self, cfg: &AdamConfig, lrs: &[f64], grad: &Tensor) {
+        let lr = lrs[self.group];
+        let state = self
+            .state
+            .get_or_insert_with(|| ParamState::zeros(&self.param));
+        adam_update(cfg, lr, &mut self.param, grad, state);
     }
 }
 

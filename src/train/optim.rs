@@ -19,9 +19,10 @@
 //! restore it exactly ([`Adam::state_tensors`], [`Adam::load_state_tensors`]).
 //!
 //! Every operation above is element-wise, with scalar factors that depend only on the
-//! parameter's group and step count. So Adam can step any part of a parameter on its own and
-//! get the same bits as the whole step gives those elements: [`Adam::over_parts`] is the
-//! optimizer of one rank's ZeRO-1 shard, whose state covers only its parts.
+//! parameter's group and step count ([`adam_math`]). So any flat range of elements stepped on
+//! its own gets the bits the whole step gives it: the sharded optimizer
+//! ([`super::optim_shard::ShardedAdam`], ZeRO-1) steps each rank's chunk of every gradient
+//! bucket as one flat tensor.
 
 use std::collections::HashMap;
 
@@ -42,8 +43,6 @@ pub enum OptimError {
     },
     #[error("optimizer group {group} does not exist (the optimizer has {groups} groups)")]
     NoGroup { group: usize, groups: usize },
-    #[error("parameter {param:?}: elements [{start}, {end}) are not inside it, or it is not contiguous (a sharded optimizer steps flat views of its parameters)")]
-    Part { param: String, start: i64, end: i64 },
 }
 
 /// Hyper-parameters shared by every group.
@@ -78,25 +77,13 @@ struct ParamState {
     max_exp_avg_sq: Tensor,
 }
 
-/// One trainable tensor (or a flat part of one) and the group it belongs to.
+/// One trainable tensor and the group it belongs to.
 #[derive(Debug)]
 struct Slot {
     name: String,
     param: Tensor,
     group: usize,
-    /// For a part of a parameter: its first element in the flattened parameter and the
-    /// parameter's shape (what checkpointed state has).
-    part: Option<(i64, Vec<i64>)>,
     state: Option<ParamState>,
-}
-
-/// Elements `[offset, offset + len)` of parameter `param` (an index into the parameter list,
-/// flattened in row-major order): what one rank's sharded optimizer steps of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Part {
-    pub param: usize,
-    pub offset: i64,
-    pub len: i64,
 }
 
 /// Adam over named parameters split into groups with their own learning rate.
@@ -129,48 +116,9 @@ impl Adam {
                 name,
                 param,
                 group,
-                part: None,
                 state: None,
             })
             .collect();
-        Ok(Adam { cfg, lrs, slots })
-    }
-
-    /// Adam over `parts` of `params` only (ZeRO-1: one rank's shard). Each slot is a flat view
-    /// into its parameter's storage, so an update lands in the parameter itself; its state
-    /// holds the part's elements only. Step it with [`Adam::step_with_grads`]. Errors: a group
-    /// that does not exist, a part outside its parameter or of a non-contiguous parameter.
-    pub fn over_parts(
-        params: &[(String, Tensor, usize)],
-        parts: &[Part],
-        lrs: Vec<f64>,
-        cfg: AdamConfig,
-    ) -> Result<Adam, OptimError> {
-        let mut slots = Vec::with_capacity(parts.len());
-        for part in parts {
-            let (name, p, group) = &params[part.param];
-            if *group >= lrs.len() {
-                return Err(OptimError::NoGroup {
-                    group: *group,
-                    groups: lrs.len(),
-                });
-            }
-            let end = part.offset + part.len;
-            if !p.is_contiguous() || part.offset < 0 || part.len < 0 || end > p.numel() as i64 {
-                return Err(OptimError::Part {
-                    param: name.clone(),
-                    start: part.offset,
-                    end,
-                });
-            }
-            slots.push(Slot {
-                name: name.clone(),
-                param: p.detach().view([-1]).narrow(0, part.offset, part.len),
-                group: *group,
-                part: Some((part.offset, p.size())),
-                state: None,
-            });
-        }
         Ok(Adam { cfg, lrs, slots })
     }
 
@@ -211,33 +159,16 @@ impl Adam {
                 if !grad.defined() {
                     continue; // PyTorch skips parameters whose .grad is None
                 }
-                slot.update(&cfg, lrs, &grad);
+                let lr = lrs[slot.group];
+                let state = slot
+                    .state
+                    .get_or_insert_with(|| ParamState::zeros(&slot.param));
+                adam_update(&cfg, lr, &mut slot.param, &grad, state);
             }
         })
     }
 
-    /// One optimizer step of every slot with the gradient `grads[i]` for slot i (of the
-    /// slot's shape or element count; the sharded step's summed gradient pieces).
-    pub fn step_with_grads(&mut self, grads: &[Tensor]) {
-        let cfg = self.cfg;
-        let lrs = &self.lrs;
-        tch::no_grad(|| {
-            for (slot, grad) in self.slots.iter_mut().zip(grads) {
-                slot.update(&cfg, lrs, &grad.view_as(&slot.param));
-            }
-        })
-    }
-
-    /// Slot i's state `[step, exp_avg, exp_avg_sq, max_exp_avg_sq]` (shallow), `None` before
-    /// its first step.
-    pub fn slot_state(&self, i: usize) -> Option<[Tensor; 4]> {
-        self.slots[i]
-            .state
-            .as_ref()
-            .map(|st| st.tensors().map(|t| t.shallow_clone()))
-    }
-
-    /// Elements of optimizer state this optimizer holds (moments; steps not counted).
+    /// Elements of optimizer state held (moments; step counts not counted).
     pub fn state_numel(&self) -> usize {
         self.slots
             .iter()
@@ -260,9 +191,8 @@ impl Adam {
         out
     }
 
-    /// Restores state written by [`Adam::state_tensors`] (of whole parameters; a part slot takes
-    /// its elements). A parameter with no `step` entry is left fresh; one with a `step` but a
-    /// missing moment is an error.
+    /// Restores state written by [`Adam::state_tensors`]. A parameter with no `step` entry is
+    /// left fresh; one with a `step` but a missing moment is an error.
     pub fn load_state_tensors(&mut self, map: &HashMap<String, Tensor>) -> Result<(), OptimError> {
         for s in &mut self.slots {
             let step_key = format!("{}.step", s.name);
@@ -277,25 +207,13 @@ impl Adam {
                     param: s.name.clone(),
                     key: key.clone(),
                 })?;
-                let want = match &s.part {
-                    Some((_, shape)) => shape.clone(),
-                    None => s.param.size(),
-                };
-                if t.size() != want {
+                if t.size() != s.param.size() {
                     return Err(OptimError::Shape {
                         key,
                         got: t.size(),
-                        want,
+                        want: s.param.size(),
                     });
                 }
-                let t = match s.part {
-                    // A compact copy: the rank keeps its part, not the whole tensor.
-                    Some((offset, _)) => t
-                        .reshape([-1])
-                        .narrow(0, offset, s.param.numel() as i64)
-                        .copy(),
-                    None => t.shallow_clone(),
-                };
                 moments.push(t.to_device(s.param.device()).to_kind(s.param.kind()));
             }
             let mut it = moments.into_iter();
@@ -310,17 +228,6 @@ impl Adam {
             });
         }
         Ok(())
-    }
-}
-
-impl Slot {
-    /// One Adam update of this slot with `grad` (its state created on the first).
-    fn update(&mut self, cfg: &AdamConfig, lrs: &[f64], grad: &Tensor) {
-        let lr = lrs[self.group];
-        let state = self
-            .state
-            .get_or_insert_with(|| ParamState::zeros(&self.param));
-        adam_update(cfg, lr, &mut self.param, grad, state);
     }
 }
 
@@ -356,29 +263,42 @@ fn add_weight_decay(g: &Tensor, p: &Tensor, wd: f64) -> Tensor {
 fn adam_update(cfg: &AdamConfig, lr: f64, param: &mut Tensor, grad: &Tensor, st: &mut ParamState) {
     let _ = st.step.g_add_scalar_(1.0);
     let step = st.step.double_value(&[]);
+    let moments = [&mut st.exp_avg, &mut st.exp_avg_sq, &mut st.max_exp_avg_sq];
+    adam_math(cfg, lr, step, param, grad, moments);
+}
+
+/// The update of step number `step` (already counted) of `param` with `grad` and the moments
+/// `[exp_avg, exp_avg_sq, max_exp_avg_sq]`, all in place and element-wise: any flat range of
+/// elements (a shard) updated on its own gets the bits the whole tensor's update gives it.
+pub(crate) fn adam_math(
+    cfg: &AdamConfig,
+    lr: f64,
+    step: f64,
+    param: &mut Tensor,
+    grad: &Tensor,
+    [exp_avg, exp_avg_sq, max_exp_avg_sq]: [&mut Tensor; 3],
+) {
     let grad = if cfg.weight_decay != 0.0 {
         add_weight_decay(grad, param, cfg.weight_decay)
     } else {
         grad.shallow_clone()
     };
-    let _ = st.exp_avg.lerp_(&grad, 1.0 - cfg.beta1);
-    let _ = st.exp_avg_sq.g_mul_scalar_(cfg.beta2);
-    let _ = st
-        .exp_avg_sq
-        .g_add_(&(grad.g_mul_scalar(1.0 - cfg.beta2) * &grad));
+    let _ = exp_avg.lerp_(&grad, 1.0 - cfg.beta1);
+    let _ = exp_avg_sq.g_mul_scalar_(cfg.beta2);
+    let _ = exp_avg_sq.g_add_(&(grad.g_mul_scalar(1.0 - cfg.beta2) * &grad));
     let bias_correction1 = 1.0 - cfg.beta1.powf(step);
     let bias_correction2 = 1.0 - cfg.beta2.powf(step);
     let step_size = lr / bias_correction1;
     let bias_correction2_sqrt = bias_correction2.powf(0.5);
-    let second = if cfg.amsgrad {
-        let m = st.max_exp_avg_sq.maximum(&st.exp_avg_sq);
-        st.max_exp_avg_sq.copy_(&m);
-        &st.max_exp_avg_sq
+    let second: &Tensor = if cfg.amsgrad {
+        let m = max_exp_avg_sq.maximum(exp_avg_sq);
+        max_exp_avg_sq.copy_(&m);
+        max_exp_avg_sq
     } else {
-        &st.exp_avg_sq
+        exp_avg_sq
     };
     let denom = (second.sqrt() / bias_correction2_sqrt).g_add_scalar(cfg.eps);
-    let update = st.exp_avg.g_mul_scalar(-step_size) / denom;
+    let update = exp_avg.g_mul_scalar(-step_size) / denom;
     let _ = param.g_add_(&update);
 }
 

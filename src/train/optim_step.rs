@@ -13,8 +13,8 @@
 //! 5. update the parameters (Adam) at the learning rates the schedule set
 //!    ([`OptimStep::set_lrs`]; StepLR moves per epoch, so the trainer sets them per epoch):
 //!    * sharded (`dist.shard_optimizer`, the default, on 2 or more ranks; ZeRO-1): each rank
-//!      steps Adam on its chunk's elements only ([`Adam::over_parts`]), with their state only,
-//!      then the updated parameters are all-gathered;
+//!      steps Adam on its chunk of every bucket only, with that chunk's state only
+//!      ([`ShardedAdam`]), then the updated parameters are all-gathered;
 //!    * unsharded: the summed chunks are all-gathered into every gradient (reduce-scatter +
 //!      all-gather = all-reduce) and every rank steps the whole model ([`Adam::step`]);
 //! 6. sync buffers: with `model.batchnorm = "local"` every rank's BatchNorm running statistics
@@ -35,7 +35,8 @@ use std::time::Instant;
 
 use tch::{Kind, Tensor};
 
-use super::optim::{Adam, AdamConfig, OptimError, Part};
+use super::optim::{Adam, AdamConfig, OptimError};
+use super::optim_shard::ShardedAdam;
 use super::step::{objective_backward, IthnModel, LossTerms, Micro};
 use crate::config::{BatchNormMode, Config, IthnConfig};
 use crate::dist::buckets::BucketPlan;
@@ -67,17 +68,22 @@ pub enum StepError {
 /// The optimizer step of a model: its optimizer, gradient shards, objective and buffers to sync.
 #[derive(Debug)]
 pub struct OptimStep {
-    /// Adam over every parameter, or (sharded) over this rank's pieces of them.
-    optimizer: Adam,
+    optimizer: Optimizer,
     /// Every parameter and its name, in optimizer order.
     params: Vec<Tensor>,
     names: Vec<String>,
     /// The buckets' split over the world the step was built for.
     shards: ShardPlan,
-    sharded: bool,
     objective: IthnConfig,
     /// Buffers that a training forward changes per rank (BatchNorm statistics in `local` mode).
     buffers: Vec<Tensor>,
+}
+
+/// Adam over every parameter, or (ZeRO-1) over this rank's chunk of every bucket.
+#[derive(Debug)]
+enum Optimizer {
+    Whole(Adam),
+    Sharded(ShardedAdam),
 }
 
 /// Which rank of how many a step is built for, and whether it shards the optimizer.
@@ -141,27 +147,18 @@ impl OptimStep {
         let numels: Vec<i64> = tensors.iter().map(|p| p.numel() as i64).collect();
         let plan = BucketPlan::for_params(&tensors, bucket_mb);
         let shards = ShardPlan::new(&plan, &numels, layout.rank, layout.size);
-        let sharded = layout.shard && layout.size > 1;
+        let sharded = layout.shard && layout.size > 1 && !tensors.is_empty();
         let optimizer = if sharded {
-            let parts: Vec<Part> = shards
-                .pieces()
-                .iter()
-                .map(|p| Part {
-                    param: p.param,
-                    offset: p.param_offset,
-                    len: p.len,
-                })
-                .collect();
-            Adam::over_parts(&params, &parts, lrs, adam)?
+            let groups: Vec<usize> = params.iter().map(|(_, _, g)| *g).collect();
+            Optimizer::Sharded(ShardedAdam::new(&shards, &groups, lrs, adam, &tensors[0])?)
         } else {
-            Adam::new(params, lrs, adam)?
+            Optimizer::Whole(Adam::new(params, lrs, adam)?)
         };
         Ok(OptimStep {
             optimizer,
             params: tensors,
             names,
             shards,
-            sharded,
             objective,
             buffers,
         })
@@ -195,14 +192,14 @@ impl OptimStep {
                 tokens: terms.tokens,
             });
         }
-        if coll.size() == 1 {
-            let clock = Instant::now();
-            self.optimizer.step();
-            terms.times.optimizer += clock.elapsed().as_secs_f64();
-        } else if self.sharded {
-            self.sharded_update(coll, &mut terms).map_err(dist)?;
-        } else {
-            self.replicated_update(coll, &mut terms).map_err(dist)?;
+        match &mut self.optimizer {
+            Optimizer::Whole(adam) if coll.size() == 1 => {
+                let clock = Instant::now();
+                adam.step();
+                terms.times.optimizer += clock.elapsed().as_secs_f64();
+            }
+            Optimizer::Whole(_) => self.replicated_update(coll, &mut terms).map_err(dist)?,
+            Optimizer::Sharded(_) => self.sharded_update(coll, &mut terms).map_err(dist)?,
         }
         let clock = Instant::now();
         self.sync_buffers(coll).map_err(dist)?;
@@ -221,32 +218,34 @@ impl OptimStep {
         }
     }
 
-    /// ZeRO-1: reduce-scatter the gradients, step this rank's pieces, all-gather the parameters.
+    /// ZeRO-1: reduce-scatter the gradients, step this rank's chunks, all-gather the parameters.
     fn sharded_update(
         &mut self,
         coll: &dyn Collectives,
         terms: &mut LossTerms,
     ) -> Result<(), DistError> {
+        let Optimizer::Sharded(adam) = &mut self.optimizer else {
+            unreachable!("sharded_update runs with the sharded optimizer");
+        };
         let clock = Instant::now();
-        let chunks = self.shards.reduce_scatter_grads(&self.params, coll)?;
+        let grads = self.shards.reduce_scatter_grads(&self.params, coll)?;
         terms.times.comm += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
-        let grads: Vec<Tensor> = self
+        let pieces: Vec<Tensor> = self
             .shards
             .pieces()
             .iter()
-            .map(|p| chunks[p.bucket].narrow(0, p.chunk_offset, p.len))
+            .map(|p| {
+                let flat = self.params[p.param].detach().reshape([-1]);
+                flat.narrow(0, p.param_offset, p.len)
+            })
             .collect();
-        self.optimizer.step_with_grads(&grads);
+        let first = &self.params[0];
+        let mut chunks = self.shards.chunks_of(&pieces, first.kind(), first);
+        adam.step(&self.shards, &mut chunks, &grads);
         terms.times.optimizer += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
-        let Some(first) = self.params.first() else {
-            return Ok(());
-        };
-        let updated = self
-            .shards
-            .chunks_of(&self.optimizer.params(), first.kind(), first);
-        self.shards.all_gather_into(&updated, &self.params, coll)?;
+        self.shards.all_gather_into(&chunks, &self.params, coll)?;
         terms.times.comm += clock.elapsed().as_secs_f64();
         Ok(())
     }
@@ -258,13 +257,16 @@ impl OptimStep {
         coll: &dyn Collectives,
         terms: &mut LossTerms,
     ) -> Result<(), DistError> {
+        let Optimizer::Whole(adam) = &mut self.optimizer else {
+            unreachable!("replicated_update runs with the whole optimizer");
+        };
         let clock = Instant::now();
         let chunks = self.shards.reduce_scatter_grads(&self.params, coll)?;
         let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).collect();
         self.shards.all_gather_into(&chunks, &grads, coll)?;
         terms.times.comm += clock.elapsed().as_secs_f64();
         let clock = Instant::now();
-        self.optimizer.step();
+        adam.step();
         terms.times.optimizer += clock.elapsed().as_secs_f64();
         Ok(())
     }
@@ -298,12 +300,18 @@ impl OptimStep {
 
     /// The learning rate of each parameter group.
     pub fn lrs(&self) -> &[f64] {
-        self.optimizer.lrs()
+        match &self.optimizer {
+            Optimizer::Whole(a) => a.lrs(),
+            Optimizer::Sharded(a) => a.lrs(),
+        }
     }
 
     /// Sets every group's learning rate (the schedule owns the values).
     pub fn set_lrs(&mut self, lrs: &[f64]) {
-        self.optimizer.set_lrs(lrs);
+        match &mut self.optimizer {
+            Optimizer::Whole(a) => a.set_lrs(lrs),
+            Optimizer::Sharded(a) => a.set_lrs(lrs),
+        }
     }
 
     /// The parameters in optimizer order.
@@ -313,13 +321,16 @@ impl OptimStep {
 
     /// Whether this step shards the optimizer (ZeRO-1; 2 or more ranks).
     pub fn sharded(&self) -> bool {
-        self.sharded
+        matches!(self.optimizer, Optimizer::Sharded(_))
     }
 
-    /// Elements of Adam state (moments) this rank holds: about 1/size of the unsharded
+    /// Elements of Adam state (moments) this rank holds: about 1/world of the unsharded
     /// optimizer's when sharded.
     pub fn state_numel(&self) -> usize {
-        self.optimizer.state_numel()
+        match &self.optimizer {
+            Optimizer::Whole(a) => a.state_numel(),
+            Optimizer::Sharded(a) => a.state_numel(),
+        }
     }
 
     /// The whole optimizer state for a checkpoint, the same on every rank and for every world
@@ -328,22 +339,21 @@ impl OptimStep {
         &self,
         coll: &dyn Collectives,
     ) -> Result<Vec<(String, Tensor)>, DistError> {
-        if !self.sharded {
-            return Ok(self.optimizer.state_tensors());
+        match &self.optimizer {
+            Optimizer::Whole(a) => Ok(a.state_tensors()),
+            Optimizer::Sharded(a) => a.state_tensors(&self.shards, &self.params, &self.names, coll),
         }
-        super::optim_state::gather(
-            &self.optimizer,
-            &self.shards,
-            &self.params,
-            &self.names,
-            coll,
-        )
     }
 
     /// Restores optimizer state written by [`OptimStep::state_tensors`] (by any world size);
-    /// a sharded step keeps its part.
+    /// a sharded step keeps its chunk of it.
     pub fn load_state_tensors(&mut self, map: &HashMap<String, Tensor>) -> Result<(), OptimError> {
-        self.optimizer.load_state_tensors(map)
+        match &mut self.optimizer {
+            Optimizer::Whole(a) => a.load_state_tensors(map),
+            Optimizer::Sharded(a) => {
+                a.load_state_tensors(&self.shards, &self.params, &self.names, map)
+            }
+        }
     }
 }
 

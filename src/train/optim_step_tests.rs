@@ -340,7 +340,7 @@ fn same_state(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> Result<(), Stri
 
 #[test]
 fn sharded_steps_are_bit_identical_to_unsharded_ones() {
-    // One bucket per parameter (24, 1, 1 elements: ranks with empty shards), and one bucket of
+    // Buckets of 2 (the two temperatures) and 24 elements (ranks with empty shards), and one of
     // all 26 elements (not a multiple of 3: padding; shards that cross parameters). Worlds of 2
     // and 3, with a rank holding no sample.
     for bucket_mb in [1e-5, 1.0] {
@@ -373,20 +373,21 @@ fn sharded_steps_are_bit_identical_to_unsharded_ones() {
                 12,
                 "{what}: 3 parameters × 4 state tensors"
             );
-            // Adam memory falls by the world size: every element's moments live on one rank.
+            // Adam memory falls by the world size: each rank holds the moments of its chunk of
+            // every bucket (⌈bucket / world⌉ elements, padding included).
             let whole = plain[0].state_numel;
             assert_eq!(whole, 3 * 26, "{what}");
-            let held: Vec<usize> = sharded.iter().map(|e| e.state_numel).collect();
-            assert_eq!(held.iter().sum::<usize>(), whole, "{what}: {held:?}");
             let w = sizes.len();
-            let bound = if bucket_mb < 1e-3 {
-                3 * (24usize.div_ceil(w) + 2)
-            } else {
-                3 * 26usize.div_ceil(w)
-            };
+            let buckets: &[usize] = if bucket_mb < 1e-3 { &[2, 24] } else { &[26] };
+            let share: usize = buckets.iter().map(|n| 3 * n.div_ceil(w)).sum();
+            let held: Vec<usize> = sharded.iter().map(|e| e.state_numel).collect();
             assert!(
-                held.iter().all(|&h| h <= bound),
-                "{what}: {held:?} > {bound}"
+                held.iter().all(|&h| h == share),
+                "{what}: {held:?}, share {share}"
+            );
+            assert!(
+                share <= whole / w + 3 * buckets.len(),
+                "{what}: share {share}"
             );
         }
     }

@@ -6,8 +6,9 @@
 //!
 //! On 2 or more CPU ranks the same invocation measures, in alternating rounds:
 //! * the reference: one process with all the world's threads (`world × --threads`) taking the
-//!   same step on the whole global batch — rank 0 alone, while the other ranks sleep (they do
-//!   not spin in MPI, so the reference gets the cores), e.g. 1 process × 2 threads;
+//!   same step on the whole global batch — rank 0 alone, on the CPUs of all ranks (whatever
+//!   `mpirun --bind-to` gave each), while the other ranks sleep (they do not spin in MPI, so
+//!   the reference gets the cores), e.g. 1 process × 2 threads;
 //! * the world with the optimizer sharded (ZeRO-1, `dist.shard_optimizer = true`) and
 //!   unsharded, e.g. 2 ranks × 1 thread;
 //!
@@ -191,7 +192,52 @@ fn quiet_barrier(world: &World) {
     }
 }
 
-/// Measures `run` (collective; the reference is measured on rank 0 only, `None` elsewhere).
+/// The CPUs this process may run on (Linux affinity mask).
+fn cpu_mask() -> Option<libc::cpu_set_t> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call writes at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let ok = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        (ok == 0).then_some(set)
+    }
+}
+
+fn set_cpu_mask(set: &libc::cpu_set_t) {
+    // SAFETY: `set` is a valid cpu_set_t of the size passed. A refusal (a CPU outside this
+    // job's cgroup) leaves the mask as it was, which is all a benchmark can do then.
+    unsafe {
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
+    }
+}
+
+/// The union of every rank's CPUs (collective). Under `mpirun --bind-to core` (what
+/// `launch/mpirun.sh` does with a core per rank) rank 0 alone may run on its own cores only:
+/// the reference's threads would share them and measure the binding, not one process.
+fn world_cpus(world: &World) -> Option<libc::cpu_set_t> {
+    let own = cpu_mask();
+    let n = libc::CPU_SETSIZE as usize;
+    let mut flags: Vec<u64> = (0..n)
+        // SAFETY: c < CPU_SETSIZE.
+        .map(|c| {
+            own.as_ref()
+                .is_some_and(|s| unsafe { libc::CPU_ISSET(c, s) }) as u64
+        })
+        .collect();
+    world.all_reduce_max_u64(&mut flags); // max of 0/1 flags: the union
+    own?;
+    // SAFETY: as in `cpu_mask`; c < CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in (0..n).filter(|&c| flags[c] == 1) {
+            libc::CPU_SET(c, &mut set);
+        }
+        Some(set)
+    }
+}
+
+/// Measures `run` (collective; the reference is measured on rank 0 only, `None` elsewhere,
+/// on `cpus`, every rank's CPUs).
+#[allow(clippy::too_many_arguments)]
 fn measure_run(
     run: Run,
     cfg: &Config,
@@ -200,6 +246,7 @@ fn measure_run(
     coll: &dyn Collectives,
     device: Device,
     threads: i32,
+    cpus: Option<&libc::cpu_set_t>,
 ) -> anyhow::Result<Option<Measured>> {
     match run {
         Run::Reference => {
@@ -210,9 +257,17 @@ fn measure_run(
                 } else {
                     threads * world.size as i32
                 };
+                let own = cpu_mask();
+                if let (Some(all), Some(_)) = (cpus, &own) {
+                    set_cpu_mask(all);
+                }
                 tch::set_num_threads(ref_threads);
-                let (phases, state) = measure(cfg, a, &SingleProcess, device)?;
+                let measured = measure(cfg, a, &SingleProcess, device);
                 tch::set_num_threads(threads);
+                if let Some(own) = &own {
+                    set_cpu_mask(own);
+                }
+                let (phases, state) = measured?;
                 m = Some(Measured {
                     phases,
                     wall: phases.total,
@@ -345,10 +400,20 @@ pub fn run(a: StepBenchArgs) -> anyhow::Result<i32> {
     };
     let coll = select(&world, cfg.dist.backend, device, cfg.dist.timeout_s)?;
     let runs = runs(&cfg, &a, world.size);
+    let cpus = world_cpus(&world);
     let mut rounds: Vec<Vec<Measured>> = vec![Vec::new(); runs.len()];
     for _ in 0..a.rounds {
         for (k, run) in runs.iter().enumerate() {
-            if let Some(m) = measure_run(*run, &cfg, &a, &world, coll.as_ref(), device, threads)? {
+            if let Some(m) = measure_run(
+                *run,
+                &cfg,
+                &a,
+                &world,
+                coll.as_ref(),
+                device,
+                threads,
+                cpus.as_ref(),
+            )? {
                 rounds[k].push(m);
             }
         }

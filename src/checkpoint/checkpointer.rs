@@ -33,8 +33,9 @@ pub trait Stateful {
     fn progress_mut(&mut self) -> &mut TrainState;
     /// The model state_dict with the reference names (`model.safetensors`).
     fn model_state(&self) -> Vec<(String, Tensor)>;
-    /// The optimizer state (`optimizer.safetensors`).
-    fn optimizer_state(&self) -> Vec<(String, Tensor)>;
+    /// The optimizer state (`optimizer.safetensors`), whole whatever the world size.
+    /// Collective: every rank calls it as it saves (a sharded optimizer gathers its state).
+    fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>, CheckpointError>;
     /// Free-form additions to `trainer.json` (`extra`), none by default.
     fn extra(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
@@ -245,7 +246,7 @@ impl<'w> Checkpointer<'w> {
 
     /// Writes a checkpoint of the current step (collective) and restarts the save clock.
     fn save(&mut self, target: &dyn Stateful, reason: SaveReason) -> Result<(), CheckpointError> {
-        let (model, optimizer) = (target.model_state(), target.optimizer_state());
+        let (model, optimizer) = (target.model_state(), target.optimizer_state()?);
         let meta = TrainerMeta {
             format_version: FORMAT_VERSION,
             reason,

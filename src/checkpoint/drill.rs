@@ -226,7 +226,7 @@ impl Stateful for State {
         State::named(&self.params, |p| NAMES[p].to_string())
     }
 
-    fn optimizer_state(&self) -> Named {
+    fn optimizer_state(&self) -> Result<Named, CheckpointError> {
         let mut opt = Vec::new();
         for p in 0..2 {
             let t = |v: &Pair| Tensor::from_slice(&v[p]).reshape(SHAPES[p]);
@@ -238,7 +238,7 @@ impl Stateful for State {
                 Tensor::from_slice(&[self.progress.step as f32]),
             ));
         }
-        opt
+        Ok(opt)
     }
 
     fn extra(&self) -> serde_json::Map<String, serde_json::Value> {

@@ -2,7 +2,8 @@
 //! keeps the last K, and picks the one a run resumes from. When to save, "best" and signals
 //! are the [`super::Checkpointer`]'s business; this file only knows directories.
 //!
-//! Model and optimizer state are replicated on every rank, so only rank 0 writes; the other
+//! Model and optimizer state are the same on every rank (a sharded optimizer gathers its whole
+//! state first, `Stateful::optimizer_state`), so only rank 0 writes; the other
 //! ranks wait in one all-reduce that also tells them whether rank 0 succeeded, and the `DONE`
 //! marker is written after it (llm.c). Nothing in this file trusts a directory's name alone:
 //! a checkpoint exists only when its marker is present and every checksum matches.

@@ -68,6 +68,9 @@ pub enum CheckpointError {
     /// Writing a model directory (`RUN/best/`, `RUN/final/`).
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// A collective of a save (gathering a sharded optimizer's state).
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
 }
 
 impl CheckpointError {

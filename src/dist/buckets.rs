@@ -93,7 +93,7 @@ impl BucketPlan {
 }
 
 /// The parameter's gradient tensor, created as zeros when backward never reached it.
-fn grad_or_zeros(p: &Tensor) -> Tensor {
+pub(crate) fn grad_or_zeros(p: &Tensor) -> Tensor {
     let g = p.grad();
     if g.defined() {
         return g;

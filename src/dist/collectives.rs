@@ -229,6 +229,18 @@ fn all_gather_typed<T: Equivalence + Copy>(
     comm.all_gather_varcount_into(&*send, &mut part);
 }
 
+fn reduce_scatter_typed<T: Equivalence + Copy>(
+    comm: &mpi::topology::SimpleCommunicator,
+    t: &Tensor,
+    out: &Tensor,
+) {
+    // SAFETY: both tensors are contiguous CPU of kind T; `out` is freshly made by the caller and
+    // holds 1/size of `t`'s elements.
+    let send = unsafe { as_slice_mut::<T>(t) };
+    let recv = unsafe { as_slice_mut::<T>(out) };
+    comm.reduce_scatter_block_into(&*send, recv, SystemOperation::sum());
+}
+
 fn broadcast_typed<T: Equivalence + Copy>(
     comm: &mpi::topology::SimpleCommunicator,
     t: &Tensor,
@@ -330,14 +342,36 @@ impl Collectives for MpiCollectives<'_> {
         Ok(out)
     }
 
+    /// Equal counts (the optimizer's padded gradient shards) go through
+    /// `MPI_Reduce_scatter_block`: each rank receives only its part, half an all-reduce's
+    /// traffic. Unequal counts reduce everything and keep this rank's rows.
     fn reduce_scatter(&self, t: &Tensor, counts: &[i64]) -> Result<Tensor, DistError> {
         self.check("reduce_scatter", t)?;
         let (offset, rows) = scatter_slice(self.world.rank, t, counts)?;
-        // MPI_Reduce_scatter would save bandwidth, but on CPU the feature tensors this carries
-        // are tiny; reducing everything keeps one well-tested code path.
-        let mut full = tch::no_grad(|| t.detach().copy());
-        self.all_reduce_sum(&mut full)?;
-        Ok(full.narrow(0, offset, rows).copy())
+        let Some(comm) = self.world.comm() else {
+            return Ok(tch::no_grad(|| t.detach().narrow(0, offset, rows).copy()));
+        };
+        if counts.iter().any(|&c| c != rows) {
+            let mut full = tch::no_grad(|| t.detach().copy());
+            self.all_reduce_sum(&mut full)?;
+            return Ok(full.narrow(0, offset, rows).copy());
+        }
+        let mut shape = t.size();
+        shape[0] = rows;
+        let out = Tensor::empty(shape.as_slice(), (t.kind(), Device::Cpu));
+        let per_rank = out.numel();
+        if i32::try_from(per_rank).is_err() {
+            return Err(self.err(format!(
+                "reduce_scatter: {per_rank} elements per rank exceed MPI's 2^31 element counts"
+            )));
+        }
+        if per_rank > 0 {
+            tch::no_grad(|| {
+                let send = t.detach().contiguous();
+                dispatch_kind!(t.kind(), reduce_scatter_typed, comm, &send, &out);
+            });
+        }
+        Ok(out)
     }
 
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), DistError> {

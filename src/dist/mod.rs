@@ -3,6 +3,7 @@
 pub mod buckets;
 pub mod collectives;
 pub mod nccl;
+pub mod shards;
 pub mod smoke;
 pub mod world;
 

@@ -212,6 +212,17 @@ impl Collectives for NcclCollectives<'_> {
             return Ok(out);
         }
         let send = tch::no_grad(|| t.detach().contiguous());
+        if rows.iter().all(|&r| r == rows[0]) {
+            // Equal counts (the optimizer's parameter shards): NCCL's own all-gather.
+            let count = send.numel();
+            let (sp, rp) = (send.data_ptr(), out.data_ptr());
+            // SAFETY: `send` holds `count` elements of type `dt`, `out` size·count, both
+            // contiguous on this device and alive until `run` has synchronised.
+            self.run("all_gather", || unsafe {
+                result::all_gather(sp, rp, count, dt, self.comm, default_stream())
+            })?;
+            return Ok(out);
+        }
         let elem = t.kind().elt_size_in_bytes();
         let (sp, rp) = (send.data_ptr(), out.data_ptr().cast::<u8>());
         // Byte offset of each rank's slot in the output.
@@ -259,11 +270,40 @@ impl Collectives for NcclCollectives<'_> {
         Ok(out)
     }
 
+    /// Equal counts (the optimizer's padded gradient shards) use `ncclReduceScatter`, which
+    /// moves (size − 1)/size of the tensor per rank, half an all-reduce; unequal counts reduce
+    /// everything and keep this rank's rows.
     fn reduce_scatter(&self, t: &Tensor, counts: &[i64]) -> Result<Tensor, DistError> {
+        let dt = self.dtype("reduce_scatter", t)?;
         let (offset, rows) = scatter_slice(self.world.rank, t, counts)?;
-        let mut full = tch::no_grad(|| t.detach().copy());
-        self.all_reduce_sum(&mut full)?;
-        Ok(full.narrow(0, offset, rows).copy())
+        if counts.iter().any(|&c| c != rows) {
+            let mut full = tch::no_grad(|| t.detach().copy());
+            self.all_reduce_sum(&mut full)?;
+            return Ok(full.narrow(0, offset, rows).copy());
+        }
+        let mut shape = t.size();
+        shape[0] = rows;
+        let out = Tensor::empty(shape.as_slice(), (t.kind(), t.device()));
+        let recvcount = out.numel();
+        if recvcount == 0 {
+            return Ok(out);
+        }
+        let send = tch::no_grad(|| t.detach().contiguous());
+        let (sp, rp) = (send.data_ptr(), out.data_ptr());
+        // SAFETY: `send` holds size·recvcount elements of type `dt` and `out` recvcount, both
+        // contiguous on this device and alive until `run` has synchronised.
+        self.run("reduce_scatter", || unsafe {
+            result::reduce_scatter(
+                sp,
+                rp,
+                recvcount,
+                dt,
+                sys::ncclRedOp_t::ncclSum,
+                self.comm,
+                default_stream(),
+            )
+        })?;
+        Ok(out)
     }
 
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), DistError> {

@@ -6,6 +6,7 @@ pub mod claim;
 pub mod cli;
 pub mod metrics_log;
 pub mod optim;
+pub mod optim_shard;
 pub mod optim_step;
 pub mod replicas;
 pub mod schedule;

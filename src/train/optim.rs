@@ -17,6 +17,12 @@
 //!
 //! All state (step, m, v, vmax per parameter) lives in tensors so a checkpoint can save and
 //! restore it exactly ([`Adam::state_tensors`], [`Adam::load_state_tensors`]).
+//!
+//! Every operation above is element-wise, with scalar factors that depend only on the
+//! parameter's group and step count ([`adam_math`]). So any flat range of elements stepped on
+//! its own gets the bits the whole step gives it: the sharded optimizer
+//! ([`super::optim_shard::ShardedAdam`], ZeRO-1) steps each rank's chunk of every gradient
+//! bucket as one flat tensor.
 
 use std::collections::HashMap;
 
@@ -162,6 +168,15 @@ impl Adam {
         })
     }
 
+    /// Elements of optimizer state held (moments; step counts not counted).
+    pub fn state_numel(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.state.as_ref())
+            .map(|st| 3 * st.exp_avg.numel())
+            .sum()
+    }
+
     /// Every state tensor as `(key, tensor)`, key = `"{param}.{step|exp_avg|exp_avg_sq|max_exp_avg_sq}"`;
     /// parameters that never stepped have no entries.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
@@ -248,29 +263,42 @@ fn add_weight_decay(g: &Tensor, p: &Tensor, wd: f64) -> Tensor {
 fn adam_update(cfg: &AdamConfig, lr: f64, param: &mut Tensor, grad: &Tensor, st: &mut ParamState) {
     let _ = st.step.g_add_scalar_(1.0);
     let step = st.step.double_value(&[]);
+    let moments = [&mut st.exp_avg, &mut st.exp_avg_sq, &mut st.max_exp_avg_sq];
+    adam_math(cfg, lr, step, param, grad, moments);
+}
+
+/// The update of step number `step` (already counted) of `param` with `grad` and the moments
+/// `[exp_avg, exp_avg_sq, max_exp_avg_sq]`, all in place and element-wise: any flat range of
+/// elements (a shard) updated on its own gets the bits the whole tensor's update gives it.
+pub(crate) fn adam_math(
+    cfg: &AdamConfig,
+    lr: f64,
+    step: f64,
+    param: &mut Tensor,
+    grad: &Tensor,
+    [exp_avg, exp_avg_sq, max_exp_avg_sq]: [&mut Tensor; 3],
+) {
     let grad = if cfg.weight_decay != 0.0 {
         add_weight_decay(grad, param, cfg.weight_decay)
     } else {
         grad.shallow_clone()
     };
-    let _ = st.exp_avg.lerp_(&grad, 1.0 - cfg.beta1);
-    let _ = st.exp_avg_sq.g_mul_scalar_(cfg.beta2);
-    let _ = st
-        .exp_avg_sq
-        .g_add_(&(grad.g_mul_scalar(1.0 - cfg.beta2) * &grad));
+    let _ = exp_avg.lerp_(&grad, 1.0 - cfg.beta1);
+    let _ = exp_avg_sq.g_mul_scalar_(cfg.beta2);
+    let _ = exp_avg_sq.g_add_(&(grad.g_mul_scalar(1.0 - cfg.beta2) * &grad));
     let bias_correction1 = 1.0 - cfg.beta1.powf(step);
     let bias_correction2 = 1.0 - cfg.beta2.powf(step);
     let step_size = lr / bias_correction1;
     let bias_correction2_sqrt = bias_correction2.powf(0.5);
-    let second = if cfg.amsgrad {
-        let m = st.max_exp_avg_sq.maximum(&st.exp_avg_sq);
-        st.max_exp_avg_sq.copy_(&m);
-        &st.max_exp_avg_sq
+    let second: &Tensor = if cfg.amsgrad {
+        let m = max_exp_avg_sq.maximum(exp_avg_sq);
+        max_exp_avg_sq.copy_(&m);
+        max_exp_avg_sq
     } else {
-        &st.exp_avg_sq
+        exp_avg_sq
     };
     let denom = (second.sqrt() / bias_correction2_sqrt).g_add_scalar(cfg.eps);
-    let update = st.exp_avg.g_mul_scalar(-step_size) / denom;
+    let update = exp_avg.g_mul_scalar(-step_size) / denom;
     let _ = param.g_add_(&update);
 }
 

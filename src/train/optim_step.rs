@@ -8,18 +8,27 @@
 //!    micro-batch (the exact global-batch ITHN objective, `train::step`), then the loss values;
 //! 3. refuse a non-finite loss before anything changes (every rank holds the same reduced
 //!    values, so every rank refuses together), naming the step as `metrics.jsonl` numbers it;
-//! 4. exchange gradients: sum over ranks in fused buckets ([`BucketPlan`]);
-//! 5. update the parameters (Adam, [`Adam::step`]) at the learning rates the schedule set
-//!    ([`OptimStep::set_lrs`]; StepLR moves per epoch, so the trainer sets them per epoch);
+//! 4. exchange gradients: reduce-scatter the fused buckets ([`BucketPlan`], [`ShardPlan`]), so
+//!    each rank holds the sum over ranks of its chunk of every bucket;
+//! 5. update the parameters (Adam) at the learning rates the schedule set
+//!    ([`OptimStep::set_lrs`]; StepLR moves per epoch, so the trainer sets them per epoch):
+//!    * sharded (`dist.shard_optimizer`, the default, on 2 or more ranks; ZeRO-1): each rank
+//!      steps Adam on its chunk of every bucket only, with that chunk's state only
+//!      ([`ShardedAdam`]), then the updated parameters are all-gathered;
+//!    * unsharded: the summed chunks are all-gathered into every gradient (reduce-scatter +
+//!      all-gather = all-reduce) and every rank steps the whole model ([`Adam::step`]);
 //! 6. sync buffers: with `model.batchnorm = "local"` every rank's BatchNorm running statistics
 //!    become rank 0's (DDP's `broadcast_buffers`), so evaluation, checkpoints (rank 0's) and a
 //!    resumed run see the same model on every rank.
 //!
-//! Steps 4–5 are where ZeRO-1 optimizer sharding goes: reduce-scatter the fused gradients so
-//! each rank holds the sum of its shard, step Adam on that shard's parameters and moments only,
-//! all-gather the updated parameters. The unit owns the optimizer and its state
-//! ([`OptimStep::state_tensors`], [`OptimStep::load_state_tensors`]) for that reason: a sharded
-//! variant changes what those return without touching its callers.
+//! The two modes take bit-identical steps: both use the same reduce-scatter for the gradient
+//! sums, and Adam is element-wise (see [`super::optim`]). Sharding divides the Adam time and the
+//! Adam state memory (three moments per parameter element) by the world size; the traffic is
+//! the same (one reduce-scatter and one all-gather of the model per step). After a sharded step
+//! a parameter's `.grad` holds this rank's own (unsummed) gradient.
+//!
+//! Checkpoints stay independent of the world: [`OptimStep::state_tensors`] gathers the whole
+//! state (collective), [`OptimStep::load_state_tensors`] takes this rank's part of it.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -27,9 +36,11 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 
 use super::optim::{Adam, AdamConfig, OptimError};
+use super::optim_shard::ShardedAdam;
 use super::step::{objective_backward, IthnModel, LossTerms, Micro};
 use crate::config::{BatchNormMode, Config, IthnConfig};
 use crate::dist::buckets::BucketPlan;
+use crate::dist::shards::ShardPlan;
 use crate::dist::{Collectives, DistError};
 use crate::model::R2GenCmn;
 
@@ -54,21 +65,57 @@ pub enum StepError {
     },
 }
 
-/// The optimizer step of a model: its optimizer, bucket plan, objective and buffers to sync.
+/// The optimizer step of a model: its optimizer, gradient shards, objective and buffers to sync.
 #[derive(Debug)]
 pub struct OptimStep {
-    optimizer: Adam,
-    plan: BucketPlan,
+    optimizer: Optimizer,
+    /// Every parameter and its name, in optimizer order.
+    params: Vec<Tensor>,
+    names: Vec<String>,
+    /// The buckets' split over the world the step was built for.
+    shards: ShardPlan,
     objective: IthnConfig,
     /// Buffers that a training forward changes per rank (BatchNorm statistics in `local` mode).
     buffers: Vec<Tensor>,
 }
 
+/// Adam over every parameter, or (ZeRO-1) over this rank's chunk of every bucket.
+#[derive(Debug)]
+enum Optimizer {
+    Whole(Adam),
+    Sharded(ShardedAdam),
+}
+
+/// Which rank of how many a step is built for, and whether it shards the optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub rank: usize,
+    pub size: usize,
+    /// ZeRO-1: each rank steps and keeps the state of its shard only (no effect on one rank).
+    pub shard: bool,
+}
+
+impl Layout {
+    /// The layout of `coll`'s world, sharded when `shard` and the world has 2 or more ranks.
+    pub fn of(coll: &dyn Collectives, shard: bool) -> Layout {
+        Layout {
+            rank: coll.rank(),
+            size: coll.size(),
+            shard,
+        }
+    }
+}
+
 impl OptimStep {
-    /// The step of `model` as `cfg` configures it: Adam over the model's parameter groups at
-    /// (lr_ve, lr_ed), gradient buckets of `dist.bucket_mb` MiB, the `ithn` objective, and the
-    /// BatchNorm buffers to keep in sync when `model.batchnorm = "local"`.
-    pub fn new(model: &R2GenCmn, cfg: &Config) -> Result<OptimStep, OptimError> {
+    /// The step of `model` on `coll`'s world as `cfg` configures it: Adam over the model's
+    /// parameter groups at (lr_ve, lr_ed), sharded when `dist.shard_optimizer`, gradient
+    /// buckets of `dist.bucket_mb` MiB, the `ithn` objective, and the BatchNorm buffers to keep
+    /// in sync when `model.batchnorm = "local"`.
+    pub fn new(
+        model: &R2GenCmn,
+        cfg: &Config,
+        coll: &dyn Collectives,
+    ) -> Result<OptimStep, OptimError> {
         let buffers = if cfg.model.batchnorm == BatchNormMode::Local {
             batchnorm_buffers(model)
         } else {
@@ -81,10 +128,11 @@ impl OptimStep {
             cfg.dist.bucket_mb,
             cfg.ithn.clone(),
             buffers,
+            Layout::of(coll, cfg.dist.shard_optimizer),
         )
     }
 
-    /// A step over explicit parts (`params` as [`Adam::new`] takes them).
+    /// A step over explicit parts (`params` as [`Adam::new`] takes them) for `layout`.
     pub fn from_parts(
         params: Vec<(String, Tensor, usize)>,
         lrs: Vec<f64>,
@@ -92,11 +140,25 @@ impl OptimStep {
         bucket_mb: f64,
         objective: IthnConfig,
         buffers: Vec<Tensor>,
+        layout: Layout,
     ) -> Result<OptimStep, OptimError> {
         let tensors: Vec<Tensor> = params.iter().map(|(_, p, _)| p.shallow_clone()).collect();
+        let names: Vec<String> = params.iter().map(|(n, _, _)| n.clone()).collect();
+        let numels: Vec<i64> = tensors.iter().map(|p| p.numel() as i64).collect();
+        let plan = BucketPlan::for_params(&tensors, bucket_mb);
+        let shards = ShardPlan::new(&plan, &numels, layout.rank, layout.size);
+        let sharded = layout.shard && layout.size > 1 && !tensors.is_empty();
+        let optimizer = if sharded {
+            let groups: Vec<usize> = params.iter().map(|(_, _, g)| *g).collect();
+            Optimizer::Sharded(ShardedAdam::new(&shards, &groups, lrs, adam, &tensors[0])?)
+        } else {
+            Optimizer::Whole(Adam::new(params, lrs, adam)?)
+        };
         Ok(OptimStep {
-            plan: BucketPlan::for_params(&tensors, bucket_mb),
-            optimizer: Adam::new(params, lrs, adam)?,
+            optimizer,
+            params: tensors,
+            names,
+            shards,
             objective,
             buffers,
         })
@@ -117,7 +179,7 @@ impl OptimStep {
             let rows: Vec<&[u64]> = micros.iter().map(|m| m.indices.as_slice()).collect();
             tracing::debug!(target: "ithn_dist::samples", step, rank = coll.rank(), rows = ?rows, "step samples");
         }
-        self.optimizer.zero_grad();
+        self.zero_grad();
         let mut terms = objective_backward(model, micros, &self.objective, coll).map_err(dist)?;
         if !terms.loss.is_finite() {
             return Err(StepError::NonFinite {
@@ -130,18 +192,83 @@ impl OptimStep {
                 tokens: terms.tokens,
             });
         }
-        let clock = Instant::now();
-        self.plan
-            .all_reduce_grads(&self.optimizer.params(), coll)
-            .map_err(dist)?;
-        terms.times.comm += clock.elapsed().as_secs_f64();
-        let clock = Instant::now();
-        self.optimizer.step();
-        terms.times.optimizer += clock.elapsed().as_secs_f64();
+        match &mut self.optimizer {
+            Optimizer::Whole(adam) if coll.size() == 1 => {
+                let clock = Instant::now();
+                adam.step();
+                terms.times.optimizer += clock.elapsed().as_secs_f64();
+            }
+            Optimizer::Whole(_) => self.replicated_update(coll, &mut terms).map_err(dist)?,
+            Optimizer::Sharded(_) => self.sharded_update(coll, &mut terms).map_err(dist)?,
+        }
         let clock = Instant::now();
         self.sync_buffers(coll).map_err(dist)?;
         terms.times.comm += clock.elapsed().as_secs_f64();
         Ok(terms)
+    }
+
+    /// Clears every parameter's gradient.
+    fn zero_grad(&self) {
+        for p in &self.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.detach_();
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// ZeRO-1: reduce-scatter the gradients, step this rank's chunks, all-gather the parameters.
+    fn sharded_update(
+        &mut self,
+        coll: &dyn Collectives,
+        terms: &mut LossTerms,
+    ) -> Result<(), DistError> {
+        let Optimizer::Sharded(adam) = &mut self.optimizer else {
+            unreachable!("sharded_update runs with the sharded optimizer");
+        };
+        let clock = Instant::now();
+        let grads = self.shards.reduce_scatter_grads(&self.params, coll)?;
+        terms.times.comm += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        let pieces: Vec<Tensor> = self
+            .shards
+            .pieces()
+            .iter()
+            .map(|p| {
+                let flat = self.params[p.param].detach().reshape([-1]);
+                flat.narrow(0, p.param_offset, p.len)
+            })
+            .collect();
+        let first = &self.params[0];
+        let mut chunks = self.shards.chunks_of(&pieces, first.kind(), first);
+        adam.step(&self.shards, &mut chunks, &grads);
+        terms.times.optimizer += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        self.shards.all_gather_into(&chunks, &self.params, coll)?;
+        terms.times.comm += clock.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Every rank steps the whole model with the summed gradients (reduce-scatter, then
+    /// all-gather of the summed chunks into every `.grad`).
+    fn replicated_update(
+        &mut self,
+        coll: &dyn Collectives,
+        terms: &mut LossTerms,
+    ) -> Result<(), DistError> {
+        let Optimizer::Whole(adam) = &mut self.optimizer else {
+            unreachable!("replicated_update runs with the whole optimizer");
+        };
+        let clock = Instant::now();
+        let chunks = self.shards.reduce_scatter_grads(&self.params, coll)?;
+        let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).collect();
+        self.shards.all_gather_into(&chunks, &grads, coll)?;
+        terms.times.comm += clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        adam.step();
+        terms.times.optimizer += clock.elapsed().as_secs_f64();
+        Ok(())
     }
 
     /// Rank 0's buffers become everyone's: one fused broadcast per element kind.
@@ -173,27 +300,60 @@ impl OptimStep {
 
     /// The learning rate of each parameter group.
     pub fn lrs(&self) -> &[f64] {
-        self.optimizer.lrs()
+        match &self.optimizer {
+            Optimizer::Whole(a) => a.lrs(),
+            Optimizer::Sharded(a) => a.lrs(),
+        }
     }
 
     /// Sets every group's learning rate (the schedule owns the values).
     pub fn set_lrs(&mut self, lrs: &[f64]) {
-        self.optimizer.set_lrs(lrs);
+        match &mut self.optimizer {
+            Optimizer::Whole(a) => a.set_lrs(lrs),
+            Optimizer::Sharded(a) => a.set_lrs(lrs),
+        }
     }
 
     /// The parameters in optimizer order.
     pub fn params(&self) -> Vec<Tensor> {
-        self.optimizer.params()
+        self.params.iter().map(|p| p.shallow_clone()).collect()
     }
 
-    /// The optimizer state for a checkpoint (see [`Adam::state_tensors`]).
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        self.optimizer.state_tensors()
+    /// Whether this step shards the optimizer (ZeRO-1; 2 or more ranks).
+    pub fn sharded(&self) -> bool {
+        matches!(self.optimizer, Optimizer::Sharded(_))
     }
 
-    /// Restores optimizer state written by [`OptimStep::state_tensors`].
+    /// Elements of Adam state (moments) this rank holds: about 1/world of the unsharded
+    /// optimizer's when sharded.
+    pub fn state_numel(&self) -> usize {
+        match &self.optimizer {
+            Optimizer::Whole(a) => a.state_numel(),
+            Optimizer::Sharded(a) => a.state_numel(),
+        }
+    }
+
+    /// The whole optimizer state for a checkpoint, the same on every rank and for every world
+    /// size (see [`Adam::state_tensors`]). Collective when sharded: every rank calls it.
+    pub fn state_tensors(
+        &self,
+        coll: &dyn Collectives,
+    ) -> Result<Vec<(String, Tensor)>, DistError> {
+        match &self.optimizer {
+            Optimizer::Whole(a) => Ok(a.state_tensors()),
+            Optimizer::Sharded(a) => a.state_tensors(&self.shards, &self.params, &self.names, coll),
+        }
+    }
+
+    /// Restores optimizer state written by [`OptimStep::state_tensors`] (by any world size);
+    /// a sharded step keeps its chunk of it.
     pub fn load_state_tensors(&mut self, map: &HashMap<String, Tensor>) -> Result<(), OptimError> {
-        self.optimizer.load_state_tensors(map)
+        match &mut self.optimizer {
+            Optimizer::Whole(a) => a.load_state_tensors(map),
+            Optimizer::Sharded(a) => {
+                a.load_state_tensors(&self.shards, &self.params, &self.names, map)
+            }
+        }
     }
 }
 

@@ -113,15 +113,17 @@ pub struct TrainOptions {
 }
 
 /// What a checkpoint holds of a training run: model, optimizer and progress, plus the
-/// vocabulary a model directory carries.
-struct Learner {
+/// vocabulary a model directory carries, and the collectives the step and the (sharded)
+/// optimizer's state gather run on.
+struct Learner<'w> {
     model: R2GenCmn,
     optimizer: OptimStep,
     state: TrainState,
     vocab: VocabInfo,
+    coll: Box<dyn Collectives + 'w>,
 }
 
-impl Stateful for Learner {
+impl Stateful for Learner<'_> {
     fn progress(&self) -> &TrainState {
         &self.state
     }
@@ -134,8 +136,8 @@ impl Stateful for Learner {
         self.model.registry().state_dict()
     }
 
-    fn optimizer_state(&self) -> Vec<(String, Tensor)> {
-        self.optimizer.state_tensors()
+    fn optimizer_state(&self) -> Result<Vec<(String, Tensor)>, CheckpointError> {
+        Ok(self.optimizer.state_tensors(self.coll.as_ref())?)
     }
 
     fn load_checkpoint(&mut self, ck: &Checkpoint) -> Result<(), CheckpointError> {
@@ -192,9 +194,8 @@ pub struct Trainer<'w> {
     cfg: Config,
     world: &'w World,
     run: RunDir,
-    learner: Learner,
+    learner: Learner<'w>,
     checkpointer: Checkpointer<'w>,
-    coll: Box<dyn Collectives + 'w>,
     train: Loader,
     val: Loader,
     test: Loader,
@@ -235,7 +236,7 @@ impl<'w> Trainer<'w> {
         let coll = collectives::select(world, cfg.dist.backend, device, cfg.dist.timeout_s)?;
         broadcast_weights(&model, coll.as_ref())?;
         let state = TrainState::fresh(&cfg);
-        let optimizer = OptimStep::new(&model, &cfg)?;
+        let optimizer = OptimStep::new(&model, &cfg, coll.as_ref())?;
         let (train, val, test) = loaders(&cfg, world)?;
         if world.is_root() {
             crate::model::weights::write_bytes_atomic(&run.config(), cfg.to_toml().as_bytes())?;
@@ -259,12 +260,12 @@ impl<'w> Trainer<'w> {
                 optimizer,
                 state,
                 vocab,
+                coll,
             },
             cfg,
             world,
             run,
             checkpointer,
-            coll,
             train,
             val,
             test,
@@ -384,7 +385,7 @@ impl<'w> Trainer<'w> {
         let learner = &mut self.learner;
         let terms = learner
             .optimizer
-            .step(&learner.model, micros, self.coll.as_ref(), step)?;
+            .step(&learner.model, micros, learner.coll.as_ref(), step)?;
         learner.state.cursor.batches_consumed += micros.len() as u64;
         learner.state.step = step;
         Ok(terms)
@@ -483,7 +484,7 @@ impl<'w> Trainer<'w> {
             loader,
             &self.learner.vocab,
             opts,
-            self.coll.as_ref(),
+            self.learner.coll.as_ref(),
             None,
             &|| checkpointer.stop_requested(),
         ) {

@@ -22,6 +22,8 @@ use crate::data::image::{decode_file, resize_shorter};
 use crate::data::loader::testing::{write_split, TestPixels, TestRow};
 use crate::data::loader::{Loader, LoaderOptions, ShardPlan};
 use crate::data::sampler::Cursor;
+
+use super::cpu_seconds;
 use crate::dataset::Split;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -117,15 +119,6 @@ impl Throughput {
             self.per_s, self.per_cpu_s
         );
     }
-}
-
-/// user + system CPU seconds of this process, all threads.
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn rust_throughput(a: &LoaderBenchArgs) -> anyhow::Result<Throughput> {

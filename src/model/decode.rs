@@ -269,7 +269,11 @@ fn beam_inner(
             .parents
             .push(Vec::<i64>::try_from(&state_ix).unwrap_or_default());
         sums = sums.gather(1, &beam_ix, false) + lp3.view([b, parents * v1]).gather(1, &ix, false);
-        cache.select(&state_ix);
+        if t == 0 {
+            cache.select(&state_ix); // one row per image → k rows per image
+        } else {
+            cache.select_within_images(&state_ix); // state_ix stays within each image's beams
+        }
         parents = k;
         let last = t == max_len - 1;
         let ended = record_done(&mut done, &word, &sums, &seqs, t as usize, last);

@@ -131,7 +131,10 @@ fn reference_in(
     max_len: usize,
     dir: &Path,
 ) -> anyhow::Result<HashMap<(String, usize), RefRun>> {
-    let (weights, feats_path) = (dir.join("weights.safetensors"), dir.join("feats.safetensors"));
+    let (weights, feats_path) = (
+        dir.join("weights.safetensors"),
+        dir.join("feats.safetensors"),
+    );
     let state: Vec<(String, Tensor)> = model
         .registry()
         .state_dict()
@@ -170,7 +173,10 @@ fn reference_in(
 }
 
 /// Parses the script's JSON lines (see its docstring).
-fn parse_reference(stdout: &str, script: &Path) -> anyhow::Result<HashMap<(String, usize), RefRun>> {
+fn parse_reference(
+    stdout: &str,
+    script: &Path,
+) -> anyhow::Result<HashMap<(String, usize), RefRun>> {
     let mut runs = HashMap::new();
     for line in stdout.lines().filter(|l| l.starts_with('{')) {
         let v: serde_json::Value = serde_json::from_str(line)
@@ -205,7 +211,12 @@ fn load_model(a: &DecodeBenchArgs, device: Device) -> anyhow::Result<(R2GenCmn, 
 }
 
 /// Patch features of `b` random images per batch size (seeded), outside any timed region.
-fn features(model: &R2GenCmn, config: &Config, batches: &[usize], device: Device) -> Vec<(usize, Tensor)> {
+fn features(
+    model: &R2GenCmn,
+    config: &Config,
+    batches: &[usize],
+    device: Device,
+) -> Vec<(usize, Tensor)> {
     let size = config.data.image_size as i64;
     tch::manual_seed(7);
     batches
@@ -246,7 +257,16 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
     };
     println!(
         "{:<7} {:>5} {:>10} {:>10} {:>7} {:>11} {:>11} {:>7} {:>8} {:>6}{}",
-        "method", "batch", "ours r/s", "ref r/s", "ratio", "ours r/cpus", "ref r/cpus", "ratio", "mean len", "same",
+        "method",
+        "batch",
+        "ours r/s",
+        "ref r/s",
+        "ratio",
+        "ours r/cpus",
+        "ref r/cpus",
+        "ratio",
+        "mean len",
+        "same",
         if a.uncached { "  uncached r/s" } else { "" }
     );
     for (b, att) in &feats {
@@ -259,7 +279,9 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
                 }
             };
             let (ours, decoded) = timed(a.repeat, || run(StepMode::Cached));
-            let uncached = a.uncached.then(|| timed(a.repeat, || run(StepMode::Recompute)).0);
+            let uncached = a
+                .uncached
+                .then(|| timed(a.repeat, || run(StepMode::Recompute)).0);
             let theirs = reference.get(&(name.to_string(), *b));
             print_row(name, *b, &ours, theirs, &decoded, uncached.as_ref());
         }
@@ -283,7 +305,11 @@ fn print_row(
     let ref_cpu = theirs.map(|r| rate(r.timing.cpu_seconds));
     let same = theirs.map_or("-", |r| {
         let ours: Vec<Vec<i64>> = (0..b).map(|i| decoded.tokens(i)).collect();
-        if ours == r.tokens { "yes" } else { "NO" }
+        if ours == r.tokens {
+            "yes"
+        } else {
+            "NO"
+        }
     });
     println!(
         "{name:<7} {b:>5} {:>10} {:>10} {:>7} {:>11} {:>11} {:>7} {:>8.1} {:>6}{}",
@@ -295,6 +321,8 @@ fn print_row(
         ratio(ref_cpu.map(|r| rate(ours.cpu_seconds) / r)),
         mean_len(decoded),
         same,
-        uncached.map(|t| format!("  {:>12}", sig3(rate(t.seconds)))).unwrap_or_default()
+        uncached
+            .map(|t| format!("  {:>12}", sig3(rate(t.seconds))))
+            .unwrap_or_default()
     );
 }

@@ -53,7 +53,10 @@ fn fixture_outputs() -> Vec<(String, Tensor)> {
 }
 
 fn output(name: &str) -> Tensor {
-    let (_, t) = fixture_outputs().into_iter().find(|(k, _)| k == name).unwrap();
+    let (_, t) = fixture_outputs()
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .unwrap();
     t
 }
 
@@ -105,8 +108,16 @@ fn reference_script_reproduces_the_reference_fixture() {
     let got = script_tokens(&output("att_feats"), 20);
     assert_eq!(got.len(), 2, "one line per method");
     for (method, tokens) in got {
-        let key = if method == "greedy" { "greedy_seq" } else { "beam_seq" };
-        assert_eq!(tokens, rows(&output(key)), "{method} tokens vs the fixture's {key}");
+        let key = if method == "greedy" {
+            "greedy_seq"
+        } else {
+            "beam_seq"
+        };
+        assert_eq!(
+            tokens,
+            rows(&output(key)),
+            "{method} tokens vs the fixture's {key}"
+        );
     }
 }
 

@@ -63,7 +63,11 @@ fn jpeg_pixels_equal_pillows() {
         let ours = image::decode_file(&dir.path().join(format!("{k}.jpg"))).unwrap();
         let d = image::max_diff_as_rgb(&ours, &pillow);
         println!("{name}: max difference {d}/255");
-        assert_eq!(ours.channels(), pillow_channels(name), "{name}: grey stays grey");
+        assert_eq!(
+            ours.channels(),
+            pillow_channels(name),
+            "{name}: grey stays grey"
+        );
         assert_eq!(d, 0, "{name}: {d} levels from Pillow");
         let kind = name.rsplit(' ').next().unwrap().to_string();
         let w = worst.entry(kind).or_insert(0u8);

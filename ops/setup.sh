@@ -2,7 +2,8 @@
 # ops/setup.sh — install everything ithn-dist needs on a fresh Debian machine.
 # Idempotent and quick when already done (each stage checks before it acts).
 #   * Debian packages: Open MPI, libclang (bindgen for rsmpi), pkg-config, a headless JRE (METEOR),
-#     SLURM + munge (the local cluster used by the launcher tests).
+#     SLURM + munge (the local cluster used by the launcher tests), cmake + nasm (libjpeg-turbo,
+#     built by the turbojpeg crate: Debian's libturbojpeg is 2.1, the binding needs the 3.x API).
 #   * A project-local virtualenv .venv (git-ignored) with torch==2.13.0 (libtorch for tch),
 #     torchvision, pycocoevalcap (METEOR 1.5 jar), Pillow, pyarrow, safetensors — created with uv,
 #     whose cache lives outside the clone so a fresh clone re-links it in seconds.
@@ -15,7 +16,8 @@ cd "$ROOT"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 APT_PKGS=(openmpi-bin libopenmpi-dev libclang-dev clang pkg-config default-jre-headless slurm-wlm munge
-          libfontconfig1-dev fonts-dejavu-core)  # plotters (`ithn-dist plot`): fontconfig + a sans font
+          libfontconfig1-dev fonts-dejavu-core   # plotters (`ithn-dist plot`): fontconfig + a sans font
+          cmake nasm)  # the turbojpeg crate builds its vendored libjpeg-turbo 3 (SIMD needs nasm)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,17 +1,24 @@
-//! `ithn-dist bench decode`: reports/s of greedy and beam-3 decoding at batch 1 and 16, with the
-//! incremental key/value cache against the uncached decoder (whole history through every layer
-//! at every step) timed in the same run on the same features — the ratio is the cache's gain.
-//! The visual extractor and encoder run outside the timed region only for the features; the
-//! timed region is the full sampler (encoder memory, every step, beam bookkeeping).
+//! `ithn-dist bench decode`: reports/s of greedy and beam-3 decoding at batch 1 and 16, against
+//! the reference's decoding loop (`ops/bench/decode_ref.py`: the PyTorch sampler of SPEC §4 as
+//! the reference runs it) timed in the same invocation on the same weights, features, dims,
+//! batch and threads, with their ratio and whether the tokens agree. `--uncached` adds this
+//! decoder without its key/value cache (whole history through every layer at every step).
+//! The visual extractor runs outside the timed region only for the features; the timed region
+//! is the full sampler (encoder, memory, every step, beam bookkeeping) on both sides.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context};
 use clap::Args;
 use tch::{Device, Kind, Tensor};
 
+use super::cpu_seconds;
 use crate::config::Config;
 use crate::model::decode::{beam_search_with, greedy_with, Decoded, StepMode};
+use crate::model::weights::write_safetensors_atomic;
 use crate::model::{ModelCheckpoint, R2GenCmn};
 
 #[derive(Args, Debug)]
@@ -34,6 +41,18 @@ pub struct DecodeBenchArgs {
     /// libtorch intra-op threads (1 avoids OpenMP oversubscription on a shared machine).
     #[arg(long, default_value_t = 1, value_parser = crate::bounds::threads::<i32>())]
     pub threads: i32,
+    /// Also time this decoder without its key/value cache.
+    #[arg(long)]
+    pub uncached: bool,
+    /// Skip the Python reference (only this decoder's figures).
+    #[arg(long)]
+    pub no_python: bool,
+    /// Python interpreter with torch and safetensors.
+    #[arg(long, value_name = "PYTHON", default_value = ".venv/bin/python")]
+    pub python: PathBuf,
+    /// The reference-side script.
+    #[arg(long, value_name = "SCRIPT", default_value = "ops/bench/decode_ref.py")]
+    pub script: PathBuf,
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 3, value_parser = crate::bounds::at_least::<usize>(1))]
     pub repeat: usize,
@@ -44,15 +63,27 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn timed(repeat: usize, f: impl Fn() -> Decoded) -> (Duration, Decoded) {
+/// One side's timing of one (method, batch): median wall seconds and mean CPU seconds per run.
+struct Timing {
+    seconds: f64,
+    cpu_seconds: f64,
+}
+
+fn timed(repeat: usize, f: impl Fn() -> Decoded) -> (Timing, Decoded) {
     let mut times = Vec::new();
     let mut last = f(); // warm-up (allocator, kernels)
+    let cpu0 = cpu_seconds();
     for _ in 0..repeat.max(1) {
         let t = Instant::now();
         last = f();
         times.push(t.elapsed());
     }
-    (median(times), last)
+    let cpu = (cpu_seconds() - cpu0) / repeat.max(1) as f64;
+    let t = Timing {
+        seconds: median(times).as_secs_f64(),
+        cpu_seconds: cpu,
+    };
+    (t, last)
 }
 
 /// A rate with 3 significant digits (full-size models decode well under 1 report/s).
@@ -70,10 +101,104 @@ fn mean_len(d: &Decoded) -> f64 {
     d.seq.ne(0).sum(Kind::Int64).int64_value(&[]) as f64 / n as f64
 }
 
-pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
-    let device = Device::cuda_if_available();
-    tch::set_num_threads(a.threads);
-    let (model, config) = match &a.checkpoint {
+/// The reference side's result for one (method, batch).
+struct RefRun {
+    timing: Timing,
+    tokens: Vec<Vec<i64>>,
+}
+
+/// Runs `ops/bench/decode_ref.py` on the model's state dict and the features of every batch
+/// size (written to a scratch directory, removed afterwards). Keyed by (method, batch).
+fn reference(
+    a: &DecodeBenchArgs,
+    model: &R2GenCmn,
+    config: &Config,
+    feats: &[(usize, Tensor)],
+    max_len: usize,
+) -> anyhow::Result<HashMap<(String, usize), RefRun>> {
+    let dir = std::env::temp_dir().join(format!("ithn-bench-decode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = reference_in(a, model, config, feats, max_len, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn reference_in(
+    a: &DecodeBenchArgs,
+    model: &R2GenCmn,
+    config: &Config,
+    feats: &[(usize, Tensor)],
+    max_len: usize,
+    dir: &Path,
+) -> anyhow::Result<HashMap<(String, usize), RefRun>> {
+    let (weights, feats_path) = (
+        dir.join("weights.safetensors"),
+        dir.join("feats.safetensors"),
+    );
+    let state: Vec<(String, Tensor)> = model
+        .registry()
+        .state_dict()
+        .into_iter()
+        .map(|(k, t)| (k, t.to_device(Device::Cpu).to_kind(Kind::Float)))
+        .collect();
+    write_safetensors_atomic(&weights, &state)?;
+    let named: Vec<(String, Tensor)> = feats
+        .iter()
+        .map(|(b, t)| (format!("att_feats.{b}"), t.to_device(Device::Cpu)))
+        .collect();
+    write_safetensors_atomic(&feats_path, &named)?;
+    let batches: Vec<String> = feats.iter().map(|(b, _)| b.to_string()).collect();
+    let out = Command::new(&a.python)
+        .arg(&a.script)
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--feats")
+        .arg(&feats_path)
+        .args(["--heads", &config.model.num_heads.to_string()])
+        .args(["--topk", &config.model.topk.to_string()])
+        .args(["--max-len", &max_len.to_string()])
+        .args(["--batch", &batches.join(",")])
+        .args(["--threads", &a.threads.to_string()])
+        .args(["--repeat", &a.repeat.to_string()])
+        .output()
+        .with_context(|| format!("running {} {}", a.python.display(), a.script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            a.script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_reference(&String::from_utf8_lossy(&out.stdout), &a.script)
+}
+
+/// Parses the script's JSON lines (see its docstring).
+fn parse_reference(
+    stdout: &str,
+    script: &Path,
+) -> anyhow::Result<HashMap<(String, usize), RefRun>> {
+    let mut runs = HashMap::new();
+    for line in stdout.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: bad output line {line:?}", script.display()))?;
+        let f = |k: &str| {
+            v[k].as_f64()
+                .with_context(|| format!("{}: {k} missing in {line:?}", script.display()))
+        };
+        let method = v["method"].as_str().unwrap_or_default().to_string();
+        let tokens: Vec<Vec<i64>> = serde_json::from_value(v["tokens"].clone())
+            .with_context(|| format!("{}: tokens in {line:?}", script.display()))?;
+        let timing = Timing {
+            seconds: f("seconds")?,
+            cpu_seconds: f("cpu_seconds")?,
+        };
+        runs.insert((method, f("batch")? as usize), RefRun { timing, tokens });
+    }
+    Ok(runs)
+}
+
+fn load_model(a: &DecodeBenchArgs, device: Device) -> anyhow::Result<(R2GenCmn, Config)> {
+    Ok(match &a.checkpoint {
         Some(dir) => {
             let ckpt = ModelCheckpoint::open(dir)?;
             (R2GenCmn::from_checkpoint(&ckpt, device)?, ckpt.config)
@@ -82,48 +207,122 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
             let config = Config::load(&a.config, &[])?;
             (R2GenCmn::from_config(&config, a.logit_dim, device)?, config)
         }
-    };
-    let max_len = a.max_len.unwrap_or(config.eval.max_seq_length);
+    })
+}
+
+/// Patch features of `b` random images per batch size (seeded), outside any timed region.
+fn features(
+    model: &R2GenCmn,
+    config: &Config,
+    batches: &[usize],
+    device: Device,
+) -> Vec<(usize, Tensor)> {
     let size = config.data.image_size as i64;
+    tch::manual_seed(7);
+    batches
+        .iter()
+        .map(|&b| {
+            let images = Tensor::randn(
+                [b as i64, model.views() as i64, 3, size, size],
+                (Kind::Float, device),
+            );
+            (b, tch::no_grad(|| model.visual(&images, false)).0)
+        })
+        .collect()
+}
+
+pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
+    let device = Device::cuda_if_available();
+    tch::set_num_threads(a.threads);
+    let (model, config) = load_model(&a, device)?;
+    let max_len = a.max_len.unwrap_or(config.eval.max_seq_length);
+    let profile = if cfg!(debug_assertions) {
+        "debug (not representative: build with --release)"
+    } else {
+        "release"
+    };
     println!(
-        "bench decode: device {device:?}, d_model {}, layers {}, vocab {}, max_len {max_len}, threads {}, repeat {}",
+        "bench decode: {profile} build, device {device:?}, d_model {}, layers {}, vocab {}, max_len {max_len}, threads {} (both sides), repeat {}",
         config.model.d_model,
         config.model.num_layers,
         model.logit_dim(),
         a.threads,
         a.repeat
     );
+    let feats = features(&model, &config, &a.batch, device);
+    let reference = if a.no_python {
+        HashMap::new()
+    } else {
+        reference(&a, &model, &config, &feats, max_len)?
+    };
     println!(
-        "{:<8} {:>5} {:>12} {:>12} {:>8} {:>9} {:>6}",
-        "method", "batch", "cached r/s", "uncached r/s", "speedup", "mean len", "same"
+        "{:<7} {:>5} {:>10} {:>10} {:>7} {:>11} {:>11} {:>7} {:>8} {:>6}{}",
+        "method",
+        "batch",
+        "ours r/s",
+        "ref r/s",
+        "ratio",
+        "ours r/cpus",
+        "ref r/cpus",
+        "ratio",
+        "mean len",
+        "same",
+        if a.uncached { "  uncached r/s" } else { "" }
     );
-    tch::manual_seed(7);
-    for &b in &a.batch {
-        let images = Tensor::randn(
-            [b as i64, model.views() as i64, 3, size, size],
-            (Kind::Float, device),
-        );
-        let (att, _) = tch::no_grad(|| model.visual(&images, false));
+    for (b, att) in &feats {
         for (name, beam) in [("greedy", 1usize), ("beam3", 3)] {
             let run = |mode| {
                 if beam == 1 {
-                    greedy_with(&model, &att, max_len, config.eval.block_trigrams, mode)
+                    greedy_with(&model, att, max_len, config.eval.block_trigrams, mode)
                 } else {
-                    beam_search_with(&model, &att, max_len, beam, mode)
+                    beam_search_with(&model, att, max_len, beam, mode)
                 }
             };
-            let (tc, dc) = timed(a.repeat, || run(StepMode::Cached));
-            let (tr, dr) = timed(a.repeat, || run(StepMode::Recompute));
-            let rate = |t: Duration| b as f64 / t.as_secs_f64();
-            println!(
-                "{name:<8} {b:>5} {:>12} {:>12} {:>7.2}x {:>9.1} {:>6}",
-                sig3(rate(tc)),
-                sig3(rate(tr)),
-                tr.as_secs_f64() / tc.as_secs_f64(),
-                mean_len(&dc),
-                if dc.seq.equal(&dr.seq) { "yes" } else { "no" }
-            );
+            let (ours, decoded) = timed(a.repeat, || run(StepMode::Cached));
+            let uncached = a
+                .uncached
+                .then(|| timed(a.repeat, || run(StepMode::Recompute)).0);
+            let theirs = reference.get(&(name.to_string(), *b));
+            print_row(name, *b, &ours, theirs, &decoded, uncached.as_ref());
         }
     }
     Ok(0)
+}
+
+/// One table row: rates per wall second and per CPU-second of both sides and their ratios.
+fn print_row(
+    name: &str,
+    b: usize,
+    ours: &Timing,
+    theirs: Option<&RefRun>,
+    decoded: &Decoded,
+    uncached: Option<&Timing>,
+) {
+    let rate = |s: f64| b as f64 / s.max(1e-12);
+    let cell = |x: Option<f64>| x.map(sig3).unwrap_or_else(|| "-".into());
+    let ratio = |x: Option<f64>| x.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into());
+    let ref_rate = theirs.map(|r| rate(r.timing.seconds));
+    let ref_cpu = theirs.map(|r| rate(r.timing.cpu_seconds));
+    let same = theirs.map_or("-", |r| {
+        let ours: Vec<Vec<i64>> = (0..b).map(|i| decoded.tokens(i)).collect();
+        if ours == r.tokens {
+            "yes"
+        } else {
+            "NO"
+        }
+    });
+    println!(
+        "{name:<7} {b:>5} {:>10} {:>10} {:>7} {:>11} {:>11} {:>7} {:>8.1} {:>6}{}",
+        sig3(rate(ours.seconds)),
+        cell(ref_rate),
+        ratio(ref_rate.map(|r| rate(ours.seconds) / r)),
+        sig3(rate(ours.cpu_seconds)),
+        cell(ref_cpu),
+        ratio(ref_cpu.map(|r| rate(ours.cpu_seconds) / r)),
+        mean_len(decoded),
+        same,
+        uncached
+            .map(|t| format!("  {:>12}", sig3(rate(t.seconds))))
+            .unwrap_or_default()
+    );
 }

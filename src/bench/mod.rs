@@ -17,7 +17,7 @@ pub mod step;
 pub enum BenchCmd {
     /// BLEU + ROUGE-L + CIDEr: this crate vs pycocoevalcap on the same pairs (times, ratio, values).
     Metrics(metrics::MetricsBenchArgs),
-    /// Greedy and beam-3 decoding: reports/s at batch 1 and 16, KV cache vs uncached decoder.
+    /// Greedy and beam-3 decoding: reports/s at batch 1 and 16 vs the reference decoding loop (PyTorch).
     Decode(decode::DecodeBenchArgs),
     /// The distributed ITHN training step: samples/s and data/forward/backward/communication/optimizer shares.
     Step(step::StepBenchArgs),
@@ -35,4 +35,15 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
         BenchCmd::Prepare(a) => prepare::run(a),
         BenchCmd::Step(a) => step::run(a),
     }
+}
+
+/// User + system CPU seconds of this process so far, all threads (`getrusage`). Benches divide
+/// work by it to quote per-CPU-second figures, which stay comparable when the two sides use
+/// different numbers of cores or the machine is shared.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }

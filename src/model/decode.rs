@@ -152,12 +152,39 @@ fn trigram_mask(
     Tensor::from_slice(&mask).reshape([seq.len() as i64, v1])
 }
 
-/// A finished beam.
+/// A finished beam: its tokens, its score, and where its last log-prob row is (step, row of
+/// that step's beams), from which [`BeamRows`] walks back to the first step.
 #[derive(Debug)]
 struct Done {
     seq: Vec<i64>,
-    rows: Tensor,
+    step: usize,
+    row: usize,
     p: f64,
+}
+
+/// The log-prob row each beam's newest token was chosen from, per step, with the parent beam of
+/// every row. Why not one `[B·k, t, V+1]` history reordered at every step (what the reference
+/// keeps): that copies O(t·V) per row per step and re-allocates a growing buffer (page faults
+/// for every step); walking the parents back costs O(t) per *returned* beam, once at the end.
+struct BeamRows {
+    /// Per step: `[B·k, V+1]` the chosen rows of that step's beams.
+    rows: Vec<Tensor>,
+    /// Per step: the row of the previous step each beam extends (`state_ix`).
+    parents: Vec<Vec<i64>>,
+}
+
+impl BeamRows {
+    /// `[step+1, V+1]` the rows of the beam at (`step`, `row`), first step first.
+    fn path(&self, step: usize, row: usize) -> Tensor {
+        let mut picked = Vec::with_capacity(step + 1);
+        let mut r = row as i64;
+        for s in (0..=step).rev() {
+            picked.push(self.rows[s].get(r));
+            r = self.parents[s][r as usize];
+        }
+        picked.reverse();
+        Tensor::stack(&picked, 0)
+    }
 }
 
 /// Beam search with `beam` beams per image, up to `max_len` tokens.
@@ -175,6 +202,28 @@ pub fn beam_search_with(
 ) -> Decoded {
     let _g = tch::no_grad_guard();
     model.with_precision(|| beam_inner(model, att_feats, max_len as i64, beam as i64, mode))
+}
+
+/// The flattened indices of the `k` best candidates per row, best first: what the reference's
+/// descending `sort` then `[:, :k]` picks. `topk` of k+1 gives the same indices whenever the
+/// k+1 best values are distinct (the order is then fixed by the values alone); a tie among
+/// them — where the two algorithms may order equal values differently — takes the full sort.
+/// A full sort of B × k·(V+1) values per step was the largest single cost of beam search.
+fn best_k(cand: &Tensor, k: i64) -> Tensor {
+    let n = cand.size()[1];
+    if k < n {
+        let (vals, ix) = cand.topk(k + 1, -1, true, true);
+        let distinct = vals
+            .narrow(1, 0, k)
+            .gt_tensor(&vals.narrow(1, 1, k))
+            .all()
+            .int64_value(&[])
+            != 0;
+        if distinct {
+            return ix.narrow(1, 0, k);
+        }
+    }
+    cand.sort(-1, true).1.narrow(1, 0, k)
 }
 
 fn beam_inner(
@@ -198,27 +247,36 @@ fn beam_inner(
     let mut parents = 1i64;
     let mut sums = Tensor::zeros([b, 1], (Kind::Float, dev));
     let mut seqs = Tensor::zeros([b, 0], (Kind::Int64, dev));
-    let mut rows = Tensor::zeros([b, 0, v1], (Kind::Float, dev));
+    let mut history = BeamRows {
+        rows: Vec::new(),
+        parents: Vec::new(),
+    };
     let mut done: Vec<Vec<Done>> = (0..b).map(|_| Vec::new()).collect();
     let offsets = Tensor::arange(b, (Kind::Int64, dev)).unsqueeze(1);
     for t in 0..max_len {
         let lp3 = lp.view([b, parents, v1]);
         let cand = (sums.unsqueeze(-1) + &lp3).view([b, parents * v1]);
-        let (_, order) = cand.sort(-1, true);
-        let ix = order.narrow(1, 0, k);
+        let ix = best_k(&cand, k);
         let beam_ix = ix.divide_scalar_mode(v1, "floor");
         let word = ix.remainder(v1);
         let state_ix = (&beam_ix + &offsets * parents).view([-1]);
         seqs = Tensor::cat(&[seqs.index_select(0, &state_ix), word.view([-1, 1])], 1);
-        let chosen_rows = lp3
-            .gather(1, &beam_ix.unsqueeze(-1).expand([b, k, v1], true), false)
-            .view([b * k, 1, v1]);
-        rows = Tensor::cat(&[rows.index_select(0, &state_ix), chosen_rows], 1);
+        history.rows.push(
+            lp3.gather(1, &beam_ix.unsqueeze(-1).expand([b, k, v1], true), false)
+                .view([b * k, v1]),
+        );
+        history
+            .parents
+            .push(Vec::<i64>::try_from(&state_ix).unwrap_or_default());
         sums = sums.gather(1, &beam_ix, false) + lp3.view([b, parents * v1]).gather(1, &ix, false);
-        cache.select(&state_ix);
+        if t == 0 {
+            cache.select(&state_ix); // one row per image → k rows per image
+        } else {
+            cache.select_within_images(&state_ix); // state_ix stays within each image's beams
+        }
         parents = k;
         let last = t == max_len - 1;
-        let ended = record_done(&mut done, &word, &sums, &seqs, &rows, last);
+        let ended = record_done(&mut done, &word, &sums, &seqs, t as usize, last);
         if last {
             break;
         }
@@ -227,7 +285,7 @@ fn beam_inner(
         if settled(&done, &sums) {
             break;
         }
-        let history = Tensor::cat(
+        let input = Tensor::cat(
             &[
                 Tensor::zeros([b * k, 1], (Kind::Int64, dev)),
                 seqs.shallow_clone(),
@@ -235,9 +293,9 @@ fn beam_inner(
             1,
         );
         // The reference applies log_softmax a second time to the step's log-probs.
-        lp = step(model, mode, &history, &mut cache).log_softmax(-1, Kind::Float);
+        lp = step(model, mode, &input, &mut cache).log_softmax(-1, Kind::Float);
     }
-    collect_best(done, max_len, v1, dev)
+    collect_best(done, &history, max_len, v1, dev)
 }
 
 /// Copies every beam that just emitted 0 (or every beam, at the last step) to `done` with its
@@ -247,7 +305,7 @@ fn record_done(
     word: &Tensor,
     sums: &Tensor,
     seqs: &Tensor,
-    rows: &Tensor,
+    step: usize,
     last: bool,
 ) -> Vec<bool> {
     let k = word.size()[1] as usize;
@@ -259,7 +317,8 @@ fn record_done(
             *end = true;
             done[j / k].push(Done {
                 seq: Vec::<i64>::try_from(seqs.get(j as i64)).unwrap_or_default(),
-                rows: rows.get(j as i64),
+                step,
+                row: j,
                 p: sums[j] as f64,
             });
         }
@@ -281,7 +340,13 @@ fn settled(done: &[Vec<Done>], sums: &Tensor) -> bool {
 }
 
 /// Per image: the done beam with the highest p (stable sort, as Python's `sorted`), padded.
-fn collect_best(done: Vec<Vec<Done>>, max_len: i64, v1: i64, dev: tch::Device) -> Decoded {
+fn collect_best(
+    done: Vec<Vec<Done>>,
+    history: &BeamRows,
+    max_len: i64,
+    v1: i64,
+    dev: tch::Device,
+) -> Decoded {
     let b = done.len() as i64;
     let seq = Tensor::zeros([b, max_len], (Kind::Int64, dev));
     let logprobs = Tensor::zeros([b, max_len, v1], (Kind::Float, dev));
@@ -293,7 +358,10 @@ fn collect_best(done: Vec<Vec<Done>>, max_len: i64, v1: i64, dev: tch::Device) -
         seq.get(i as i64)
             .narrow(0, 0, n)
             .copy_(&Tensor::from_slice(&best.seq).to_device(dev));
-        logprobs.get(i as i64).narrow(0, 0, n).copy_(&best.rows);
+        logprobs
+            .get(i as i64)
+            .narrow(0, 0, n)
+            .copy_(&history.path(best.step, best.row));
         scores.push(best.p);
     }
     Decoded {

@@ -9,6 +9,7 @@ mod resume_support;
 mod train_support;
 mod util;
 
+mod bench_decode_ref;
 mod ce_evaluate;
 mod ce_hand_labelled;
 mod ce_mesh_agreement;

@@ -14,6 +14,7 @@
 //! - DICOM, truncated files and decompression bombs are refused with an error naming the file,
 //!   and absurd sizes are refused *before* any pixel buffer is allocated.
 
+mod jpeg;
 mod resample;
 
 use std::io::Cursor;
@@ -246,6 +247,11 @@ pub fn decode(bytes: &[u8], origin: &Path) -> Result<Image, ImageError> {
             });
         }
     }
+    if header.format() == Some(image::ImageFormat::Jpeg) {
+        if let Some(img) = jpeg::decode(bytes, origin)? {
+            return Ok(img);
+        }
+    }
     // Header first: refuse bombs before the decoder allocates anything.
     let (width, height) = header.into_dimensions().map_err(|e| corrupt(origin, e))?;
     check_dimensions(width, height, origin)?;
@@ -276,7 +282,7 @@ fn corrupt(origin: &Path, e: image::ImageError) -> ImageError {
     }
 }
 
-fn check_dimensions(width: u32, height: u32, origin: &Path) -> Result<(), ImageError> {
+pub(crate) fn check_dimensions(width: u32, height: u32, origin: &Path) -> Result<(), ImageError> {
     if width == 0
         || height == 0
         || width > MAX_SIDE

@@ -8,10 +8,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use tch::{Device, Kind, Tensor};
 
@@ -148,28 +147,28 @@ fn reference_in(
         .collect();
     write_safetensors_atomic(&feats_path, &named)?;
     let batches: Vec<String> = feats.iter().map(|(b, _)| b.to_string()).collect();
-    let out = Command::new(&a.python)
-        .arg(&a.script)
-        .arg("--weights")
-        .arg(&weights)
-        .arg("--feats")
-        .arg(&feats_path)
-        .args(["--heads", &config.model.num_heads.to_string()])
-        .args(["--topk", &config.model.topk.to_string()])
-        .args(["--max-len", &max_len.to_string()])
-        .args(["--batch", &batches.join(",")])
-        .args(["--threads", &a.threads.to_string()])
-        .args(["--repeat", &a.repeat.to_string()])
-        .output()
-        .with_context(|| format!("running {} {}", a.python.display(), a.script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            a.script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    parse_reference(&String::from_utf8_lossy(&out.stdout), &a.script)
+    let args: Vec<std::ffi::OsString> = [
+        "--weights".into(),
+        weights.into_os_string(),
+        "--feats".into(),
+        feats_path.into_os_string(),
+    ]
+    .into_iter()
+    .chain(
+        [
+            ("--heads", config.model.num_heads.to_string()),
+            ("--topk", config.model.topk.to_string()),
+            ("--max-len", max_len.to_string()),
+            ("--batch", batches.join(",")),
+            ("--threads", a.threads.to_string()),
+            ("--repeat", a.repeat.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.into(), v.into()]),
+    )
+    .collect();
+    let stdout = super::run_reference_script(&a.python, &a.script, &args)?;
+    parse_reference(&stdout, &a.script)
 }
 
 /// Parses the script's JSON lines (see its docstring).

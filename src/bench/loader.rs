@@ -12,7 +12,6 @@
 //! `prepare` does), so the bench also runs before any dataset has been prepared.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -173,26 +172,22 @@ fn rust_throughput(a: &LoaderBenchArgs) -> anyhow::Result<Throughput> {
 }
 
 fn python_throughput(a: &LoaderBenchArgs) -> anyhow::Result<Throughput> {
-    let out = Command::new(&a.python)
-        .arg(&a.script)
-        .arg("--data")
-        .arg(&a.data)
-        .args(["--threads", &a.threads.to_string()])
-        .args(["--batches", &a.batches.to_string()])
-        .args(["--batch-size", &a.batch_size.to_string()])
-        .args(["--views", &a.views.to_string()])
-        .args(["--resize", &a.resize.to_string()])
-        .args(["--size", &a.image_size.to_string()])
-        .output()
-        .with_context(|| format!("running {} {}", a.python.display(), a.script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            a.script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let args: Vec<std::ffi::OsString> = ["--data".into(), a.data.clone().into_os_string()]
+        .into_iter()
+        .chain(
+            [
+                ("--threads", a.threads.to_string()),
+                ("--batches", a.batches.to_string()),
+                ("--batch-size", a.batch_size.to_string()),
+                ("--views", a.views.to_string()),
+                ("--resize", a.resize.to_string()),
+                ("--size", a.image_size.to_string()),
+            ]
+            .into_iter()
+            .flat_map(|(k, v)| [k.into(), v.into()]),
+        )
+        .collect();
+    let stdout = super::run_reference_script(&a.python, &a.script, &args)?;
     let line = stdout
         .lines()
         .last()

@@ -47,3 +47,26 @@ pub fn cpu_seconds() -> f64 {
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
+
+/// Runs a Python reference script (`python script args…`) and returns its standard output;
+/// a failure names the script and carries its standard error.
+pub fn run_reference_script(
+    python: &std::path::Path,
+    script: &std::path::Path,
+    args: &[std::ffi::OsString],
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -8,11 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ithn_dist::config::ModelConfig;
 use ithn_dist::model::decode::{beam_search_with, greedy_with, StepMode};
 use ithn_dist::model::weights::write_safetensors_atomic;
 use ithn_dist::model::R2GenCmn;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -30,22 +29,7 @@ fn venv_has_torch() -> bool {
 }
 
 fn fixture_model() -> R2GenCmn {
-    let cfg = ModelConfig {
-        d_model: 64,
-        d_ff: 128,
-        num_heads: 4,
-        num_layers: 2,
-        cmm_size: 64,
-        cmm_dim: 64,
-        topk: 8,
-        proj_dim: 32,
-        visual_layers: vec![1, 1, 1, 1],
-        visual_width_per_group: 16,
-        ..ModelConfig::default()
-    };
-    let m = R2GenCmn::new(&cfg, 1, 761, Device::Cpu, 0).unwrap();
-    m.load_safetensors(&fixture("weights.safetensors")).unwrap();
-    m
+    crate::util::reference_fixture_model()
 }
 
 fn fixture_outputs() -> Vec<(String, Tensor)> {

@@ -3,32 +3,12 @@
 //! the KV-cached sampler equals the uncached one, batching does not change any image's result,
 //! and greedy/beam respect the length limit. Random features stand in for images.
 
-use std::path::PathBuf;
-
-use ithn_dist::config::ModelConfig;
 use ithn_dist::model::decode::{beam_search_with, greedy_with, StepMode};
 use ithn_dist::model::R2GenCmn;
 use tch::{Device, Kind, Tensor};
 
 fn fixture_model() -> R2GenCmn {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/public/model");
-    let cfg = ModelConfig {
-        d_model: 64,
-        d_ff: 128,
-        num_heads: 4,
-        num_layers: 2,
-        cmm_size: 64,
-        cmm_dim: 64,
-        topk: 8,
-        proj_dim: 32,
-        visual_layers: vec![1, 1, 1, 1],
-        visual_width_per_group: 16,
-        ..ModelConfig::default()
-    };
-    let m = R2GenCmn::new(&cfg, 1, 761, Device::Cpu, 0).unwrap();
-    m.load_safetensors(&dir.join("weights.safetensors"))
-        .unwrap();
-    m
+    crate::util::reference_fixture_model()
 }
 
 fn features(b: i64) -> Tensor {

@@ -47,6 +47,21 @@ fn job_field(conf: &str, job: &str, field: &str) -> String {
         .to_string()
 }
 
+/// Whether the single node has finished cleaning up after its last job (`State=IDLE`, not
+/// `IDLE+COMPLETING`): releasing a requeued job before that makes slurmctld start it with a
+/// credential slurmd is still revoking ("Killing non-startable batch job: Job credential
+/// revoked"), which ends the job FAILED — a race seen on a loaded machine.
+fn node_idle(conf: &str) -> bool {
+    let out = Command::new("scontrol")
+        .args(["show", "node", "-o"])
+        .env("SLURM_CONF", conf)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .any(|kv| kv == "State=IDLE")
+}
+
 #[test]
 fn sbatch_time_limit_signal_checkpoints_requeues_resumes_and_completes_identically() {
     let conf = slurm_env();
@@ -103,8 +118,8 @@ fn sbatch_time_limit_signal_checkpoints_requeues_resumes_and_completes_identical
             "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL" | "OUT_OF_MEMORY" => {
                 break state
             }
-            "PENDING" if job_field(&conf, &job, "Reason") == "BeginTime" => {
-                // A requeued job waits for its begin time; release it now.
+            "PENDING" if job_field(&conf, &job, "Reason") == "BeginTime" && node_idle(&conf) => {
+                // A requeued job waits for its begin time; release it once the node is clean.
                 Command::new("scontrol")
                     .args(["update", &format!("JobId={job}"), "StartTime=now"])
                     .env("SLURM_CONF", &conf)

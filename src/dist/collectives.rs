@@ -54,6 +54,20 @@ pub trait Collectives {
     /// Sums `t` over ranks and returns this rank's rows: rank r gets `counts[r]` rows starting at
     /// `counts[..r].sum()`. `counts` must sum to `t.size()[0]`.
     fn reduce_scatter(&self, t: &Tensor, counts: &[i64]) -> Result<Tensor, DistError>;
+
+    /// The reduce-scatter of unequal counts, which neither MPI's `Reduce_scatter_block` nor
+    /// NCCL's `ReduceScatter` takes: sum the whole tensor, keep this rank's `rows` from
+    /// `offset`. Twice a reduce-scatter's traffic; only uneven splits take it.
+    fn reduce_scatter_by_all_reduce(
+        &self,
+        t: &Tensor,
+        offset: i64,
+        rows: i64,
+    ) -> Result<Tensor, DistError> {
+        let mut full = tch::no_grad(|| t.detach().copy());
+        self.all_reduce_sum(&mut full)?;
+        Ok(full.narrow(0, offset, rows).copy())
+    }
     /// Copies `root`'s `t` into every rank's `t` (same shape and kind everywhere).
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), DistError>;
     /// Returns when every rank has called it.
@@ -352,9 +366,7 @@ impl Collectives for MpiCollectives<'_> {
             return Ok(tch::no_grad(|| t.detach().narrow(0, offset, rows).copy()));
         };
         if counts.iter().any(|&c| c != rows) {
-            let mut full = tch::no_grad(|| t.detach().copy());
-            self.all_reduce_sum(&mut full)?;
-            return Ok(full.narrow(0, offset, rows).copy());
+            return self.reduce_scatter_by_all_reduce(t, offset, rows);
         }
         let mut shape = t.size();
         shape[0] = rows;

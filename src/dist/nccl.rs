@@ -277,9 +277,7 @@ impl Collectives for NcclCollectives<'_> {
         let dt = self.dtype("reduce_scatter", t)?;
         let (offset, rows) = scatter_slice(self.world.rank, t, counts)?;
         if counts.iter().any(|&c| c != rows) {
-            let mut full = tch::no_grad(|| t.detach().copy());
-            self.all_reduce_sum(&mut full)?;
-            return Ok(full.narrow(0, offset, rows).copy());
+            return self.reduce_scatter_by_all_reduce(t, offset, rows);
         }
         let mut shape = t.size();
         shape[0] = rows;

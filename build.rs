@@ -7,10 +7,25 @@
 //! For the GPU machine's build (ops/gpu/build.sh, a scratch copy built against libtorch 2.11
 //! with tch 0.24), `ITHN_LIBTORCH_RPATH` replaces the build machine's libtorch folder in the
 //! rpath by the one the binary will find where it runs.
+//!
+//! It also compiles `csrc/inference_mode.cpp` (libtorch's `c10::InferenceMode` guard, which tch
+//! does not expose) against the same libtorch headers torch-sys compiles its own shim with.
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rerun-if-changed=csrc/inference_mode.cpp");
     println!("cargo:rerun-if-env-changed=ITHN_LIBTORCH_RPATH");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        let include = std::path::Path::new(&lib).join("../include");
+        cc::Build::new()
+            .cpp(true)
+            .pic(true)
+            .warnings(false)
+            .include(&include)
+            .flag("-std=c++17")
+            .file("csrc/inference_mode.cpp")
+            .compile("ithn_inference_mode");
+        println!("cargo:rustc-link-search=native={lib}");
+        println!("cargo:rustc-link-lib=dylib=c10");
         let rpath = std::env::var("ITHN_LIBTORCH_RPATH").unwrap_or_else(|_| lib.clone());
         println!("cargo:rustc-link-arg=-Wl,-rpath,{rpath}");
         if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {

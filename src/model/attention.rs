@@ -51,20 +51,46 @@ impl MultiHeadAttention {
         mask: Option<&Tensor>,
         drop: &Dropout,
     ) -> Tensor {
+        let (k_t, v_h) = (self.split(k).transpose(-2, -1), self.split(v));
+        self.attend_heads(query, &k_t, &v_h, mask, drop)
+    }
+
+    /// [`Self::attend`] over keys and values already split into heads: `k_t` `[B, h, d_k, Tk]`
+    /// (transposed), `v_h` `[B, h, Tk, d_k]` — what [`HeadsKv`] keeps for a decoder's source.
+    fn attend_heads(
+        &self,
+        query: &Tensor,
+        k_t: &Tensor,
+        v_h: &Tensor,
+        mask: Option<&Tensor>,
+        drop: &Dropout,
+    ) -> Tensor {
         let (b, tq, _) = query.size3().expect("attention query is [B, T, d]");
         let q = self.split(&self.linears[0].forward(query));
-        let (k, v) = (self.split(k), self.split(v));
-        let mut scores = q.matmul(&k.transpose(-2, -1)) / (self.d_k as f64).sqrt();
+        let mut scores = q.matmul(k_t) / (self.d_k as f64).sqrt();
         if let Some(m) = mask {
             scores = scores.masked_fill(&m.unsqueeze(1).logical_not(), f64::NEG_INFINITY);
         }
         let p = drop.apply(&scores.softmax(-1, None), self.dropout);
         let x = p
-            .matmul(&v)
+            .matmul(v_h)
             .transpose(1, 2)
             .contiguous()
             .view([b, tq, self.heads * self.d_k]);
         self.linears[3].forward(&x)
+    }
+
+    /// Projects a fixed source once for incremental decoding (keys/values and their per-head
+    /// views; see [`HeadsKv`]).
+    pub fn project_heads(&self, source: &Tensor) -> HeadsKv {
+        let (k, v) = self.project_kv(source, source);
+        HeadsKv::new(k, v, self.heads)
+    }
+
+    /// Eval-mode attention of `query` over a source projected by [`Self::project_heads`]:
+    /// the same ops and values as [`Self::attend`] without re-splitting the source every step.
+    pub fn attend_projected(&self, query: &Tensor, kv: &HeadsKv) -> Tensor {
+        self.attend_heads(query, &kv.k_t, &kv.v_h, None, &Dropout::eval())
     }
 
     /// Full (teacher-forced) attention.
@@ -92,5 +118,43 @@ impl MultiHeadAttention {
         let out = self.attend(x, &k, &v, None, &Dropout::eval());
         *cache = Some((k, v));
         out
+    }
+}
+
+/// A decoder source's projected keys and values `[N, S, d_model]` with their per-head views
+/// (`k_t` `[N, h, d_k, S]`, `v_h` `[N, h, S, d_k]`), made once per decode instead of at every
+/// step. Row selection (beams) selects the projected rows and re-derives the views, so the
+/// attention sees exactly the tensors layouts it would after splitting them itself.
+#[derive(Debug)]
+pub struct HeadsKv {
+    k: Tensor,
+    v: Tensor,
+    k_t: Tensor,
+    v_h: Tensor,
+    heads: i64,
+}
+
+impl HeadsKv {
+    fn new(k: Tensor, v: Tensor, heads: i64) -> HeadsKv {
+        let split = |x: &Tensor| {
+            let (b, t, d) = x.size3().expect("projected source is [N, S, d]");
+            x.view([b, t, heads, d / heads]).transpose(1, 2)
+        };
+        HeadsKv {
+            k_t: split(&k).transpose(-2, -1),
+            v_h: split(&v),
+            k,
+            v,
+            heads,
+        }
+    }
+
+    /// Keeps rows `index` of the source, in that order.
+    pub fn index_select(&self, index: &Tensor) -> HeadsKv {
+        HeadsKv::new(
+            self.k.index_select(0, index),
+            self.v.index_select(0, index),
+            self.heads,
+        )
     }
 }

@@ -2,12 +2,14 @@
 //! greedy with the reference trigram blocking, and beam search (double log-softmax after the
 //! first step, −1000 for finished beams that keep expanding, no length penalty, no trigram
 //! blocking). Both are batched over images and use the decoder's incremental key/value cache;
-//! both run without gradients in eval mode.
+//! both run in eval mode under libtorch's inference mode (no autograd dispatch per op; the
+//! returned tensors are inference tensors, read-only outside).
 
 use std::collections::HashMap;
 
 use tch::{Kind, Tensor};
 
+use super::inference::InferenceModeGuard;
 use super::r2gencmn::R2GenCmn;
 use super::transformer::DecoderCache;
 
@@ -71,6 +73,7 @@ pub fn greedy_with(
     mode: StepMode,
 ) -> Decoded {
     let _g = tch::no_grad_guard();
+    let _inference = InferenceModeGuard::new();
     model.with_precision(|| greedy_inner(model, att_feats, max_len as i64, block_trigrams, mode))
 }
 
@@ -82,62 +85,96 @@ fn greedy_inner(
     mode: StepMode,
 ) -> Decoded {
     let dev = att_feats.device();
-    let b = att_feats.size()[0];
-    let v1 = model.logit_dim();
+    let b = att_feats.size()[0] as usize;
+    let v1 = model.logit_dim() as usize;
+    let len = max_len as usize;
     let mut cache = model.start_decoding(att_feats);
-    let mut history = Tensor::zeros([b, 1], (Kind::Int64, dev));
-    let mut seq = vec![vec![0i64; max_len as usize]; b as usize];
-    let seq_lp = Tensor::zeros([b, max_len, v1], (Kind::Float, dev));
-    let mut trigrams: Vec<HashMap<(i64, i64), Vec<i64>>> = vec![HashMap::new(); b as usize];
-    let mut unfinished = Tensor::ones([b], (Kind::Bool, dev));
-    let mut scores = vec![0f64; b as usize];
-    for t in 0..=max_len {
-        let mut lp = step(model, mode, &history, &mut cache);
+    // The bookkeeping of a step (trigram penalty, argmax, finished rows, the chosen log-probs)
+    // runs on the host over the step's `[B, V+1]` log-prob rows, with the reference's float
+    // arithmetic: at batch 1 it replaced ~15 tensor ops per step, each costing more in
+    // dispatch than the work it did. Only the newest tokens go back to the model.
+    let mut seq = vec![vec![0i64; len]; b];
+    let mut history = vec![0i64; b];
+    let mut hist_len = 1usize;
+    let mut seq_lp = vec![0f32; b * len * v1];
+    let mut trigrams: Vec<HashMap<(i64, i64), Vec<i64>>> = vec![HashMap::new(); b];
+    let mut unfinished = vec![true; b];
+    let mut scores = vec![0f64; b];
+    let penalty = TRIGRAM_PENALTY as f32;
+    let alpha = TRIGRAM_ALPHA as f32;
+    for t in 0..=len {
+        let ids = Tensor::from_slice(&history)
+            .view([hist_len as i64, b as i64])
+            .transpose(0, 1)
+            .to_device(dev);
+        let lp = step(model, mode, &ids, &mut cache);
+        if t == len {
+            break;
+        }
+        let mut rows = Vec::<f32>::try_from(lp.to_device(tch::Device::Cpu).contiguous().view([-1]))
+            .expect("decoder log-probs are f32 [B, V+1]");
         if block && t >= 3 {
-            let mask = trigram_mask(&seq, &mut trigrams, t as usize, v1).to_device(dev);
-            lp += mask * TRIGRAM_PENALTY * TRIGRAM_ALPHA;
+            let mask = trigram_counts(&seq, &mut trigrams, t, v1);
+            for (x, &m) in rows.iter_mut().zip(&mask) {
+                *x += m * penalty * alpha;
+            }
         }
-        if t == max_len {
+        let mut newest = vec![0i64; b];
+        for i in 0..b {
+            let row = &mut rows[i * v1..(i + 1) * v1];
+            let mut id = argmax(row) as i64;
+            if t > 0 && !unfinished[i] {
+                id = 0;
+                row.iter_mut().for_each(|x| *x *= 0.0);
+            }
+            unfinished[i] = unfinished[i] && id != 0;
+            seq_lp[(i * len + t) * v1..(i * len + t + 1) * v1].copy_from_slice(row);
+            seq[i][t] = id;
+            scores[i] += row[id as usize] as f64;
+            newest[i] = id;
+        }
+        if !unfinished.iter().any(|&u| u) {
             break;
         }
-        let mut it = lp.argmax(1, false);
-        if t > 0 {
-            it = it.where_self(&unfinished, &Tensor::zeros_like(&it));
-            lp *= unfinished.unsqueeze(1).to_kind(Kind::Float);
-        }
-        unfinished = unfinished.logical_and(&it.ne(0));
-        seq_lp.select(1, t).copy_(&lp);
-        let chosen = Vec::<f32>::try_from(lp.gather(1, &it.unsqueeze(1), false).squeeze_dim(1))
-            .unwrap_or_default();
-        let ids = Vec::<i64>::try_from(&it).unwrap_or_default();
-        for (i, (&id, &c)) in ids.iter().zip(&chosen).enumerate() {
-            seq[i][t as usize] = id;
-            scores[i] += c as f64;
-        }
-        if !bool::try_from(unfinished.any()).unwrap_or(false) {
-            break;
-        }
-        history = Tensor::cat(&[history, it.unsqueeze(1)], 1);
+        history.extend_from_slice(&newest);
+        hist_len += 1;
     }
     let flat: Vec<i64> = seq.concat();
+    let (b, max_len, v1) = (b as i64, max_len, v1 as i64);
     Decoded {
         seq: Tensor::from_slice(&flat)
             .reshape([b, max_len])
             .to_device(dev),
-        logprobs: seq_lp,
+        logprobs: Tensor::from_slice(&seq_lp)
+            .reshape([b, max_len, v1])
+            .to_device(dev),
         scores,
     }
 }
 
-/// Records the trigram ending at step t−1 and returns the count mask `[B, V+1]` of blocked
+/// `torch.argmax` of one row: the first index of the maximum, a NaN counting as the maximum.
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x.is_nan() {
+            return i;
+        }
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Records the trigram ending at step t−1 and returns the counts `[B·(V+1)]` of blocked
 /// continuations of the last two tokens (the reference's bookkeeping, on the host).
-fn trigram_mask(
+fn trigram_counts(
     seq: &[Vec<i64>],
     trigrams: &mut [HashMap<(i64, i64), Vec<i64>>],
     t: usize,
-    v1: i64,
-) -> Tensor {
-    let mut mask = vec![0f32; seq.len() * v1 as usize];
+    v1: usize,
+) -> Vec<f32> {
+    let mut mask = vec![0f32; seq.len() * v1];
     for (i, s) in seq.iter().enumerate() {
         trigrams[i]
             .entry((s[t - 3], s[t - 2]))
@@ -145,11 +182,11 @@ fn trigram_mask(
             .push(s[t - 1]);
         if let Some(next) = trigrams[i].get(&(s[t - 2], s[t - 1])) {
             for &c in next {
-                mask[i * v1 as usize + c as usize] += 1.0;
+                mask[i * v1 + c as usize] += 1.0;
             }
         }
     }
-    Tensor::from_slice(&mask).reshape([seq.len() as i64, v1])
+    mask
 }
 
 /// A finished beam: its tokens, its score, and where its last log-prob row is (step, row of
@@ -201,6 +238,7 @@ pub fn beam_search_with(
     mode: StepMode,
 ) -> Decoded {
     let _g = tch::no_grad_guard();
+    let _inference = InferenceModeGuard::new();
     model.with_precision(|| beam_inner(model, att_feats, max_len as i64, beam as i64, mode))
 }
 

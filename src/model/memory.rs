@@ -88,17 +88,18 @@ impl Memory {
         let scores = q.matmul(&kv.k.transpose(-2, -1)) / (self.d_k as f64).sqrt();
         let (top, idx) = scores.topk(self.topk.min(slots), -1, true, true);
         let kept = top.size()[2];
-        // Dropout on the [B, heads, T, k] layout: a sample's mask depends on that sample alone
-        // (seeded dropout draws per leading index), exactly as before the fold.
-        let p = top
-            .softmax(-1, None)
-            .view([h, b, t, kept])
-            .transpose(0, 1)
-            .contiguous();
-        let p = drop
-            .apply(&p, MEMORY_DROPOUT)
-            .transpose(0, 1)
-            .reshape([h, b * t, kept]);
+        let p = top.softmax(-1, None);
+        // Dropout draws its mask in the reference's [B, h, T, k] layout (per-sample seeds), so
+        // in training the probabilities go there and back; in eval (decoding) dropout is the
+        // identity and they stay as they are: the same values, five ops fewer per step.
+        let p = if drop.train() {
+            let p = p.view([h, b, t, kept]).transpose(0, 1).contiguous();
+            drop.apply(&p, MEMORY_DROPOUT)
+                .transpose(0, 1)
+                .reshape([h, b * t, kept])
+        } else {
+            p
+        };
         let dense =
             Tensor::zeros(scores.size(), (scores.kind(), scores.device())).scatter(-1, &idx, &p);
         let x = dense

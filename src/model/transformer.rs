@@ -4,7 +4,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::attention::MultiHeadAttention;
+use super::attention::{HeadsKv, MultiHeadAttention};
 use super::layers::{Dropout, LayerNorm, Linear, LinearInit};
 use super::memory::MemoryKv;
 use super::weights::Scope;
@@ -135,7 +135,7 @@ pub struct DecoderCache {
     /// `R2GenCmn::start_decoding` (batch-independent: beam reordering leaves it as it is).
     pub text_memory: Option<MemoryKv>,
     self_kv: Vec<Option<(Tensor, Tensor)>>,
-    src_kv: Vec<(Tensor, Tensor)>,
+    src_kv: Vec<HeadsKv>,
 }
 
 impl DecoderCache {
@@ -146,7 +146,7 @@ impl DecoderCache {
             *kv = pick(kv);
         }
         for kv in self.src_kv.iter_mut() {
-            *kv = pick(kv);
+            *kv = kv.index_select(index);
         }
         self.memory = self.memory.index_select(0, index);
     }
@@ -238,7 +238,7 @@ impl Decoder {
             src_kv: self
                 .layers
                 .iter()
-                .map(|l| l.src_attn.project_kv(memory, memory))
+                .map(|l| l.src_attn.project_heads(memory))
                 .collect(),
         }
     }
@@ -251,8 +251,7 @@ impl Decoder {
             let y = l.norms[0].forward(&x);
             x = &x + l.self_attn.forward_step(&y, &mut cache.self_kv[i]);
             let y = l.norms[1].forward(&x);
-            let (k, v) = &cache.src_kv[i];
-            x = &x + l.src_attn.attend(&y, k, v, None, &drop);
+            x = &x + l.src_attn.attend_projected(&y, &cache.src_kv[i]);
             let y = l.norms[2].forward(&x);
             x = &x + l.ff.forward(&y, &drop);
         }

@@ -94,8 +94,8 @@ fn greedy_inner(
     // arithmetic: at batch 1 it replaced ~15 tensor ops per step, each costing more in
     // dispatch than the work it did. Only the newest tokens go back to the model.
     let mut seq = vec![vec![0i64; len]; b];
+    // Tokens fed so far, step-major: [t + 1, B] at step t (BOS first).
     let mut history = vec![0i64; b];
-    let mut hist_len = 1usize;
     let mut seq_lp = vec![0f32; b * len * v1];
     let mut trigrams: Vec<HashMap<(i64, i64), Vec<i64>>> = vec![HashMap::new(); b];
     let mut unfinished = vec![true; b];
@@ -104,7 +104,7 @@ fn greedy_inner(
     let alpha = TRIGRAM_ALPHA as f32;
     for t in 0..=len {
         let ids = Tensor::from_slice(&history)
-            .view([hist_len as i64, b as i64])
+            .view([t as i64 + 1, b as i64])
             .transpose(0, 1)
             .to_device(dev);
         let lp = step(model, mode, &ids, &mut cache);
@@ -137,7 +137,6 @@ fn greedy_inner(
             break;
         }
         history.extend_from_slice(&newest);
-        hist_len += 1;
     }
     let flat: Vec<i64> = seq.concat();
     let (b, max_len, v1) = (b as i64, max_len, v1 as i64);

@@ -99,7 +99,7 @@ mkdir -p "$SRC"
 # a new modification time (--touch): cargo's fingerprints compare mtimes, and a file edited before
 # the last build finished would otherwise look older than its output and be skipped. The crate
 # itself recompiles each time (a few minutes); its dependencies stay built.
-rm -rf "$SRC/src" "$SRC/tests" "$SRC/benches" "$SRC/examples"
+rm -rf "$SRC/src" "$SRC/csrc" "$SRC/tests" "$SRC/benches" "$SRC/examples"
 (cd "$ROOT" && git ls-files -co --exclude-standard -z | grep -zv '^dist-gpu/' \
    | tar --null --ignore-failed-read -T - -cf -) | tar -x --touch -f - -C "$SRC"
 cp "$ROOT/Cargo.lock" "$SRC/Cargo.lock"

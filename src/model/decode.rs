@@ -94,8 +94,6 @@ fn greedy_inner(
     // arithmetic: at batch 1 it replaced ~15 tensor ops per step, each costing more in
     // dispatch than the work it did. Only the newest tokens go back to the model.
     let mut seq = vec![vec![0i64; len]; b];
-    // Tokens fed so far, step-major: [t + 1, B] at step t (BOS first).
-    let mut history = vec![0i64; b];
     let mut seq_lp = vec![0f32; b * len * v1];
     let mut trigrams: Vec<HashMap<(i64, i64), Vec<i64>>> = vec![HashMap::new(); b];
     let mut unfinished = vec![true; b];
@@ -103,9 +101,13 @@ fn greedy_inner(
     let penalty = TRIGRAM_PENALTY as f32;
     let alpha = TRIGRAM_ALPHA as f32;
     for t in 0..=len {
-        let ids = Tensor::from_slice(&history)
-            .view([t as i64 + 1, b as i64])
-            .transpose(0, 1)
+        // The tokens fed so far, `[B, t + 1]`: BOS, then each row's chosen tokens.
+        let fed: Vec<i64> = seq
+            .iter()
+            .flat_map(|s| std::iter::once(0).chain(s[..t].iter().copied()))
+            .collect();
+        let ids = Tensor::from_slice(&fed)
+            .view([b as i64, t as i64 + 1])
             .to_device(dev);
         let lp = step(model, mode, &ids, &mut cache);
         if t == len {
@@ -119,7 +121,6 @@ fn greedy_inner(
                 *x += m * penalty * alpha;
             }
         }
-        let mut newest = vec![0i64; b];
         for i in 0..b {
             let row = &mut rows[i * v1..(i + 1) * v1];
             let mut id = argmax(row) as i64;
@@ -131,15 +132,13 @@ fn greedy_inner(
             seq_lp[(i * len + t) * v1..(i * len + t + 1) * v1].copy_from_slice(row);
             seq[i][t] = id;
             scores[i] += row[id as usize] as f64;
-            newest[i] = id;
         }
         if !unfinished.iter().any(|&u| u) {
             break;
         }
-        history.extend_from_slice(&newest);
     }
     let flat: Vec<i64> = seq.concat();
-    let (b, max_len, v1) = (b as i64, max_len, v1 as i64);
+    let (b, v1) = (b as i64, v1 as i64);
     Decoded {
         seq: Tensor::from_slice(&flat)
             .reshape([b, max_len])

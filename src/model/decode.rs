@@ -197,28 +197,31 @@ struct Done {
     p: f64,
 }
 
-/// The log-prob row each beam's newest token was chosen from, per step, with the parent beam of
-/// every row. Why not one `[B·k, t, V+1]` history reordered at every step (what the reference
-/// keeps): that copies O(t·V) per row per step and re-allocates a growing buffer (page faults
-/// for every step); walking the parents back costs O(t) per *returned* beam, once at the end.
+/// The log-prob rows of every step (host copies, `[rows of that step, V+1]` row-major) with the
+/// row of that step each beam was chosen from. Why not one `[B·k, t, V+1]` history reordered at
+/// every step (what the reference keeps): that copies O(t·V) per row per step and re-allocates a
+/// growing buffer; walking the parents back costs O(t) per *returned* beam, once at the end.
 struct BeamRows {
-    /// Per step: `[B·k, V+1]` the chosen rows of that step's beams.
-    rows: Vec<Tensor>,
-    /// Per step: the row of the previous step each beam extends (`state_ix`).
-    parents: Vec<Vec<i64>>,
+    v1: usize,
+    /// Per step: that step's log-prob rows (one per parent beam), flattened.
+    rows: Vec<Vec<f32>>,
+    /// Per step: for each new beam, the row of that step it extends (`state_ix`), which is also
+    /// the index of the previous step's beam it continues.
+    parents: Vec<Vec<usize>>,
 }
 
 impl BeamRows {
-    /// `[step+1, V+1]` the rows of the beam at (`step`, `row`), first step first.
-    fn path(&self, step: usize, row: usize) -> Tensor {
-        let mut picked = Vec::with_capacity(step + 1);
-        let mut r = row as i64;
+    /// The rows of the beam at (`step`, `row`), first step first, flattened `[step+1, V+1]`.
+    fn path(&self, step: usize, row: usize) -> Vec<f32> {
+        let v1 = self.v1;
+        let mut picked = vec![0f32; (step + 1) * v1];
+        let mut r = row;
         for s in (0..=step).rev() {
-            picked.push(self.rows[s].get(r));
-            r = self.parents[s][r as usize];
+            let p = self.parents[s][r];
+            picked[s * v1..(s + 1) * v1].copy_from_slice(&self.rows[s][p * v1..(p + 1) * v1]);
+            r = p;
         }
-        picked.reverse();
-        Tensor::stack(&picked, 0)
+        picked
     }
 }
 
@@ -237,97 +240,133 @@ pub fn beam_search_with(
 ) -> Decoded {
     let _g = tch::no_grad_guard();
     let _inference = InferenceModeGuard::new();
-    model.with_precision(|| beam_inner(model, att_feats, max_len as i64, beam as i64, mode))
+    model.with_precision(|| beam_inner(model, att_feats, max_len, beam, mode))
 }
 
-/// The flattened indices of the `k` best candidates per row, best first: what the reference's
-/// descending `sort` then `[:, :k]` picks. `topk` of k+1 gives the same indices whenever the
-/// k+1 best values are distinct (the order is then fixed by the values alone); a tie among
-/// them — where the two algorithms may order equal values differently — takes the full sort.
-/// A full sort of B × k·(V+1) values per step was the largest single cost of beam search.
-fn best_k(cand: &Tensor, k: i64) -> Tensor {
-    let n = cand.size()[1];
-    if k < n {
-        let (vals, ix) = cand.topk(k + 1, -1, true, true);
-        let distinct = vals
-            .narrow(1, 0, k)
-            .gt_tensor(&vals.narrow(1, 1, k))
-            .all()
-            .int64_value(&[])
-            != 0;
-        if distinct {
-            return ix.narrow(1, 0, k);
+/// The flattened indices of the `k` best candidates of one image, best first: what the
+/// reference's descending `sort` then `[:k]` picks. The k+1 best values found on the host give
+/// the same indices whenever they are distinct (the order is then fixed by the values alone);
+/// a tie among them, or a NaN, takes torch's full sort on `dev` (where the two algorithms could
+/// order equal values differently). A full sort of k·(V+1) values per image per step was the
+/// largest single cost of beam search.
+fn best_k(cand: &[f32], k: usize, dev: tch::Device) -> Vec<usize> {
+    if k < cand.len() && !cand.iter().any(|x| x.is_nan()) {
+        // The k+1 largest (value, index), descending; insertion keeps it short and sorted.
+        let mut top: Vec<(f32, usize)> = Vec::with_capacity(k + 2);
+        for (i, &x) in cand.iter().enumerate() {
+            if top.len() == k + 1 && x <= top[k].0 {
+                continue;
+            }
+            let at = top.iter().position(|&(y, _)| x > y).unwrap_or(top.len());
+            top.insert(at, (x, i));
+            top.truncate(k + 1);
+        }
+        if top.windows(2).all(|w| w[0].0 > w[1].0) {
+            return top[..k].iter().map(|&(_, i)| i).collect();
         }
     }
-    cand.sort(-1, true).1.narrow(1, 0, k)
+    let ix = Tensor::from_slice(cand).to_device(dev).sort(-1, true).1;
+    let ix = Vec::<i64>::try_from(ix.narrow(0, 0, k as i64).to_device(tch::Device::Cpu))
+        .expect("sort indices are i64");
+    ix.into_iter().map(|i| i as usize).collect()
 }
 
 fn beam_inner(
     model: &R2GenCmn,
     att_feats: &Tensor,
-    max_len: i64,
-    k: i64,
+    max_len: usize,
+    k: usize,
     mode: StepMode,
 ) -> Decoded {
     let dev = att_feats.device();
-    let b = att_feats.size()[0];
-    let v1 = model.logit_dim();
+    let b = att_feats.size()[0] as usize;
+    let v1 = model.logit_dim() as usize;
     let mut cache: DecoderCache = model.start_decoding(att_feats);
+    // The candidate bookkeeping of a step (running sums plus log-probs, the k best per image,
+    // the parents, the −1000 of ended beams) runs on the host over the step's log-prob rows with
+    // the reference's float arithmetic; at batch 1 it replaced ~35 tensor ops per step.
     // First step: one (single log-softmax) row per image; only "beam 0" exists.
     let mut lp = step(
         model,
         mode,
-        &Tensor::zeros([b, 1], (Kind::Int64, dev)),
+        &Tensor::zeros([b as i64, 1], (Kind::Int64, dev)),
         &mut cache,
     );
-    let mut parents = 1i64;
-    let mut sums = Tensor::zeros([b, 1], (Kind::Float, dev));
-    let mut seqs = Tensor::zeros([b, 0], (Kind::Int64, dev));
+    let mut parents = 1usize;
+    let mut sums = vec![0f32; b];
+    let mut seqs: Vec<Vec<i64>> = vec![Vec::new(); b];
     let mut history = BeamRows {
+        v1,
         rows: Vec::new(),
         parents: Vec::new(),
     };
     let mut done: Vec<Vec<Done>> = (0..b).map(|_| Vec::new()).collect();
-    let offsets = Tensor::arange(b, (Kind::Int64, dev)).unsqueeze(1);
+    let mut cand = vec![0f32; parents * v1];
     for t in 0..max_len {
-        let lp3 = lp.view([b, parents, v1]);
-        let cand = (sums.unsqueeze(-1) + &lp3).view([b, parents * v1]);
-        let ix = best_k(&cand, k);
-        let beam_ix = ix.divide_scalar_mode(v1, "floor");
-        let word = ix.remainder(v1);
-        let state_ix = (&beam_ix + &offsets * parents).view([-1]);
-        seqs = Tensor::cat(&[seqs.index_select(0, &state_ix), word.view([-1, 1])], 1);
-        history.rows.push(
-            lp3.gather(1, &beam_ix.unsqueeze(-1).expand([b, k, v1], true), false)
-                .view([b * k, v1]),
-        );
-        history
-            .parents
-            .push(Vec::<i64>::try_from(&state_ix).unwrap_or_default());
-        sums = sums.gather(1, &beam_ix, false) + lp3.view([b, parents * v1]).gather(1, &ix, false);
-        if t == 0 {
-            cache.select(&state_ix); // one row per image → k rows per image
-        } else {
-            cache.select_within_images(&state_ix); // state_ix stays within each image's beams
+        let rows = Vec::<f32>::try_from(lp.to_device(tch::Device::Cpu).contiguous().view([-1]))
+            .expect("decoder log-probs are f32 [rows, V+1]");
+        let mut state_ix = Vec::with_capacity(b * k);
+        let mut words = Vec::with_capacity(b * k);
+        let mut new_sums = Vec::with_capacity(b * k);
+        cand.resize(parents * v1, 0.0);
+        for i in 0..b {
+            for p in 0..parents {
+                let s = sums[i * parents + p];
+                let src = &rows[(i * parents + p) * v1..(i * parents + p + 1) * v1];
+                for (c, &x) in cand[p * v1..(p + 1) * v1].iter_mut().zip(src) {
+                    *c = s + x;
+                }
+            }
+            for ix in best_k(&cand, k, dev) {
+                state_ix.push(i * parents + ix / v1);
+                words.push((ix % v1) as i64);
+                new_sums.push(cand[ix]);
+            }
         }
+        seqs = state_ix
+            .iter()
+            .zip(&words)
+            .map(|(&s, &w)| {
+                let mut q = Vec::with_capacity(seqs[s].len() + 1);
+                q.extend_from_slice(&seqs[s]);
+                q.push(w);
+                q
+            })
+            .collect();
+        sums = new_sums;
+        let identity = parents == k && state_ix.iter().enumerate().all(|(j, &s)| j == s);
+        if !identity {
+            let index = Tensor::from_slice(&state_ix.iter().map(|&s| s as i64).collect::<Vec<_>>())
+                .to_device(dev);
+            if t == 0 {
+                cache.select(&index); // one row per image → k rows per image
+            } else {
+                cache.select_within_images(&index); // state_ix stays within each image's beams
+            }
+        }
+        history.rows.push(rows);
+        history.parents.push(state_ix);
         parents = k;
         let last = t == max_len - 1;
-        let ended = record_done(&mut done, &word, &sums, &seqs, t as usize, last);
+        let ended = record_done(&mut done, &words, &sums, &seqs, t, k, last);
         if last {
             break;
         }
-        let ended = Tensor::from_slice(&ended).to_device(dev).view([b, k]);
-        sums = sums.where_self(&ended.logical_not(), &(&sums - 1000.0));
-        if settled(&done, &sums) {
+        for (s, &e) in sums.iter_mut().zip(&ended) {
+            if e {
+                *s -= 1000.0;
+            }
+        }
+        if settled(&done, &sums, k) {
             break;
         }
-        let input = Tensor::cat(
-            &[
-                Tensor::zeros([b * k, 1], (Kind::Int64, dev)),
-                seqs.shallow_clone(),
-            ],
-            1,
-        );
+        let fed: Vec<i64> = seqs
+            .iter()
+            .flat_map(|s| std::iter::once(0).chain(s.iter().copied()))
+            .collect();
+        let input = Tensor::from_slice(&fed)
+            .view([(b * k) as i64, t as i64 + 2])
+            .to_device(dev);
         // The reference applies log_softmax a second time to the step's log-probs.
         lp = step(model, mode, &input, &mut cache).log_softmax(-1, Kind::Float);
     }
@@ -338,21 +377,19 @@ fn beam_inner(
 /// running sum as p. Returns the ended flags, row-major over (image, beam).
 fn record_done(
     done: &mut [Vec<Done>],
-    word: &Tensor,
-    sums: &Tensor,
-    seqs: &Tensor,
+    words: &[i64],
+    sums: &[f32],
+    seqs: &[Vec<i64>],
     step: usize,
+    k: usize,
     last: bool,
 ) -> Vec<bool> {
-    let k = word.size()[1] as usize;
-    let words = Vec::<i64>::try_from(word.reshape([-1])).unwrap_or_default();
-    let sums = Vec::<f32>::try_from(sums.reshape([-1])).unwrap_or_default();
     let mut ended = vec![false; words.len()];
     for (j, end) in ended.iter_mut().enumerate() {
         if words[j] == 0 || last {
             *end = true;
             done[j / k].push(Done {
-                seq: Vec::<i64>::try_from(seqs.get(j as i64)).unwrap_or_default(),
+                seq: seqs[j].clone(),
                 step,
                 row: j,
                 p: sums[j] as f64,
@@ -366,9 +403,7 @@ fn record_done(
 /// decreases, and a future done beam (p ≤ its current sum) cannot beat an existing one whose
 /// p is already ≥ every current sum (ties keep the earlier beam, as the stable sort does).
 /// Stopping then returns exactly what running to `max_len` would.
-fn settled(done: &[Vec<Done>], sums: &Tensor) -> bool {
-    let k = sums.size()[1] as usize;
-    let sums = Vec::<f32>::try_from(sums.reshape([-1])).unwrap_or_default();
+fn settled(done: &[Vec<Done>], sums: &[f32], k: usize) -> bool {
     done.iter().zip(sums.chunks(k)).all(|(d, s)| {
         let best = d.iter().map(|x| x.p).fold(f64::NEG_INFINITY, f64::max);
         s.iter().all(|&x| (x as f64) <= best)
@@ -379,30 +414,70 @@ fn settled(done: &[Vec<Done>], sums: &Tensor) -> bool {
 fn collect_best(
     done: Vec<Vec<Done>>,
     history: &BeamRows,
-    max_len: i64,
-    v1: i64,
+    max_len: usize,
+    v1: usize,
     dev: tch::Device,
 ) -> Decoded {
-    let b = done.len() as i64;
-    let seq = Tensor::zeros([b, max_len], (Kind::Int64, dev));
-    let logprobs = Tensor::zeros([b, max_len, v1], (Kind::Float, dev));
+    let b = done.len();
+    let mut seq = vec![0i64; b * max_len];
+    let mut logprobs = vec![0f32; b * max_len * v1];
     let mut scores = Vec::new();
     for (i, mut beams) in done.into_iter().enumerate() {
         beams.sort_by(|a, c| c.p.partial_cmp(&a.p).unwrap_or(std::cmp::Ordering::Equal));
         let best = &beams[0];
-        let n = best.seq.len() as i64;
-        seq.get(i as i64)
-            .narrow(0, 0, n)
-            .copy_(&Tensor::from_slice(&best.seq).to_device(dev));
-        logprobs
-            .get(i as i64)
-            .narrow(0, 0, n)
-            .copy_(&history.path(best.step, best.row));
+        let n = best.seq.len();
+        seq[i * max_len..i * max_len + n].copy_from_slice(&best.seq);
+        let path = history.path(best.step, best.row);
+        logprobs[i * max_len * v1..i * max_len * v1 + path.len()].copy_from_slice(&path);
         scores.push(best.p);
     }
+    let (b, l, v1) = (b as i64, max_len as i64, v1 as i64);
     Decoded {
-        seq,
-        logprobs,
+        seq: Tensor::from_slice(&seq).reshape([b, l]).to_device(dev),
+        logprobs: Tensor::from_slice(&logprobs)
+            .reshape([b, l, v1])
+            .to_device(dev),
         scores,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// torch's descending sort, first k indices: what the reference picks.
+    fn torch_best(cand: &[f32], k: usize) -> Vec<usize> {
+        let ix = Tensor::from_slice(cand).sort(-1, true).1.narrow(0, 0, k as i64);
+        Vec::<i64>::try_from(ix)
+            .unwrap()
+            .into_iter()
+            .map(|i| i as usize)
+            .collect()
+    }
+
+    #[test]
+    fn best_k_matches_torch_sort() {
+        let dev = tch::Device::Cpu;
+        let mut rng = crate::rng::SplitMix64::new(5);
+        for trial in 0..200 {
+            let n = 2 + trial % 40;
+            // Few distinct values in some trials so that ties inside the top k+1 occur.
+            let levels = if trial % 3 == 0 { 4 } else { 1 << 20 };
+            let mut cand: Vec<f32> = (0..n)
+                .map(|_| -((rng.next_u64() % levels) as f32) / 7.0)
+                .collect();
+            if trial % 17 == 0 {
+                cand[trial % n] = f32::NAN;
+            }
+            if trial % 11 == 0 {
+                cand[(trial + 1) % n] = f32::NEG_INFINITY;
+            }
+            for k in 1..n.min(5) {
+                let got = best_k(&cand, k, dev);
+                let want = torch_best(&cand, k);
+                // Ties and NaNs take torch's sort itself, so the indices always agree.
+                assert_eq!(got, want, "trial {trial} k {k}: {cand:?}");
+            }
+        }
     }
 }

@@ -55,6 +55,12 @@ pub struct DecodeBenchArgs {
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 3, value_parser = crate::bounds::at_least::<usize>(1))]
     pub repeat: usize,
+    /// Rounds, each running the reference script and then this decoder; with more than one the
+    /// last table is the median of each row's per-round ratios. On a shared VM both sides'
+    /// speed drifts by up to 2× over a minute, and one round times the reference for every
+    /// row before this decoder's first: pairs close in time compare the two at the same moment.
+    #[arg(long, default_value_t = 1, value_parser = crate::bounds::at_least::<usize>(1))]
+    pub rounds: usize,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -249,11 +255,58 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
         a.repeat
     );
     let feats = features(&model, &config, &a.batch, device);
-    let reference = if a.no_python {
-        HashMap::new()
-    } else {
-        reference(&a, &model, &config, &feats, max_len)?
-    };
+    // Per (method, batch): each round's (ours r/s, ref r/s, wall ratio, CPU-second ratio).
+    let mut rounds: Vec<Vec<[f64; 4]>> = Vec::new();
+    for round in 1..=a.rounds {
+        if a.rounds > 1 {
+            println!("round {round} of {}", a.rounds);
+        }
+        let reference = if a.no_python {
+            HashMap::new()
+        } else {
+            reference(&a, &model, &config, &feats, max_len)?
+        };
+        print_header(a.uncached);
+        let mut row = 0;
+        for (b, att) in &feats {
+            for (name, beam) in [("greedy", 1usize), ("beam3", 3)] {
+                let run = |mode| {
+                    if beam == 1 {
+                        greedy_with(&model, att, max_len, config.eval.block_trigrams, mode)
+                    } else {
+                        beam_search_with(&model, att, max_len, beam, mode)
+                    }
+                };
+                let (ours, decoded) = timed(a.repeat, || run(StepMode::Cached));
+                let uncached = a
+                    .uncached
+                    .then(|| timed(a.repeat, || run(StepMode::Recompute)).0);
+                let theirs = reference.get(&(name.to_string(), *b));
+                print_row(name, *b, &ours, theirs, &decoded, uncached.as_ref());
+                if let Some(r) = theirs {
+                    let rate = |s: f64| *b as f64 / s.max(1e-12);
+                    let fig = [
+                        rate(ours.seconds),
+                        rate(r.timing.seconds),
+                        r.timing.seconds / ours.seconds.max(1e-12),
+                        r.timing.cpu_seconds / ours.cpu_seconds.max(1e-12),
+                    ];
+                    if rounds.len() <= row {
+                        rounds.push(Vec::new());
+                    }
+                    rounds[row].push(fig);
+                }
+                row += 1;
+            }
+        }
+    }
+    if a.rounds > 1 && !rounds.is_empty() {
+        print_medians(&a, &rounds);
+    }
+    Ok(0)
+}
+
+fn print_header(uncached: bool) {
     println!(
         "{:<7} {:>5} {:>10} {:>10} {:>7} {:>11} {:>11} {:>7} {:>8} {:>6}{}",
         "method",
@@ -266,26 +319,44 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
         "ratio",
         "mean len",
         "same",
-        if a.uncached { "  uncached r/s" } else { "" }
+        if uncached { "  uncached r/s" } else { "" }
     );
-    for (b, att) in &feats {
-        for (name, beam) in [("greedy", 1usize), ("beam3", 3)] {
-            let run = |mode| {
-                if beam == 1 {
-                    greedy_with(&model, att, max_len, config.eval.block_trigrams, mode)
-                } else {
-                    beam_search_with(&model, att, max_len, beam, mode)
-                }
+}
+
+/// The median over rounds of each row's rates and of its per-round ratios, with their range.
+fn print_medians(a: &DecodeBenchArgs, rounds: &[Vec<[f64; 4]>]) {
+    println!(
+        "median of {} rounds (ratios are per round, then the median; range in brackets)",
+        a.rounds
+    );
+    println!(
+        "{:<7} {:>5} {:>10} {:>10} {:>20} {:>20}",
+        "method", "batch", "ours r/s", "ref r/s", "ratio (wall)", "ratio (CPU-s)"
+    );
+    let names = a.batch.iter().flat_map(|b| [("greedy", *b), ("beam3", *b)]);
+    for ((name, b), figs) in names.zip(rounds) {
+        let col = |i: usize| {
+            let mut v: Vec<f64> = figs.iter().map(|f| f[i]).collect();
+            v.sort_by(f64::total_cmp);
+            let m = if v.len() % 2 == 1 {
+                v[v.len() / 2]
+            } else {
+                (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
             };
-            let (ours, decoded) = timed(a.repeat, || run(StepMode::Cached));
-            let uncached = a
-                .uncached
-                .then(|| timed(a.repeat, || run(StepMode::Recompute)).0);
-            let theirs = reference.get(&(name.to_string(), *b));
-            print_row(name, *b, &ours, theirs, &decoded, uncached.as_ref());
-        }
+            (m, v[0], v[v.len() - 1])
+        };
+        let ratio = |i: usize| {
+            let (m, lo, hi) = col(i);
+            format!("{m:.2}x [{lo:.2}-{hi:.2}]")
+        };
+        println!(
+            "{name:<7} {b:>5} {:>10} {:>10} {:>20} {:>20}",
+            sig3(col(0).0),
+            sig3(col(1).0),
+            ratio(2),
+            ratio(3)
+        );
     }
-    Ok(0)
 }
 
 /// One table row: rates per wall second and per CPU-second of both sides and their ratios.

@@ -55,6 +55,12 @@ pub struct LoaderBenchArgs {
     /// Side of the random crop (SPEC §1: 224).
     #[arg(long, default_value_t = 224, value_parser = crate::bounds::between::<u32>(1, crate::bounds::MAX_IMAGE_SIDE))]
     pub image_size: u32,
+    /// Rounds, each timing this loader then the Python pipeline; the ratio reported is the
+    /// median of the rounds' ratios. On a shared VM the speed of both sides drifts by up to 2×
+    /// over minutes: one Rust run followed by one Python run gave 6.9× and, minutes later, the
+    /// Rust side alone ran 1.6× faster; alternating pairs compare the two at the same moment.
+    #[arg(long, default_value_t = 3, value_parser = crate::bounds::at_least::<usize>(1))]
+    pub rounds: usize,
     /// Skip the Python reference (only this loader's figure).
     #[arg(long)]
     pub no_python: bool,
@@ -90,20 +96,57 @@ pub fn run(a: LoaderBenchArgs) -> anyhow::Result<i32> {
         "release"
     };
     println!("build profile: {profile}");
-    let ours = rust_throughput(&a)?;
-    ours.print("rust loader", a.threads);
+    let (mut wall, mut per_cpu) = (Vec::new(), Vec::new());
+    for round in 1..=a.rounds {
+        let ours = rust_throughput(&a)?;
+        ours.print(&format!("round {round}: rust loader"), a.threads);
+        if a.no_python {
+            continue;
+        }
+        let theirs = python_throughput(&a)?;
+        theirs.print(
+            &format!("round {round}: pytorch DataLoader + PIL + torchvision"),
+            a.threads,
+        );
+        wall.push(ours.per_s / theirs.per_s);
+        per_cpu.push(ours.per_cpu_s / theirs.per_cpu_s);
+        println!(
+            "round {round}: ratio {:.2}x images/s, {:.2}x images per CPU-second",
+            wall[wall.len() - 1],
+            per_cpu[per_cpu.len() - 1]
+        );
+    }
     if a.no_python {
         return Ok(0);
     }
-    let theirs = python_throughput(&a)?;
-    theirs.print("pytorch DataLoader + PIL + torchvision", a.threads);
+    let range = |v: &[f64]| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+                (l.min(x), h.max(x))
+            });
+        format!("{:.2}x (rounds {lo:.2}-{hi:.2})", median(v))
+    };
     println!(
-        "ratio rust/python: {:.2}x images/s (wall, {} thread(s) each), {:.2}x images per CPU-second (per core)",
-        ours.per_s / theirs.per_s,
+        "ratio rust/python, median of {} rounds: {} images/s (wall, {} thread(s) each), {} images per CPU-second (per core)",
+        a.rounds,
+        range(&wall),
         a.threads,
-        ours.per_cpu_s / theirs.per_cpu_s
+        range(&per_cpu)
     );
     Ok(0)
+}
+
+/// The median (mean of the middle two for an even count).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Images per wall-clock second and per CPU-second (all threads/processes of the pipeline).
@@ -240,4 +283,14 @@ fn make_shards(src: &Path, dir: &Path, rows: usize, pixels: Pixels) -> anyhow::R
         dir.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_rounds() {
+        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(super::median(&[7.5]), 7.5);
+    }
 }

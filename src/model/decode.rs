@@ -271,6 +271,86 @@ fn best_k(cand: &[f32], k: usize, dev: tch::Device) -> Vec<usize> {
     ix.into_iter().map(|i| i as usize).collect()
 }
 
+/// The beams a step keeps: per new beam (row-major over image, beam), the row of the step it
+/// extends, the word it appends and its running sum.
+struct Chosen {
+    state_ix: Vec<usize>,
+    words: Vec<i64>,
+    sums: Vec<f32>,
+}
+
+impl Chosen {
+    /// The new beams' token sequences: each parent's sequence and the chosen word.
+    fn extend(&self, seqs: &[Vec<i64>]) -> Vec<Vec<i64>> {
+        self.state_ix
+            .iter()
+            .zip(&self.words)
+            .map(|(&s, &w)| {
+                let mut q = Vec::with_capacity(seqs[s].len() + 1);
+                q.extend_from_slice(&seqs[s]);
+                q.push(w);
+                q
+            })
+            .collect()
+    }
+}
+
+/// Reorders the decoder cache to the new beams' parents. The first step repeats each image's
+/// one row k times; later steps stay within each image's beams, and when every beam extends
+/// its own row (the same order) nothing moves.
+fn reorder_cache(
+    cache: &mut DecoderCache,
+    state_ix: &[usize],
+    first: bool,
+    square: bool,
+    dev: tch::Device,
+) {
+    if square && state_ix.iter().enumerate().all(|(j, &s)| j == s) {
+        return;
+    }
+    let index =
+        Tensor::from_slice(&state_ix.iter().map(|&s| s as i64).collect::<Vec<_>>()).to_device(dev);
+    if first {
+        cache.select(&index);
+    } else {
+        cache.select_within_images(&index);
+    }
+}
+
+/// Per image: the candidates `sums[parent] + rows[parent]` over its `parents` rows (f32, the
+/// reference's addition) and their `k` best ([`best_k`]).
+fn choose_beams(
+    rows: &[f32],
+    sums: &[f32],
+    parents: usize,
+    k: usize,
+    v1: usize,
+    dev: tch::Device,
+) -> Chosen {
+    let b = sums.len() / parents;
+    let mut cand = vec![0f32; parents * v1];
+    let mut out = Chosen {
+        state_ix: Vec::with_capacity(b * k),
+        words: Vec::with_capacity(b * k),
+        sums: Vec::with_capacity(b * k),
+    };
+    for i in 0..b {
+        for p in 0..parents {
+            let s = sums[i * parents + p];
+            let src = &rows[(i * parents + p) * v1..(i * parents + p + 1) * v1];
+            for (c, &x) in cand[p * v1..(p + 1) * v1].iter_mut().zip(src) {
+                *c = s + x;
+            }
+        }
+        for ix in best_k(&cand, k, dev) {
+            out.state_ix.push(i * parents + ix / v1);
+            out.words.push((ix % v1) as i64);
+            out.sums.push(cand[ix]);
+        }
+    }
+    out
+}
+
 fn beam_inner(
     model: &R2GenCmn,
     att_feats: &Tensor,
@@ -301,49 +381,18 @@ fn beam_inner(
         parents: Vec::new(),
     };
     let mut done: Vec<Vec<Done>> = (0..b).map(|_| Vec::new()).collect();
-    let mut cand = vec![0f32; parents * v1];
     for t in 0..max_len {
         let rows = Vec::<f32>::try_from(lp.to_device(tch::Device::Cpu).contiguous().view([-1]))
             .expect("decoder log-probs are f32 [rows, V+1]");
-        let mut state_ix = Vec::with_capacity(b * k);
-        let mut words = Vec::with_capacity(b * k);
-        let mut new_sums = Vec::with_capacity(b * k);
-        cand.resize(parents * v1, 0.0);
-        for i in 0..b {
-            for p in 0..parents {
-                let s = sums[i * parents + p];
-                let src = &rows[(i * parents + p) * v1..(i * parents + p + 1) * v1];
-                for (c, &x) in cand[p * v1..(p + 1) * v1].iter_mut().zip(src) {
-                    *c = s + x;
-                }
-            }
-            for ix in best_k(&cand, k, dev) {
-                state_ix.push(i * parents + ix / v1);
-                words.push((ix % v1) as i64);
-                new_sums.push(cand[ix]);
-            }
-        }
-        seqs = state_ix
-            .iter()
-            .zip(&words)
-            .map(|(&s, &w)| {
-                let mut q = Vec::with_capacity(seqs[s].len() + 1);
-                q.extend_from_slice(&seqs[s]);
-                q.push(w);
-                q
-            })
-            .collect();
+        let chosen = choose_beams(&rows, &sums, parents, k, v1, dev);
+        seqs = chosen.extend(&seqs);
+        let Chosen {
+            state_ix,
+            words,
+            sums: new_sums,
+        } = chosen;
         sums = new_sums;
-        let identity = parents == k && state_ix.iter().enumerate().all(|(j, &s)| j == s);
-        if !identity {
-            let index = Tensor::from_slice(&state_ix.iter().map(|&s| s as i64).collect::<Vec<_>>())
-                .to_device(dev);
-            if t == 0 {
-                cache.select(&index); // one row per image → k rows per image
-            } else {
-                cache.select_within_images(&index); // state_ix stays within each image's beams
-            }
-        }
+        reorder_cache(&mut cache, &state_ix, t == 0, parents == k, dev);
         history.rows.push(rows);
         history.parents.push(state_ix);
         parents = k;
@@ -447,7 +496,10 @@ mod tests {
 
     /// torch's descending sort, first k indices: what the reference picks.
     fn torch_best(cand: &[f32], k: usize) -> Vec<usize> {
-        let ix = Tensor::from_slice(cand).sort(-1, true).1.narrow(0, 0, k as i64);
+        let ix = Tensor::from_slice(cand)
+            .sort(-1, true)
+            .1
+            .narrow(0, 0, k as i64);
         Vec::<i64>::try_from(ix)
             .unwrap()
             .into_iter()

@@ -255,8 +255,8 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
         a.repeat
     );
     let feats = features(&model, &config, &a.batch, device);
-    // Per (method, batch): each round's (ours r/s, ref r/s, wall ratio, CPU-second ratio).
-    let mut rounds: Vec<Vec<[f64; 4]>> = Vec::new();
+    // Per table row (method, batch): each round's figures against the reference.
+    let mut rounds: Vec<RowRounds> = Vec::new();
     for round in 1..=a.rounds {
         if a.rounds > 1 {
             println!("round {round} of {}", a.rounds);
@@ -267,7 +267,6 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
             reference(&a, &model, &config, &feats, max_len)?
         };
         print_header(a.uncached);
-        let mut row = 0;
         for (b, att) in &feats {
             for (name, beam) in [("greedy", 1usize), ("beam3", 3)] {
                 let run = |mode| {
@@ -284,24 +283,20 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
                 let theirs = reference.get(&(name.to_string(), *b));
                 print_row(name, *b, &ours, theirs, &decoded, uncached.as_ref());
                 if let Some(r) = theirs {
-                    let rate = |s: f64| *b as f64 / s.max(1e-12);
-                    let fig = [
-                        rate(ours.seconds),
-                        rate(r.timing.seconds),
-                        r.timing.seconds / ours.seconds.max(1e-12),
-                        r.timing.cpu_seconds / ours.cpu_seconds.max(1e-12),
-                    ];
-                    if rounds.len() <= row {
-                        rounds.push(Vec::new());
-                    }
-                    rounds[row].push(fig);
+                    let at = match rounds.iter().position(|x| (x.name, x.batch) == (name, *b)) {
+                        Some(i) => i,
+                        None => {
+                            rounds.push(RowRounds::new(name, *b));
+                            rounds.len() - 1
+                        }
+                    };
+                    rounds[at].push(&ours, &r.timing);
                 }
-                row += 1;
             }
         }
     }
     if a.rounds > 1 && !rounds.is_empty() {
-        print_medians(&a, &rounds);
+        print_medians(a.rounds, &rounds);
     }
     Ok(0)
 }
@@ -323,38 +318,55 @@ fn print_header(uncached: bool) {
     );
 }
 
-/// The median over rounds of each row's rates and of its per-round ratios, with their range.
-fn print_medians(a: &DecodeBenchArgs, rounds: &[Vec<[f64; 4]>]) {
-    println!(
-        "median of {} rounds (ratios are per round, then the median; range in brackets)",
-        a.rounds
-    );
+/// One table row's figures over the rounds: reports/s of both sides and the two ratios.
+struct RowRounds {
+    name: &'static str,
+    batch: usize,
+    ours: Vec<f64>,
+    theirs: Vec<f64>,
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+impl RowRounds {
+    fn new(name: &'static str, batch: usize) -> RowRounds {
+        RowRounds {
+            name,
+            batch,
+            ours: Vec::new(),
+            theirs: Vec::new(),
+            wall: Vec::new(),
+            cpu: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, ours: &Timing, theirs: &Timing) {
+        let rate = |s: f64| self.batch as f64 / s.max(1e-12);
+        self.ours.push(rate(ours.seconds));
+        self.theirs.push(rate(theirs.seconds));
+        self.wall.push(theirs.seconds / ours.seconds.max(1e-12));
+        self.cpu
+            .push(theirs.cpu_seconds / ours.cpu_seconds.max(1e-12));
+    }
+}
+
+/// Each row's median reports/s and the median [range] of its per-round ratios.
+fn print_medians(n: usize, rows: &[RowRounds]) {
+    println!("median of {n} rounds (ratios are per round, then the median; range in brackets)");
     println!(
         "{:<7} {:>5} {:>10} {:>10} {:>20} {:>20}",
         "method", "batch", "ours r/s", "ref r/s", "ratio (wall)", "ratio (CPU-s)"
     );
-    let names = a.batch.iter().flat_map(|b| [("greedy", *b), ("beam3", *b)]);
-    for ((name, b), figs) in names.zip(rounds) {
-        let col = |i: usize| {
-            let mut v: Vec<f64> = figs.iter().map(|f| f[i]).collect();
-            v.sort_by(f64::total_cmp);
-            let m = if v.len() % 2 == 1 {
-                v[v.len() / 2]
-            } else {
-                (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-            };
-            (m, v[0], v[v.len() - 1])
-        };
-        let ratio = |i: usize| {
-            let (m, lo, hi) = col(i);
-            format!("{m:.2}x [{lo:.2}-{hi:.2}]")
-        };
+    let median = super::median_f64;
+    for r in rows {
         println!(
-            "{name:<7} {b:>5} {:>10} {:>10} {:>20} {:>20}",
-            sig3(col(0).0),
-            sig3(col(1).0),
-            ratio(2),
-            ratio(3)
+            "{:<7} {:>5} {:>10} {:>10} {:>20} {:>20}",
+            r.name,
+            r.batch,
+            sig3(median(&r.ours)),
+            sig3(median(&r.theirs)),
+            super::rounds_summary(&r.wall),
+            super::rounds_summary(&r.cpu)
         );
     }
 }

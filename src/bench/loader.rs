@@ -119,34 +119,14 @@ pub fn run(a: LoaderBenchArgs) -> anyhow::Result<i32> {
     if a.no_python {
         return Ok(0);
     }
-    let range = |v: &[f64]| {
-        let (lo, hi) = v
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
-                (l.min(x), h.max(x))
-            });
-        format!("{:.2}x (rounds {lo:.2}-{hi:.2})", median(v))
-    };
     println!(
-        "ratio rust/python, median of {} rounds: {} images/s (wall, {} thread(s) each), {} images per CPU-second (per core)",
+        "ratio rust/python, median of {} rounds [range]: {} images/s (wall, {} thread(s) each), {} images per CPU-second (per core)",
         a.rounds,
-        range(&wall),
+        super::rounds_summary(&wall),
         a.threads,
-        range(&per_cpu)
+        super::rounds_summary(&per_cpu)
     );
     Ok(0)
-}
-
-/// The median (mean of the middle two for an even count).
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Images per wall-clock second and per CPU-second (all threads/processes of the pipeline).
@@ -283,14 +263,4 @@ fn make_shards(src: &Path, dir: &Path, rows: usize, pixels: Pixels) -> anyhow::R
         dir.display()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn median_of_rounds() {
-        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(super::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(super::median(&[7.5]), 7.5);
-    }
 }

@@ -48,6 +48,31 @@ pub fn cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// The median of `v` (the mean of the middle two for an even count; NaN when empty).
+pub fn median_f64(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Per-round ratios of a bench that alternates the two sides (`--rounds`): their median and
+/// range, printed as `4.34x [3.55-4.89]`.
+pub fn rounds_summary(ratios: &[f64]) -> String {
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+            (l.min(x), h.max(x))
+        });
+    if ratios.is_empty() {
+        return "-".into();
+    }
+    format!("{:.2}x [{lo:.2}-{hi:.2}]", median_f64(ratios))
+}
+
 /// Runs a Python reference script (`python script args…`) and returns its standard output;
 /// a failure names the script and carries its standard error.
 pub fn run_reference_script(
@@ -69,4 +94,18 @@ pub fn run_reference_script(
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rounds_summary_is_median_and_range() {
+        assert_eq!(super::rounds_summary(&[3.0, 1.0, 2.0]), "2.00x [1.00-3.00]");
+        assert_eq!(
+            super::rounds_summary(&[4.0, 1.0, 3.0, 2.0]),
+            "2.50x [1.00-4.00]"
+        );
+        assert_eq!(super::rounds_summary(&[7.5]), "7.50x [7.50-7.50]");
+        assert_eq!(super::rounds_summary(&[]), "-");
+    }
 }

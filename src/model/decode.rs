@@ -35,6 +35,27 @@ fn step(model: &R2GenCmn, mode: StepMode, history: &Tensor, cache: &mut DecoderC
     lp.to_kind(Kind::Float)
 }
 
+/// The tokens fed to the decoder, `[rows, t + 1]`: BOS (0), then each row's `t` tokens so far.
+fn fed_tokens<'a>(
+    rows: impl ExactSizeIterator<Item = &'a [i64]>,
+    t: usize,
+    dev: tch::Device,
+) -> Tensor {
+    let n = rows.len() as i64;
+    let fed: Vec<i64> = rows
+        .flat_map(|s| std::iter::once(0).chain(s.iter().copied()))
+        .collect();
+    Tensor::from_slice(&fed)
+        .view([n, t as i64 + 1])
+        .to_device(dev)
+}
+
+/// A step's log-prob rows `[rows, V+1]` copied to the host, row-major, for the bookkeeping.
+fn host_rows(lp: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(lp.to_device(tch::Device::Cpu).contiguous().view([-1]))
+        .expect("decoder log-probs are f32 [rows, V+1]")
+}
+
 /// Decoded sequences of a batch.
 #[derive(Debug)]
 pub struct Decoded {
@@ -102,19 +123,12 @@ fn greedy_inner(
     let alpha = TRIGRAM_ALPHA as f32;
     for t in 0..=len {
         // The tokens fed so far, `[B, t + 1]`: BOS, then each row's chosen tokens.
-        let fed: Vec<i64> = seq
-            .iter()
-            .flat_map(|s| std::iter::once(0).chain(s[..t].iter().copied()))
-            .collect();
-        let ids = Tensor::from_slice(&fed)
-            .view([b as i64, t as i64 + 1])
-            .to_device(dev);
+        let ids = fed_tokens(seq.iter().map(|s| &s[..t]), t, dev);
         let lp = step(model, mode, &ids, &mut cache);
         if t == len {
             break;
         }
-        let mut rows = Vec::<f32>::try_from(lp.to_device(tch::Device::Cpu).contiguous().view([-1]))
-            .expect("decoder log-probs are f32 [B, V+1]");
+        let mut rows = host_rows(&lp);
         if block && t >= 3 {
             let mask = trigram_counts(&seq, &mut trigrams, t, v1);
             for (x, &m) in rows.iter_mut().zip(&mask) {
@@ -382,8 +396,7 @@ fn beam_inner(
     };
     let mut done: Vec<Vec<Done>> = (0..b).map(|_| Vec::new()).collect();
     for t in 0..max_len {
-        let rows = Vec::<f32>::try_from(lp.to_device(tch::Device::Cpu).contiguous().view([-1]))
-            .expect("decoder log-probs are f32 [rows, V+1]");
+        let rows = host_rows(&lp);
         let chosen = choose_beams(&rows, &sums, parents, k, v1, dev);
         seqs = chosen.extend(&seqs);
         let Chosen {
@@ -409,13 +422,7 @@ fn beam_inner(
         if settled(&done, &sums, k) {
             break;
         }
-        let fed: Vec<i64> = seqs
-            .iter()
-            .flat_map(|s| std::iter::once(0).chain(s.iter().copied()))
-            .collect();
-        let input = Tensor::from_slice(&fed)
-            .view([(b * k) as i64, t as i64 + 2])
-            .to_device(dev);
+        let input = fed_tokens(seqs.iter().map(Vec::as_slice), t + 1, dev);
         // The reference applies log_softmax a second time to the step's log-probs.
         lp = step(model, mode, &input, &mut cache).log_softmax(-1, Kind::Float);
     }

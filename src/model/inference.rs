@@ -47,12 +47,6 @@ impl Drop for InferenceModeGuard {
     }
 }
 
-/// Runs `f` in inference mode.
-pub fn inference_mode<T>(f: impl FnOnce() -> T) -> T {
-    let _g = InferenceModeGuard::new();
-    f()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,7 +55,10 @@ mod tests {
     #[test]
     fn tensors_made_inside_are_inference_tensors_and_readable_outside() {
         let w = Tensor::ones([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-        let y = inference_mode(|| &w * 2.0);
+        let y = {
+            let _g = InferenceModeGuard::new();
+            &w * 2.0
+        };
         assert!(!y.requires_grad(), "no graph is recorded inside");
         assert!(y.is_inference(), "made inside: an inference tensor");
         // Read outside: functional ops work and give the values.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # ITHN vs no-ITHN over several seeds on the phantom data (issue 15, build item 4). Not part of
-# the quickstart: it trains 2 × SEEDS runs of configs/tiny.toml.
+# the quickstart: it trains 2 × SEEDS runs of configs/quickstart.toml (frozen pretrained
+# extractor: the quickstart's CNN probe weights, trained once here when the quickstart's are
+# missing, and shared by every run; the seed varies the report generator's init, order and draws).
 #   bash ops/ablation.sh            # seeds 1 2 3, NP=2 ranks, into runs/ablation/
 #   SEEDS="1 2 3 4 5" NP=1 AB_DIR=runs/ab bash ops/ablation.sh
 # Prints mean ± sd over seeds of BLEU-4, CIDEr, distinct reports and CE F1 (findings micro-F1
@@ -18,11 +20,11 @@ AB="${AB_DIR:-runs/ablation}"
 QS="${QS_DIR:-runs/quickstart}"
 NP="${NP:-2}"
 # Extra config overrides for every training run, e.g. QS_SET="model.use_bn=1 train.lr_ve=1e-4"
-# (space-separated KEY=VALUE, each passed as --set; default none: configs/tiny.toml as is).
+# (space-separated KEY=VALUE, each passed as --set; default none: configs/quickstart.toml as is).
 user_set=()
 for kv in ${QS_SET:-}; do user_set+=(--set "$kv"); done
 SEEDS="${SEEDS:-1 2 3}"
-CFG=configs/tiny.toml
+CFG=configs/quickstart.toml
 step() { printf '\n==== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 
 step "build"
@@ -40,6 +42,14 @@ else
     --images "$AB/images" --out "$AB/prepared" --resize "$SIZE"
 fi
 
+VE="$DATA/visual_extractor.safetensors"
+if [ ! -f "$VE" ]; then
+  VE="$AB/visual_extractor.safetensors"
+  step "pretrain the extractor (CNN probe on the train split's labels)"
+  .venv/bin/python ops/probe.py cnn --images "$DATA/images" --config configs/tiny.toml \
+    --out "$AB/probe.json" --save "$VE" --threads "$NP" | tail -4
+fi
+
 runs=()
 for seed in $SEEDS; do
   for variant in ithn no_ithn; do
@@ -53,7 +63,8 @@ for seed in $SEEDS; do
     [[ $variant == no_ithn ]] && extra=(--set ithn.w_cp=0 --set ithn.w_cs=0)
     step "train $variant, seed $seed, on $NP ranks"
     bash launch/mpirun.sh "$NP" train --config "$CFG" --set "data.prepared=$DATA/prepared" \
-      --set "train.seed=$seed" "${extra[@]}" "${user_set[@]}" --run-dir "$dir" --resume never
+      --set "train.seed=$seed" --set "model.visual_weights=$VE" "${extra[@]}" "${user_set[@]}" \
+      --run-dir "$dir" --resume never
   done
 done
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The main job (README): the whole system on bundled data, on a 2-core machine without a GPU.
 #   set up → synthesize phantom radiographs for the bundled IU X-Ray reports (with the labels of
-#   what each one shows) → prepare Parquet shards → train configs/tiny.toml on 2 ranks (ITHN) →
-#   the same run without the ITHN terms → evaluate on test (BLEU & co. and clinical efficacy
-#   against the phantom labels) → summary table beside the most-frequent-report baseline (and
-#   the CNN probe, the direct classifier of the same labels) → plot → generate a report for a
-#   bundled real radiograph.
+#   what each one shows) → prepare Parquet shards → the CNN probe: the tiny ResNet trained as a
+#   classifier of the train split's finding labels (the ceiling of what the pictures carry, and
+#   the pretrained extractor of the report generator, as ImageNet weights are for the published
+#   model) → train configs/quickstart.toml on 2 ranks (ITHN; frozen pretrained extractor,
+#   features cached) → the same run without the ITHN terms → evaluate on test (BLEU & co. and
+#   clinical efficacy against the phantom labels) → summary table beside the most-frequent-report
+#   baseline and the probe → plot → generate a report for a bundled real radiograph.
 # Everything lands in runs/quickstart/ (override with QS_DIR). Images are SYNTHETIC phantoms:
 # IU X-Ray's radiographs cannot be downloaded here (see data/README.md).
 set -euo pipefail
@@ -16,7 +18,7 @@ source ops/env.sh
 QS="${QS_DIR:-runs/quickstart}"
 NP="${NP:-2}"
 # Extra config overrides for every training run, e.g. QS_SET="model.use_bn=1 train.lr_ve=1e-4"
-# (space-separated KEY=VALUE, each passed as --set; default none: configs/tiny.toml as is).
+# (space-separated KEY=VALUE, each passed as --set; default none: configs/quickstart.toml as is).
 user_set=()
 for kv in ${QS_SET:-}; do user_set+=(--set "$kv"); done
 step() { printf '\n==== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
@@ -25,7 +27,7 @@ step "build"
 cargo build --quiet --bin ithn-dist
 B="$ITHN_BIN"
 mkdir -p "$QS"
-CFG=configs/tiny.toml
+CFG=configs/quickstart.toml
 SIZE=$(sed -n 's/^resize *= *\([0-9]*\).*/\1/p' "$CFG" | head -1)
 
 step "synthesize phantom radiographs (labelled synthetic) for data/iu_xray/annotation.json"
@@ -36,11 +38,20 @@ step "prepare Parquet shards (vocabulary, hard negatives)"
   --images "$QS/images" --out "$QS/prepared" --resize "$SIZE"
 "$B" inspect "$QS/prepared" | head -20
 
+# The probe trains the extractor with configs/tiny.toml's schedule (4 epochs, lr 1e-3, batch 16,
+# random crops and flips) on the train split's labels only; its test figures are the ceiling the
+# summary prints, and its weights the report generators' frozen extractor.
+step "CNN probe: the visual extractor trained on the train split's finding labels"
+.venv/bin/python ops/probe.py cnn --images "$QS/images" --config configs/tiny.toml \
+  --out "$QS/probe.json" --save "$QS/visual_extractor.safetensors" --threads "$NP" | tail -4
+probe=(--probe "$QS/probe.json") probe_ce=(--ce "CNN probe=$QS/probe.json")
+
 for variant in ithn no_ithn; do
   extra=()
   [[ $variant == no_ithn ]] && extra=(--set ithn.w_cp=0 --set ithn.w_cs=0)
   step "train $variant on $NP ranks (mpirun)"
   bash launch/mpirun.sh "$NP" train --config "$CFG" --set "data.prepared=$QS/prepared" \
+    --set "model.visual_weights=$QS/visual_extractor.safetensors" \
     "${extra[@]}" "${user_set[@]}" --run-dir "$QS/$variant" --resume never
 done
 
@@ -48,14 +59,6 @@ step "evaluate the ITHN model on test ($NP ranks), CE also against the phantom l
 bash launch/mpirun.sh "$NP" evaluate --checkpoint "$QS/ithn/best" --data "$QS/prepared" \
   --split test --out "$QS/ithn/eval-test" --ce-labels "$QS/images/findings.jsonl" > /dev/null
 echo "wrote $QS/ithn/eval-test/scores.json and predictions.jsonl"
-
-probe=() probe_ce=()
-if [ "${QS_PROBE:-1}" = 1 ]; then
-  step "CNN probe: the visual extractor trained directly on the phantom labels (same epochs)"
-  .venv/bin/python ops/probe.py cnn --images "$QS/images" --config "$CFG" --out "$QS/probe.json" \
-    --threads "$NP" | tail -4
-  probe=(--probe "$QS/probe.json") probe_ce=(--ce "CNN probe=$QS/probe.json")
-fi
 
 step "summary (test split)"
 .venv/bin/python ops/quickstart_summary.py --bin "$B" --prepared "$QS/prepared" \

@@ -20,7 +20,7 @@ QS = os.environ.get("QS_DIR", "runs/quickstart")
 BIN = os.environ.get("ITHN_BIN", "ithn-dist")
 out = sys.argv[1]
 H = dict(steps=3000, lr=1e-3, enc_layers=2, dec_layers=2, drop_vis=0.5, drop=0.1, pe_vis=1,
-         use_bn=1, d=64, oracle=0, eval_every=500, bs=16, seed=1, img=64, threads=1, warm=0, vis_scale=1.0)
+         use_bn=1, d=64, oracle=0, eval_every=500, bs=16, seed=1, img=64, threads=1, warm=0, vis_scale=1.0, ve="")
 for kv in sys.argv[2:]:
     k, v = kv.split("="); H[k] = type(H[k])(float(v)) if not isinstance(H[k], str) else v
 torch.set_num_threads(int(H["threads"])); torch.manual_seed(int(H["seed"]))
@@ -41,12 +41,17 @@ def load(split):
         ids.append(r["ids"][:60])
     return t, torch.tensor(np.stack(imgs), dtype=torch.float32), ids
 
-cache = f"{out}/feats-{int(H['img'])}.pt"
+cache = f"{out}/feats-{int(H['img'])}{'-ve' if H['ve'] else ''}.pt"
 if os.path.exists(cache):
     D = torch.load(cache)
 else:
     cnn = ResNet(Bottleneck, [1, 1, 1, 1], width_per_group=16); cnn.fc = nn.Identity()
     body = nn.Sequential(*list(cnn.children())[:-2]); body.train()
+    if H["ve"]:  # a pretrained extractor (ops/probe.py cnn --save), in eval mode (running stats)
+        from safetensors.torch import load_file
+        child = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}
+        sd = {child[k.split(".", 1)[0]] + "." + k.split(".", 1)[1]: v for k, v in load_file(H["ve"]).items()}
+        body.load_state_dict(sd); body.eval()
     D = {}
     for split in ["train", "val", "test"]:
         rows, x, ids = load(split)

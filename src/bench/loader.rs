@@ -155,6 +155,7 @@ fn rust_throughput(a: &LoaderBenchArgs) -> anyhow::Result<Throughput> {
         views: a.views,
         resize: a.resize,
         image_size: a.image_size,
+        augment: true,
         num_workers: a.threads,
         prefetch: 2,
         cache_mb: 256,

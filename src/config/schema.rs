@@ -48,6 +48,12 @@ pub struct DataConfig {
     pub resize: usize,
     /// Side of the square crop fed to the network.
     pub image_size: usize,
+    /// Train-time augmentation (the reference's Resize(resize), RandomCrop(image_size),
+    /// RandomHorizontalFlip). `false` feeds training the evaluation transform (an exact resize to
+    /// image_size), so every epoch sees the same pixels; with a frozen extractor
+    /// (`model.freeze_visual_extractor`) that lets its features be cached
+    /// (`train.feature_cache_mb`). Default true.
+    pub augment: bool,
     /// Decode/augment threads per rank.
     pub num_workers: usize,
     /// Batches decoded ahead of the training step.
@@ -66,6 +72,7 @@ impl Default for DataConfig {
             views: 1,
             resize: 256,
             image_size: 224,
+            augment: true,
             num_workers: 2,
             prefetch: 2,
             cache_mb: 256,
@@ -139,6 +146,13 @@ pub struct ModelConfig {
     /// (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; `fc.*` ignored) or the reference's
     /// `visual_extractor.model.N.*` (ops/export_resnet101.py). Unset: random init.
     pub visual_weights: Option<PathBuf>,
+    /// Keep the visual extractor fixed while training (PyTorch's `requires_grad_(False)` plus
+    /// `eval()` on the ResNet): its features are computed without autograd and with the
+    /// BatchNorm running statistics, and its parameters are left out of the optimizer (no
+    /// Adam state, no weight decay, no gradient all-reduce). Meant for a pretrained extractor
+    /// (`visual_weights`); `train.lr_ve` is then unused. The ITHN terms still train the
+    /// projections and the encoder-decoder. Default false (the reference trains it).
+    pub freeze_visual_extractor: bool,
     /// BatchNorm behaviour in training: `local` or `frozen`.
     pub batchnorm: BatchNormMode,
     /// `fp32` (default), `bf16` autocast on GPU, or `fp64` (exactness checks).
@@ -163,6 +177,7 @@ impl Default for ModelConfig {
             visual_layers: vec![3, 4, 23, 3],
             visual_width_per_group: 64,
             visual_weights: None,
+            freeze_visual_extractor: false,
             batchnorm: BatchNormMode::Local,
             precision: Precision::Fp32,
         }
@@ -264,6 +279,11 @@ pub struct TrainConfig {
     /// Validation metric that selects the best model (a pycocoevalcap key such as "BLEU_4",
     /// or a clinical-efficacy key such as "CE_F1_findings").
     pub monitor_metric: Metric,
+    /// Bound, in MiB per rank, on the features a frozen extractor keeps by image
+    /// (`model.freeze_visual_extractor` with `data.augment = false`; 0 = no cache). The tiny
+    /// quickstart's 2,069 train images take ~85 MiB; MIMIC-CXR at 224 px (~400 KiB per image
+    /// and view) needs a bound, past which images are computed each time they are seen.
+    pub feature_cache_mb: usize,
     /// Drop the last incomplete global batch (a whole optimizer step) of an epoch (true) or
     /// train on it (false).
     pub drop_last: bool,
@@ -303,6 +323,7 @@ impl Default for TrainConfig {
             early_stop: 25,
             monitor_metric: Metric::Bleu4,
             drop_last: false,
+            feature_cache_mb: 2048,
         }
     }
 }

@@ -102,6 +102,7 @@ fn shipped_configs_load() {
         "configs/iu_xray.toml",
         "configs/mimic_cxr.toml",
         "configs/tiny.toml",
+        "configs/quickstart.toml",
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
         Config::load(&path, &[]).unwrap_or_else(|e| panic!("{f}: {e}"));

@@ -21,6 +21,7 @@ pub mod attention;
 pub mod cli;
 pub mod contract;
 pub mod decode;
+pub mod feature_cache;
 pub mod inference;
 pub mod ithn;
 pub mod layers;

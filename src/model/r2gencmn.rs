@@ -8,10 +8,12 @@
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
 use super::att_embed::AttEmbed;
+use super::feature_cache::{CacheStats, FeatureCache};
 use super::layers::{Dropout, Linear, LinearInit};
 use super::memory::{init_memory, Memory, MemoryKv};
 use super::transformer::{
@@ -46,6 +48,11 @@ pub struct R2GenCmn {
     d_model: i64,
     dropout: f64,
     batchnorm: BatchNormMode,
+    /// `model.freeze_visual_extractor`: the ResNet runs without autograd, in eval mode, and its
+    /// parameters are not in [`Self::parameters`].
+    freeze_visual: bool,
+    /// Features of the frozen extractor by image ([`Self::enable_feature_cache`]).
+    feature_cache: Mutex<Option<FeatureCache>>,
     logit_dim: i64,
     views: usize,
     precision: Precision,
@@ -198,11 +205,31 @@ impl R2GenCmn {
             d_model: d,
             dropout: cfg.dropout,
             batchnorm: cfg.batchnorm,
+            freeze_visual: cfg.freeze_visual_extractor,
+            feature_cache: Mutex::new(None),
             logit_dim: logit_dim as i64,
             views,
             precision: cfg.precision,
             device,
         })
+    }
+
+    /// Training with a frozen extractor (`model.freeze_visual_extractor`) looks its features up
+    /// by image in a cache of at most `limit_bytes` from now on ([`FeatureCache`]: exact, each
+    /// image computed alone). Only sound when a training image's pixels do not change between
+    /// epochs (`data.augment = false`), which is the caller's decision; evaluation (`train` =
+    /// false) never uses it. No effect on a trainable extractor.
+    pub fn enable_feature_cache(&self, limit_bytes: usize) {
+        if self.freeze_visual {
+            *self.feature_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(FeatureCache::new(limit_bytes));
+        }
+    }
+
+    /// What the feature cache did so far; `None` when it is off.
+    pub fn feature_cache_stats(&self) -> Option<CacheStats> {
+        let cache = self.feature_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.as_ref().map(FeatureCache::stats)
     }
 
     /// Builds the model a full [`Config`] describes (views from `data.views`, seed from `train.seed`).
@@ -258,9 +285,14 @@ impl R2GenCmn {
 
     /// Trainable parameters `(reference name, tensor, optimizer group)` in reference
     /// `named_parameters()` order; the group is an [`LrGroup`] index (visual extractor: lr_ve,
-    /// the rest: lr_ed).
+    /// the rest: lr_ed). With `model.freeze_visual_extractor` the extractor's parameters are
+    /// not trainable and are left out.
     pub fn parameters(&self) -> Vec<(String, Tensor, usize)> {
-        self.registry.parameters()
+        let mut params = self.registry.parameters();
+        if self.freeze_visual {
+            params.retain(|(_, _, group)| *group != LrGroup::VisualExtractor.index());
+        }
+        params
     }
 
     pub fn registry(&self) -> &Registry {
@@ -300,8 +332,19 @@ impl R2GenCmn {
     /// Visual features of `[B, views, 3, H, W]` (or `[B, 3, H, W]` for one view):
     /// patch features `[B, h·w·views, 2048]` (views concatenated along the sequence) and pooled
     /// features `[B, 2048·views]` (views concatenated along channels). Each view runs through
-    /// the ResNet separately, as in the reference (BatchNorm batch statistics per view).
+    /// the ResNet separately, as in the reference (BatchNorm batch statistics per view). A frozen
+    /// extractor (`model.freeze_visual_extractor`) runs without autograd and with its running
+    /// statistics even when `train` is set.
     pub fn visual(&self, images: &Tensor, train: bool) -> (Tensor, Tensor) {
+        if self.freeze_visual && train {
+            return tch::no_grad(|| {
+                let mut cache = self.feature_cache.lock().unwrap_or_else(|p| p.into_inner());
+                match cache.as_mut() {
+                    Some(cache) => cache.features(images, |one| self.visual(one, false)),
+                    None => self.visual(images, false),
+                }
+            });
+        }
         let images = if images.dim() == 4 {
             images.unsqueeze(1)
         } else {

@@ -233,6 +233,14 @@ impl<'w> Trainer<'w> {
         let vocab = VocabInfo::load(&vocab_path)?;
         // Rank 0's weights (incl. model.visual_weights, the ImageNet ResNet) become everyone's below.
         let model = R2GenCmn::for_training(&cfg, vocab.logit_dim, device)?;
+        if cfg.model.freeze_visual_extractor && !cfg.data.augment && cfg.train.feature_cache_mb > 0
+        {
+            model.enable_feature_cache(cfg.train.feature_cache_mb << 20);
+            tracing::info!(
+                bound_mb = cfg.train.feature_cache_mb,
+                "frozen visual extractor, no augmentation: features cached by image"
+            );
+        }
         let coll = collectives::select(world, cfg.dist.backend, device, cfg.dist.timeout_s)?;
         broadcast_weights(&model, coll.as_ref())?;
         let state = TrainState::fresh(&cfg);

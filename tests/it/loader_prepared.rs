@@ -88,6 +88,7 @@ fn options(dir: &Path, split: &str) -> LoaderOptions {
         views: 2,
         resize: 72,
         image_size: 64,
+        augment: true,
         num_workers: 2,
         prefetch: 1,
         cache_mb: 4,

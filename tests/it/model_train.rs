@@ -131,6 +131,99 @@ fn batchnorm_frozen_uses_running_statistics_and_local_updates_them() {
     assert!(!l_train.allclose(&a_eval, 1e-4, 1e-4, false));
 }
 
+/// `model.freeze_visual_extractor`: the ResNet's weights and BatchNorm statistics come out of a
+/// training step bit for bit as they went in (not in the optimizer, so no weight decay either),
+/// its features are the eval-mode ones and carry no autograd graph, and everything else trains.
+#[test]
+fn a_frozen_extractor_stays_fixed_while_the_rest_trains() {
+    use ithn_dist::dist::collectives::SingleProcess;
+    use ithn_dist::train::optim_step::OptimStep;
+    use ithn_dist::train::step::Micro;
+    let _serial = serial();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.toml");
+    let mut cfg = Config::load(&path, &["model.freeze_visual_extractor=true".into()])
+        .expect("configs/tiny.toml");
+    cfg.train.lr_ve = 1.0; // would move the weights a lot if they were stepped
+    let model = R2GenCmn::from_config(&cfg, V1, Device::Cpu).expect("tiny model");
+    let unfrozen = tiny(BatchNormMode::Local);
+    let params = model.parameters();
+    assert!(
+        params.iter().all(|(_, _, g)| *g != 0),
+        "no visual-group parameter"
+    );
+    assert_eq!(params.len() + 51, unfrozen.parameters().len());
+    let b = batch(3);
+    let (train_feats, _) = model.visual(&b.images, true);
+    let (eval_feats, _) = model.visual(&b.images, false);
+    assert!(
+        train_feats.equal(&eval_feats),
+        "eval-mode features in training"
+    );
+    assert!(
+        !train_feats.requires_grad(),
+        "no graph through the extractor"
+    );
+    let snapshot = |m: &R2GenCmn| -> Vec<(String, Tensor)> {
+        let sd = m.registry().state_dict();
+        sd.into_iter()
+            .map(|(n, t)| (n, t.detach().copy()))
+            .collect()
+    };
+    let before = snapshot(&model);
+    let mut unit = OptimStep::new(&model, &cfg, &SingleProcess).expect("optimizer step");
+    let micro = Micro {
+        batch: b,
+        seeds: Some(vec![1, 2, 3]),
+        indices: vec![0, 1, 2],
+    };
+    unit.step(&model, &[micro], &SingleProcess, 1)
+        .expect("step");
+    let after = snapshot(&model);
+    let (mut fixed, mut moved) = (0, 0);
+    for ((name, x), (_, y)) in before.iter().zip(&after) {
+        if name.starts_with("visual_extractor.") {
+            assert!(x.equal(y), "{name} changed although frozen");
+            fixed += 1;
+        } else if !x.equal(y) {
+            moved += 1;
+        }
+    }
+    assert!(fixed > 51, "weights and BatchNorm buffers checked: {fixed}");
+    assert!(
+        moved > 10,
+        "the encoder-decoder trains: {moved} tensors moved"
+    );
+}
+
+/// The frozen extractor's feature cache: each image's features are its own batch-of-one eval
+/// features, bit for bit, whatever batch it arrives in, cold or warm.
+#[test]
+fn cached_features_are_each_images_own_eval_features() {
+    let _serial = serial();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.toml");
+    let cfg = Config::load(&path, &["model.freeze_visual_extractor=true".into()]).unwrap();
+    let model = R2GenCmn::from_config(&cfg, V1, Device::Cpu).expect("tiny model");
+    model.enable_feature_cache(1 << 30);
+    let imgs = batch(4).images;
+    let (att, fc) = model.visual(&imgs, true);
+    for i in 0..4 {
+        let (a1, f1) = model.visual(&imgs.narrow(0, i, 1), false);
+        assert!(
+            att.narrow(0, i, 1).equal(&a1) && fc.narrow(0, i, 1).equal(&f1),
+            "row {i}"
+        );
+    }
+    let stats = model.feature_cache_stats().expect("cache on");
+    assert_eq!((stats.hits, stats.misses, stats.entries), (0, 4, 4));
+    // Warm, in another batch: the same values, from the cache.
+    let (att2, fc2) = model.visual(&imgs.narrow(0, 1, 3).flip([0]), true);
+    assert!(att2.equal(&att.narrow(0, 1, 3).flip([0])) && fc2.equal(&fc.narrow(0, 1, 3).flip([0])));
+    assert_eq!(model.feature_cache_stats().unwrap().hits, 3);
+    // Evaluation never consults it.
+    let _ = model.visual(&imgs, false);
+    assert_eq!(model.feature_cache_stats().unwrap().hits, 3);
+}
+
 #[test]
 fn bf16_products_stay_close_to_fp32() {
     let _serial = serial();

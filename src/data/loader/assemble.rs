@@ -187,6 +187,10 @@ impl Assembler<'_> {
             }
         };
         let s = self.opts.image_size;
+        let mode = match mode {
+            Mode::Train { .. } if !self.opts.augment => Mode::Eval,
+            m => m,
+        };
         let target = match mode {
             Mode::Eval => (s, s),
             Mode::Train { .. } => {

@@ -130,6 +130,8 @@ pub struct LoaderOptions {
     pub views: usize,
     pub resize: u32,
     pub image_size: u32,
+    /// Random crop + flip for training batches (`data.augment`); false: the eval transform.
+    pub augment: bool,
     pub num_workers: usize,
     pub prefetch: usize,
     pub cache_mb: usize,
@@ -157,6 +159,7 @@ impl LoaderOptions {
             views: cfg.data.views,
             resize: cfg.data.resize as u32,
             image_size: cfg.data.image_size as u32,
+            augment: cfg.data.augment,
             num_workers: cfg.data.num_workers,
             prefetch: cfg.data.prefetch,
             cache_mb: cfg.data.cache_mb,

@@ -50,6 +50,7 @@ fn opts(dir: &Path, split: Split) -> LoaderOptions {
         views: 2,
         resize: 34,
         image_size: 32,
+        augment: true,
         num_workers: 2,
         prefetch: 2,
         cache_mb: 1,
@@ -203,6 +204,44 @@ fn eval_images_are_the_exact_resize() {
     let src = &rows(Channels::Rgb)[3].images[1];
     let want = image::to_tensor_normalized(&[image::resize_exact(src, 32, 32)]);
     assert!(b.images.get(3).get(1).equal(&want.get(0)));
+}
+
+#[test]
+fn without_augmentation_training_images_are_the_eval_resize_every_epoch() {
+    let dir = prepared(TestPixels::Raw);
+    let mut o = opts(dir.path(), Split::Train);
+    o.augment = false;
+    let loader = open(&o, 0, 1);
+    let (a, b) = (
+        loader.train_batch(1, 0).unwrap(),
+        loader.train_batch(2, 0).unwrap(),
+    );
+    let all = rows(Channels::Gray);
+    let exact = |row: u64, view: usize| {
+        let src = &all[row as usize].images[view];
+        image::to_tensor_normalized(&[image::resize_exact(src, 32, 32)]).get(0)
+    };
+    for batch in [&a, &b] {
+        for (slot, &row) in batch.indices.iter().enumerate() {
+            for view in 0..2 {
+                let got = batch.images.get(slot as i64).get(view as i64);
+                assert!(got.equal(&exact(row, view)), "row {row} view {view}");
+                let neg = all[row as usize].neg_index.unwrap();
+                let got = batch.neg_images.get(slot as i64).get(view as i64);
+                assert!(got.equal(&exact(neg, view)), "negative of row {row}");
+            }
+        }
+    }
+    // The same row in two epochs: the same pixels (with augmentation on, other crops).
+    let row = a.indices[0];
+    let slot = b.indices.iter().position(|&r| r == row);
+    if let Some(slot) = slot {
+        assert!(a.images.get(0).equal(&b.images.get(slot as i64)));
+    }
+    o.augment = true;
+    let augmented = open(&o, 0, 1).train_batch(1, 0).unwrap();
+    assert_eq!(augmented.indices, a.indices);
+    assert!(!augmented.images.equal(&a.images));
 }
 
 #[test]

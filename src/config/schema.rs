@@ -229,6 +229,19 @@ pub struct IthnConfig {
     pub ascent_radius: f64,
 }
 
+impl IthnConfig {
+    /// The published objective `w_lm·L_lm + w_cp·L_cp + w_cs·L_cs` (SPEC §3) with every term
+    /// of weight 0 left out rather than multiplied by 0 (0·NaN is NaN): a term that is off
+    /// cannot make the loss non-finite.
+    pub fn objective(&self, lm: f64, l_cp: f64, l_cs: f64) -> f64 {
+        [(self.w_lm, lm), (self.w_cp, l_cp), (self.w_cs, l_cs)]
+            .iter()
+            .filter(|(w, _)| *w != 0.0)
+            .map(|(w, v)| w * v)
+            .sum()
+    }
+}
+
 impl Default for IthnConfig {
     fn default() -> Self {
         IthnConfig {

@@ -257,7 +257,14 @@ pub fn ithn_forward(
         let l_cs = cosine_loss(&f.z, &f.z_neg);
         let (lm_sum, tokens) = lm_loss_sum(&f.output, &batch.ids, &batch.masks);
         let lm_loss = lm_sum / tokens;
-        let loss = &lm_loss * cfg.w_lm + &l_cp * cfg.w_cp + &l_cs * cfg.w_cs;
+        // Terms of weight 0 are left out, not multiplied by 0 (IthnConfig::objective).
+        let mut loss = &lm_loss * cfg.w_lm;
+        if cfg.w_cp != 0.0 {
+            loss = loss + &l_cp * cfg.w_cp;
+        }
+        if cfg.w_cs != 0.0 {
+            loss = loss + &l_cs * cfg.w_cs;
+        }
         IthnOutputs {
             forward: f,
             p,

@@ -106,6 +106,28 @@ impl Layout {
     }
 }
 
+/// The parameters the objective trains, in the given order. The ITHN heads serve only their
+/// terms — the temperatures and the text projection L_cp, the image projection L_cp and L_cs —
+/// so with those weights at 0 (`ithn.w_cp`, `ithn.w_cs`: the no-ITHN ablation) they are left out
+/// of the optimizer, as a PyTorch parameter whose `.grad` stays `None` is. Kept in, weight decay
+/// alone shrinks them geometrically (Adam turns `wd·p` into steps of ~lr) until `x / ‖x‖` of
+/// the projections is 0/0: a no-ITHN run at lr 2e-3 stopped with a NaN L_cs at step 958.
+pub fn objective_parameters(
+    params: Vec<(String, Tensor, usize)>,
+    cfg: &IthnConfig,
+) -> Vec<(String, Tensor, usize)> {
+    let cp_only = |n: &str| n == "temp_1" || n == "temp_3" || n.starts_with("text_projection.");
+    params
+        .into_iter()
+        .filter(|(name, _, _)| {
+            let cp_off = cfg.w_cp == 0.0 && cp_only(name);
+            let both_off =
+                cfg.w_cp == 0.0 && cfg.w_cs == 0.0 && name.starts_with("img_projection.");
+            !(cp_off || both_off)
+        })
+        .collect()
+}
+
 impl OptimStep {
     /// The step of `model` on `coll`'s world as `cfg` configures it: Adam over the model's
     /// parameter groups at (lr_ve, lr_ed), sharded when `dist.shard_optimizer`, gradient
@@ -122,7 +144,7 @@ impl OptimStep {
             Vec::new()
         };
         OptimStep::from_parts(
-            model.parameters(),
+            objective_parameters(model.parameters(), &cfg.ithn),
             cfg.train.initial_lrs(),
             AdamConfig::from_train(&cfg.train),
             cfg.dist.bucket_mb,

@@ -280,14 +280,18 @@ pub fn forward_backward<M: IthnModel + ?Sized>(
 
     // L_cp of the gathered batch (global) or of this rank's (local), and its weight in the step.
     let cp_share = g.z.size()[0] as f64 / norm.step_samples;
-    let cp = (g.z.size()[0] > 0)
+    // A term weighted 0 is not part of the objective: not evaluated into the loss at all, so
+    // its value (NaN, say, when its heads are left untrained) cannot reach the gradients.
+    let cp = (g.z.size()[0] > 0 && cfg.w_cp != 0.0)
         .then(|| Contrastive::backward(model, &g, batch.lambda, cfg, cp_share, &mut times));
 
     let clock = Instant::now();
     let kind = f.z.kind();
     let cs_sum = cosine_sum(&f.z, &f.z_neg);
-    let mut surrogate =
-        &f.lm_sum * (cfg.w_lm / norm.step_tokens) + &cs_sum * (cfg.w_cs / norm.step_samples);
+    let mut surrogate = &f.lm_sum * (cfg.w_lm / norm.step_tokens);
+    if cfg.w_cs != 0.0 {
+        surrogate = surrogate + &cs_sum * (cfg.w_cs / norm.step_samples);
+    }
     let mut l_cp_share = Tensor::zeros([], (Kind::Double, f.z.device()));
     if let Some(cp) = &cp {
         // This rank's rows inside the gathered tensors: every rank knows every rank's count.
@@ -435,7 +439,7 @@ pub fn reduce_losses(
     let (tokens, samples) = (counts.step_tokens() as f64, counts.step_samples() as f64);
     let (lm, l_cs, l_cp) = (s[0] / tokens, s[1] / samples, s[2]);
     Ok(LossTerms {
-        loss: cfg.w_lm * lm + cfg.w_cp * l_cp + cfg.w_cs * l_cs,
+        loss: cfg.objective(lm, l_cp, l_cs),
         lm,
         l_cp,
         l_cs,

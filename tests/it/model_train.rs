@@ -224,6 +224,72 @@ fn cached_features_are_each_images_own_eval_features() {
     assert_eq!(model.feature_cache_stats().unwrap().hits, 3);
 }
 
+/// The no-ITHN ablation (`ithn.w_cp = ithn.w_cs = 0`): the ITHN heads are not trained (no
+/// weight decay shrinking them towards 0/0) and an off term cannot poison the loss — here the
+/// image projection is zeroed so that z = x/‖x‖ is NaN, yet the step is finite, equals the LM
+/// term alone, and leaves the heads as they were.
+#[test]
+fn terms_weighted_zero_train_nothing_and_cannot_poison_the_loss() {
+    use ithn_dist::dist::collectives::SingleProcess;
+    use ithn_dist::train::optim_step::OptimStep;
+    use ithn_dist::train::step::Micro;
+    let _serial = serial();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.toml");
+    let off = ["ithn.w_cp=0".to_string(), "ithn.w_cs=0".to_string()];
+    let cfg = Config::load(&path, &off).unwrap();
+    let model = R2GenCmn::from_config(&cfg, V1, Device::Cpu).expect("tiny model");
+    let heads = |m: &R2GenCmn| -> Vec<(String, Tensor)> {
+        m.registry()
+            .state_dict()
+            .into_iter()
+            .filter(|(n, _)| n.contains("projection") || n.starts_with("temp_"))
+            .map(|(n, t)| (n, t.detach().copy()))
+            .collect()
+    };
+    for (name, t) in model.registry().state_dict() {
+        if name == "img_projection.linear1.weight" {
+            tch::no_grad(|| {
+                let _ = t.shallow_clone().zero_();
+            });
+        }
+    }
+    let before = heads(&model);
+    assert_eq!(before.len(), 4);
+    let mut unit = OptimStep::new(&model, &cfg, &SingleProcess).expect("optimizer step");
+    let micro = Micro {
+        batch: batch(3),
+        seeds: Some(vec![1, 2, 3]),
+        indices: vec![0, 1, 2],
+    };
+    let terms = unit
+        .step(&model, &[micro], &SingleProcess, 1)
+        .expect("a finite step");
+    assert!(terms.l_cs.is_nan(), "the off term is NaN here: {terms:?}");
+    assert!(terms.loss.is_finite());
+    assert!((terms.loss - 0.7 * terms.lm).abs() < 1e-12, "{terms:?}");
+    for ((name, a), (_, b)) in before.iter().zip(&heads(&model)) {
+        assert!(a.equal(b), "{name} was trained although its terms are off");
+    }
+    // With the terms on, the same heads are trained (and the NaN would stop the step).
+    let on = Config::load(&path, &[]).unwrap();
+    let model = R2GenCmn::from_config(&on, V1, Device::Cpu).expect("tiny model");
+    let before = heads(&model);
+    let mut unit = OptimStep::new(&model, &on, &SingleProcess).expect("optimizer step");
+    let micro = Micro {
+        batch: batch(3),
+        seeds: Some(vec![1, 2, 3]),
+        indices: vec![0, 1, 2],
+    };
+    unit.step(&model, &[micro], &SingleProcess, 1)
+        .expect("step");
+    let after = heads(&model);
+    let moved = before
+        .iter()
+        .zip(&after)
+        .filter(|((_, a), (_, b))| !a.equal(b));
+    assert_eq!(moved.count(), 4);
+}
+
 #[test]
 fn bf16_products_stay_close_to_fp32() {
     let _serial = serial();

@@ -260,10 +260,10 @@ pub fn ithn_forward(
         // Terms of weight 0 are left out, not multiplied by 0 (IthnConfig::objective).
         let mut loss = &lm_loss * cfg.w_lm;
         if cfg.w_cp != 0.0 {
-            loss = loss + &l_cp * cfg.w_cp;
+            loss = &loss + &l_cp * cfg.w_cp;
         }
         if cfg.w_cs != 0.0 {
-            loss = loss + &l_cs * cfg.w_cs;
+            loss = &loss + &l_cs * cfg.w_cs;
         }
         IthnOutputs {
             forward: f,

@@ -290,7 +290,7 @@ pub fn forward_backward<M: IthnModel + ?Sized>(
     let cs_sum = cosine_sum(&f.z, &f.z_neg);
     let mut surrogate = &f.lm_sum * (cfg.w_lm / norm.step_tokens);
     if cfg.w_cs != 0.0 {
-        surrogate = surrogate + &cs_sum * (cfg.w_cs / norm.step_samples);
+        surrogate = &surrogate + &cs_sum * (cfg.w_cs / norm.step_samples);
     }
     let mut l_cp_share = Tensor::zeros([], (Kind::Double, f.z.device()));
     if let Some(cp) = &cp {

@@ -19,7 +19,7 @@ source ops/env.sh
 AB="${AB_DIR:-runs/ablation}"
 QS="${QS_DIR:-runs/quickstart}"
 NP="${NP:-2}"
-# Extra config overrides for every training run, e.g. QS_SET="model.use_bn=1 train.lr_ve=1e-4"
+# Extra config overrides for every training run, e.g. QS_SET="train.epochs=10 train.lr_ed=1e-3"
 # (space-separated KEY=VALUE, each passed as --set; default none: configs/quickstart.toml as is).
 user_set=()
 for kv in ${QS_SET:-}; do user_set+=(--set "$kv"); done
@@ -42,20 +42,24 @@ else
     --images "$AB/images" --out "$AB/prepared" --resize "$SIZE"
 fi
 
-VE="$DATA/visual_extractor.safetensors"
-if [ ! -f "$VE" ]; then
-  VE="$AB/visual_extractor.safetensors"
+# The extractor every run shares: one made here before, else the quickstart's, else train it.
+VE="$AB/visual_extractor.safetensors"
+if [ ! -f "$VE" ] && [ -f "$DATA/visual_extractor.safetensors" ]; then
+  VE="$DATA/visual_extractor.safetensors"
+elif [ ! -f "$VE" ]; then
   step "pretrain the extractor (CNN probe on the train split's labels)"
-  .venv/bin/python ops/probe.py cnn --images "$DATA/images" --config configs/tiny.toml \
+  .venv/bin/python ops/probe.py cnn --images "$DATA/images" --config "$CFG" --epochs 4 --lr 1e-3 \
     --out "$AB/probe.json" --save "$VE" --threads "$NP" | tail -4
 fi
+# A finished run is reused only when it was trained with this config, extractor and overrides.
+KEY="$CFG $(sha256sum "$CFG" "$VE" | cut -c1-16 | tr '\n' ' ')${QS_SET:-}"
 
 runs=()
 for seed in $SEEDS; do
   for variant in ithn no_ithn; do
     dir="$AB/$variant-seed$seed"
     runs+=("$variant-seed$seed=$dir")
-    if [ -f "$dir/predictions-test.jsonl" ]; then
+    if [ -f "$dir/predictions-test.jsonl" ] && [ "$(cat "$dir/ablation-key" 2>/dev/null)" = "$KEY" ]; then
       step "$variant seed $seed: done before, reusing $dir"
       continue
     fi
@@ -65,6 +69,7 @@ for seed in $SEEDS; do
     bash launch/mpirun.sh "$NP" train --config "$CFG" --set "data.prepared=$DATA/prepared" \
       --set "train.seed=$seed" --set "model.visual_weights=$VE" "${extra[@]}" "${user_set[@]}" \
       --run-dir "$dir" --resume never
+    echo "$KEY" > "$dir/ablation-key"
   done
 done
 

@@ -17,7 +17,7 @@ bash ops/setup.sh
 source ops/env.sh
 QS="${QS_DIR:-runs/quickstart}"
 NP="${NP:-2}"
-# Extra config overrides for every training run, e.g. QS_SET="model.use_bn=1 train.lr_ve=1e-4"
+# Extra config overrides for every training run, e.g. QS_SET="train.epochs=10 train.lr_ed=1e-3"
 # (space-separated KEY=VALUE, each passed as --set; default none: configs/quickstart.toml as is).
 user_set=()
 for kv in ${QS_SET:-}; do user_set+=(--set "$kv"); done
@@ -38,11 +38,11 @@ step "prepare Parquet shards (vocabulary, hard negatives)"
   --images "$QS/images" --out "$QS/prepared" --resize "$SIZE"
 "$B" inspect "$QS/prepared" | head -20
 
-# The probe trains the extractor with configs/tiny.toml's schedule (4 epochs, lr 1e-3, batch 16,
-# random crops and flips) on the train split's labels only; its test figures are the ceiling the
+# The probe trains the config's extractor (its image sizes, batch 16) for 4 epochs at lr 1e-3
+# with random crops and flips, on the train split's labels only (QS_SET does not reach it); its test figures are the ceiling the
 # summary prints, and its weights the report generators' frozen extractor.
 step "CNN probe: the visual extractor trained on the train split's finding labels"
-.venv/bin/python ops/probe.py cnn --images "$QS/images" --config configs/tiny.toml \
+.venv/bin/python ops/probe.py cnn --images "$QS/images" --config "$CFG" --epochs 4 --lr 1e-3 \
   --out "$QS/probe.json" --save "$QS/visual_extractor.safetensors" --threads "$NP" | tail -4
 probe=(--probe "$QS/probe.json") probe_ce=(--ce "CNN probe=$QS/probe.json")
 

@@ -102,11 +102,20 @@ pub const FREE_KEYS: &[&str] = &[
     "data.prefetch",
     "data.cache_mb",
     "data.prepared",
+    "train.feature_cache_mb",
     "train.epochs",
     "eval.batch_size",
     "checkpoint",
     "dist",
     "log",
+];
+
+/// Keys added after runs were already being checkpointed, with the value every earlier version
+/// computed with. At that value a key is left out of the fingerprint, so a run checkpointed
+/// before the key existed still resumes; any other value is part of it.
+pub const LATER_KEYS: &[(&str, &str)] = &[
+    ("data.augment", "true"),
+    ("model.freeze_visual_extractor", "false"),
 ];
 
 /// True when `key` (dotted) may change on resume.
@@ -125,7 +134,10 @@ pub fn math_keys(cfg: &Config) -> BTreeMap<String, String> {
     let value = toml::Value::try_from(cfg).expect("a Config always converts to TOML");
     let mut out = BTreeMap::new();
     flatten("", &value, &mut out);
-    out.retain(|k, _| !is_free_key(k));
+    out.retain(|k, v| {
+        let later_default = LATER_KEYS.iter().any(|(key, value)| k == key && v == value);
+        !is_free_key(k) && !later_default
+    });
     out
 }
 
@@ -196,6 +208,7 @@ mod tests {
             "dist.timeout_s=5.0",
             "dist.backend=\"mpi\"",
             "log.every_steps=1",
+            "train.feature_cache_mb=0",
         ] {
             assert_eq!(config_hash(&cfg(&[o])), base, "{o} must be free");
         }
@@ -211,6 +224,11 @@ mod tests {
             ("ithn.negatives=\"ascent\"", "ithn.negatives"),
             ("train.seed=1", "train.seed"),
             ("data.image_size=64", "data.image_size"),
+            ("data.augment=false", "data.augment"),
+            (
+                "model.freeze_visual_extractor=true",
+                "model.freeze_visual_extractor",
+            ),
         ] {
             let changed = cfg(&[o]);
             assert_ne!(
@@ -221,6 +239,20 @@ mod tests {
             let diff = math_diff(&base, &changed);
             assert_eq!(diff.len(), 1, "{diff:?}");
             assert!(diff[0].starts_with(key), "{diff:?}");
+        }
+    }
+
+    /// A run checkpointed before a key existed hashed a config without it: at the value it
+    /// computed with, the key stays out of the fingerprint (so that hash still matches).
+    #[test]
+    fn later_keys_at_their_old_value_are_not_fingerprinted() {
+        let keys = math_keys(&cfg(&[]));
+        for (key, old) in LATER_KEYS {
+            assert!(!keys.contains_key(*key), "{key} at its default");
+            let flipped = if *old == "true" { "false" } else { "true" };
+            let changed = math_keys(&cfg(&[&format!("{key}={flipped}")]));
+            assert_eq!(changed.get(*key).map(String::as_str), Some(flipped));
+            assert!(cfg(&[]).to_toml().contains(key.rsplit('.').next().unwrap()));
         }
     }
 

@@ -294,8 +294,9 @@ pub struct TrainConfig {
     pub monitor_metric: Metric,
     /// Bound, in MiB per rank, on the features a frozen extractor keeps by image
     /// (`model.freeze_visual_extractor` with `data.augment = false`; 0 = no cache). The tiny
-    /// quickstart's 2,069 train images take ~85 MiB; MIMIC-CXR at 224 px (~400 KiB per image
-    /// and view) needs a bound, past which images are computed each time they are seen.
+    /// quickstart's 2,069 train images take ~81 MiB; MIMIC-CXR at 224 px (~400 KiB per image
+    /// and view) does not fit: past the bound, images are computed each time they are seen
+    /// (one at a time). Free to change on resume: cached or not, the features are the same.
     pub feature_cache_mb: usize,
     /// Drop the last incomplete global batch (a whole optimizer step) of an epoch (true) or
     /// train on it (false).

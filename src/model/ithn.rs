@@ -258,7 +258,11 @@ pub fn ithn_forward(
         let (lm_sum, tokens) = lm_loss_sum(&f.output, &batch.ids, &batch.masks);
         let lm_loss = lm_sum / tokens;
         // Terms of weight 0 are left out, not multiplied by 0 (IthnConfig::objective).
-        let mut loss = &lm_loss * cfg.w_lm;
+        let mut loss = if cfg.w_lm != 0.0 {
+            &lm_loss * cfg.w_lm
+        } else {
+            lm_loss.zeros_like()
+        };
         if cfg.w_cp != 0.0 {
             loss = &loss + &l_cp * cfg.w_cp;
         }

@@ -334,14 +334,16 @@ impl R2GenCmn {
     /// features `[B, 2048·views]` (views concatenated along channels). Each view runs through
     /// the ResNet separately, as in the reference (BatchNorm batch statistics per view). A frozen
     /// extractor (`model.freeze_visual_extractor`) runs without autograd and with its running
-    /// statistics even when `train` is set.
+    /// statistics even when `train` is set, one image at a time (the same values whether
+    /// [`Self::enable_feature_cache`] is on or not).
     pub fn visual(&self, images: &Tensor, train: bool) -> (Tensor, Tensor) {
         if self.freeze_visual && train {
             return tch::no_grad(|| {
                 let mut cache = self.feature_cache.lock().unwrap_or_else(|p| p.into_inner());
+                // Each image alone, cached or not, so the cache never changes a result.
                 match cache.as_mut() {
                     Some(cache) => cache.features(images, |one| self.visual(one, false)),
-                    None => self.visual(images, false),
+                    None => FeatureCache::new(0).features(images, |one| self.visual(one, false)),
                 }
             });
         }

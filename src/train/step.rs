@@ -288,7 +288,11 @@ pub fn forward_backward<M: IthnModel + ?Sized>(
     let clock = Instant::now();
     let kind = f.z.kind();
     let cs_sum = cosine_sum(&f.z, &f.z_neg);
-    let mut surrogate = &f.lm_sum * (cfg.w_lm / norm.step_tokens);
+    let mut surrogate = if cfg.w_lm != 0.0 {
+        &f.lm_sum * (cfg.w_lm / norm.step_tokens)
+    } else {
+        f.lm_sum.zeros_like()
+    };
     if cfg.w_cs != 0.0 {
         surrogate = &surrogate + &cs_sum * (cfg.w_cs / norm.step_samples);
     }

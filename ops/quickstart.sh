@@ -40,7 +40,8 @@ step "prepare Parquet shards (vocabulary, hard negatives)"
 
 # The probe trains the config's extractor (its image sizes, batch 16) for 4 epochs at lr 1e-3
 # with random crops and flips, on the train split's labels only (QS_SET does not reach it); its test figures are the ceiling the
-# summary prints, and its weights the report generators' frozen extractor.
+# summary prints (a ceiling in ranking, AUC 0.85–1.0; its F1 at a 0.5 threshold under-calls,
+# see docs/tiny-model-diagnosis.md), and its weights the report generators' frozen extractor.
 step "CNN probe: the visual extractor trained on the train split's finding labels"
 .venv/bin/python ops/probe.py cnn --images "$QS/images" --config "$CFG" --epochs 4 --lr 1e-3 \
   --out "$QS/probe.json" --save "$QS/visual_extractor.safetensors" --threads "$NP" | tail -4

@@ -139,7 +139,7 @@ impl OptimStep {
         coll: &dyn Collectives,
     ) -> Result<OptimStep, OptimError> {
         let buffers = if cfg.model.batchnorm == BatchNormMode::Local {
-            batchnorm_buffers(model)
+            batchnorm_buffers(model, cfg.model.freeze_visual_extractor)
         } else {
             Vec::new()
         };
@@ -380,12 +380,15 @@ impl OptimStep {
 }
 
 /// The BatchNorm running statistics of the model (what a `local`-mode training forward updates).
-fn batchnorm_buffers(model: &R2GenCmn) -> Vec<Tensor> {
+/// The BatchNorm statistics to keep in sync; a frozen extractor's never change, so they are
+/// left out (no broadcast each step).
+fn batchnorm_buffers(model: &R2GenCmn, frozen_extractor: bool) -> Vec<Tensor> {
     const STATS: [&str; 3] = [".running_mean", ".running_var", ".num_batches_tracked"];
     model
         .registry()
         .state_dict()
         .into_iter()
+        .filter(|(name, _)| !(frozen_extractor && name.starts_with("visual_extractor.")))
         .filter(|(name, _)| STATS.iter().any(|s| name.ends_with(s)))
         .map(|(_, t)| t)
         .collect()

@@ -60,6 +60,11 @@ impl FeatureCache {
         }
     }
 
+    /// Whether it keeps anything (a bound above 0).
+    pub fn keeps(&self) -> bool {
+        self.limit_bytes > 0
+    }
+
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.hits,

@@ -51,8 +51,9 @@ pub struct R2GenCmn {
     /// `model.freeze_visual_extractor`: the ResNet runs without autograd, in eval mode, and its
     /// parameters are not in [`Self::parameters`].
     freeze_visual: bool,
-    /// Features of the frozen extractor by image ([`Self::enable_feature_cache`]).
-    feature_cache: Mutex<Option<FeatureCache>>,
+    /// Features of the frozen extractor by image; keeps nothing until
+    /// [`Self::enable_feature_cache`].
+    feature_cache: Mutex<FeatureCache>,
     logit_dim: i64,
     views: usize,
     precision: Precision,
@@ -206,7 +207,7 @@ impl R2GenCmn {
             dropout: cfg.dropout,
             batchnorm: cfg.batchnorm,
             freeze_visual: cfg.freeze_visual_extractor,
-            feature_cache: Mutex::new(None),
+            feature_cache: Mutex::new(FeatureCache::new(0)),
             logit_dim: logit_dim as i64,
             views,
             precision: cfg.precision,
@@ -222,14 +223,14 @@ impl R2GenCmn {
     pub fn enable_feature_cache(&self, limit_bytes: usize) {
         if self.freeze_visual {
             *self.feature_cache.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(FeatureCache::new(limit_bytes));
+                FeatureCache::new(limit_bytes);
         }
     }
 
     /// What the feature cache did so far; `None` when it is off.
     pub fn feature_cache_stats(&self) -> Option<CacheStats> {
         let cache = self.feature_cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.as_ref().map(FeatureCache::stats)
+        cache.keeps().then(|| cache.stats())
     }
 
     /// Builds the model a full [`Config`] describes (views from `data.views`, seed from `train.seed`).
@@ -339,12 +340,9 @@ impl R2GenCmn {
     pub fn visual(&self, images: &Tensor, train: bool) -> (Tensor, Tensor) {
         if self.freeze_visual && train {
             return tch::no_grad(|| {
-                let mut cache = self.feature_cache.lock().unwrap_or_else(|p| p.into_inner());
                 // Each image alone, cached or not, so the cache never changes a result.
-                match cache.as_mut() {
-                    Some(cache) => cache.features(images, |one| self.visual(one, false)),
-                    None => FeatureCache::new(0).features(images, |one| self.visual(one, false)),
-                }
+                let mut cache = self.feature_cache.lock().unwrap_or_else(|p| p.into_inner());
+                cache.features(images, |one| self.visual(one, false))
             });
         }
         let images = if images.dim() == 4 {

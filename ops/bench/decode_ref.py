@@ -21,7 +21,9 @@ What the reference does per step, and so what this script does (its costs are th
   finished emit 0, stop when every row has finished.
 
 Input: --weights (a safetensors state dict with the reference's names) and --feats (safetensors
-with `att_feats.<B>` [B, S, 2048] per batch size). Output: one JSON line per (method, batch):
+with `att_feats.<B>` [B, S, 2048] per batch size). With --serve it waits for `<method> <batch>` lines on stdin and answers each with that row's
+line (what `bench decode --rounds` uses, pairing each row's two sides in time). Output: one JSON
+line per (method, batch):
 {"method", "batch", "seconds" (median of --repeat timed runs after one warm-up), "cpu_seconds"
 (this process, same run), "reports_per_s", "tokens" (per image, up to the first 0)}.
 """
@@ -30,6 +32,7 @@ import copy
 import json
 import math
 import statistics
+import sys
 import time
 
 import torch
@@ -323,6 +326,28 @@ def build(weights, heads, topk):
     return m.eval()
 
 
+def measure(m, feats, method, b, max_len, repeat):
+    """One (method, batch) row: a warm-up run, then `repeat` timed runs; its JSON line."""
+    att = feats[f"att_feats.{b}"].float()
+    if method == "greedy":
+        run = lambda: greedy(m, att, max_len)
+    elif method.startswith("beam"):
+        run = lambda: beam_search(m, att, max_len, int(method[4:]))
+    else:
+        raise SystemExit(f"unknown method {method!r} (greedy, beamK)")
+    with torch.no_grad():
+        tokens = run()  # warm-up
+        times, cpu0 = [], time.process_time()
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            tokens = run()
+            times.append(time.perf_counter() - t0)
+        cpu = (time.process_time() - cpu0) / repeat
+    sec = statistics.median(times)
+    return json.dumps({"method": method, "batch": b, "seconds": sec, "cpu_seconds": cpu,
+                       "reports_per_s": b / sec, "tokens": tokens})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", required=True)
@@ -334,30 +359,23 @@ def main():
     ap.add_argument("--methods", default="greedy,beam3")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--serve", action="store_true",
+                    help="measure on request: read `<method> <batch>` lines from stdin and answer "
+                         "each with its JSON line, so the caller can time its own side right "
+                         "after (rows paired in time)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     m = build(a.weights, a.heads, a.topk)
     feats = load_file(a.feats)
+    if a.serve:
+        for line in sys.stdin:
+            if line.strip():
+                method, b = line.split()
+                print(measure(m, feats, method, int(b), a.max_len, a.repeat), flush=True)
+        return
     for b in (int(x) for x in a.batch.split(",")):
-        att = feats[f"att_feats.{b}"].float()
         for method in a.methods.split(","):
-            if method == "greedy":
-                run = lambda: greedy(m, att, a.max_len)
-            elif method.startswith("beam"):
-                run = lambda: beam_search(m, att, a.max_len, int(method[4:]))
-            else:
-                raise SystemExit(f"unknown method {method!r} (greedy, beamK)")
-            with torch.no_grad():
-                tokens = run()  # warm-up
-                times, cpu0 = [], time.process_time()
-                for _ in range(a.repeat):
-                    t0 = time.perf_counter()
-                    tokens = run()
-                    times.append(time.perf_counter() - t0)
-                cpu = (time.process_time() - cpu0) / a.repeat
-            sec = statistics.median(times)
-            print(json.dumps({"method": method, "batch": b, "seconds": sec, "cpu_seconds": cpu,
-                              "reports_per_s": b / sec, "tokens": tokens}), flush=True)
+            print(measure(m, feats, method, b, a.max_len, a.repeat), flush=True)
 
 
 if __name__ == "__main__":

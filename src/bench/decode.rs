@@ -6,7 +6,6 @@
 //! The visual extractor runs outside the timed region only for the features; the timed region
 //! is the full sampler (encoder, memory, every step, beam bookkeeping) on both sides.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,10 +54,10 @@ pub struct DecodeBenchArgs {
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 3, value_parser = crate::bounds::at_least::<usize>(1))]
     pub repeat: usize,
-    /// Rounds, each running the reference script and then this decoder; with more than one the
-    /// last table is the median of each row's per-round ratios. On a shared VM both sides'
-    /// speed drifts by up to 2× over a minute, and one round times the reference for every
-    /// row before this decoder's first: pairs close in time compare the two at the same moment.
+    /// Rounds; in each, every row is timed on the reference (one script process serves the
+    /// whole bench) and then right after on this decoder. With more than one the last table
+    /// is the median of each row's per-round ratios: on a shared VM both sides' speed drifts
+    /// by up to 2.5× over a minute, and pairs close in time compare the two at one moment.
     #[arg(long, default_value_t = 1, value_parser = crate::bounds::at_least::<usize>(1))]
     pub rounds: usize,
 }
@@ -112,94 +111,150 @@ struct RefRun {
     tokens: Vec<Vec<i64>>,
 }
 
-/// Runs `ops/bench/decode_ref.py` on the model's state dict and the features of every batch
-/// size (written to a scratch directory, removed afterwards). Keyed by (method, batch).
-fn reference(
-    a: &DecodeBenchArgs,
-    model: &R2GenCmn,
-    config: &Config,
-    feats: &[(usize, Tensor)],
-    max_len: usize,
-) -> anyhow::Result<HashMap<(String, usize), RefRun>> {
-    let dir = std::env::temp_dir().join(format!("ithn-bench-decode-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = reference_in(a, model, config, feats, max_len, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+/// The reference side, `ops/bench/decode_ref.py --serve` on the model's state dict and the
+/// features of every batch size (written to a temporary directory, removed on drop): one
+/// process for the whole bench, asked for one row at a time so that this decoder's run of the
+/// same row follows it within seconds. On this VM either side's speed drifts by up to 2.5× over
+/// a minute; one script run timing every row before this side's first (how rounds worked
+/// before) let that drift into the ratios.
+struct Reference {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    script: PathBuf,
+    dir: PathBuf,
 }
 
-fn reference_in(
-    a: &DecodeBenchArgs,
-    model: &R2GenCmn,
-    config: &Config,
-    feats: &[(usize, Tensor)],
-    max_len: usize,
-    dir: &Path,
-) -> anyhow::Result<HashMap<(String, usize), RefRun>> {
-    let (weights, feats_path) = (
-        dir.join("weights.safetensors"),
-        dir.join("feats.safetensors"),
-    );
-    let state: Vec<(String, Tensor)> = model
-        .registry()
-        .state_dict()
-        .into_iter()
-        .map(|(k, t)| (k, t.to_device(Device::Cpu).to_kind(Kind::Float)))
-        .collect();
-    write_safetensors_atomic(&weights, &state)?;
-    let named: Vec<(String, Tensor)> = feats
-        .iter()
-        .map(|(b, t)| (format!("att_feats.{b}"), t.to_device(Device::Cpu)))
-        .collect();
-    write_safetensors_atomic(&feats_path, &named)?;
-    let batches: Vec<String> = feats.iter().map(|(b, _)| b.to_string()).collect();
-    let args: Vec<std::ffi::OsString> = [
-        "--weights".into(),
-        weights.into_os_string(),
-        "--feats".into(),
-        feats_path.into_os_string(),
-    ]
-    .into_iter()
-    .chain(
-        [
-            ("--heads", config.model.num_heads.to_string()),
-            ("--topk", config.model.topk.to_string()),
-            ("--max-len", max_len.to_string()),
-            ("--batch", batches.join(",")),
-            ("--threads", a.threads.to_string()),
-            ("--repeat", a.repeat.to_string()),
-        ]
-        .into_iter()
-        .flat_map(|(k, v)| [k.into(), v.into()]),
-    )
-    .collect();
-    let stdout = super::run_reference_script(&a.python, &a.script, &args)?;
-    parse_reference(&stdout, &a.script)
-}
-
-/// Parses the script's JSON lines (see its docstring).
-fn parse_reference(
-    stdout: &str,
-    script: &Path,
-) -> anyhow::Result<HashMap<(String, usize), RefRun>> {
-    let mut runs = HashMap::new();
-    for line in stdout.lines().filter(|l| l.starts_with('{')) {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}: bad output line {line:?}", script.display()))?;
-        let f = |k: &str| {
-            v[k].as_f64()
-                .with_context(|| format!("{}: {k} missing in {line:?}", script.display()))
-        };
-        let method = v["method"].as_str().unwrap_or_default().to_string();
-        let tokens: Vec<Vec<i64>> = serde_json::from_value(v["tokens"].clone())
-            .with_context(|| format!("{}: tokens in {line:?}", script.display()))?;
-        let timing = Timing {
-            seconds: f("seconds")?,
-            cpu_seconds: f("cpu_seconds")?,
-        };
-        runs.insert((method, f("batch")? as usize), RefRun { timing, tokens });
+impl Reference {
+    fn start(
+        a: &DecodeBenchArgs,
+        model: &R2GenCmn,
+        config: &Config,
+        feats: &[(usize, Tensor)],
+        max_len: usize,
+    ) -> anyhow::Result<Reference> {
+        let dir = std::env::temp_dir().join(format!("ithn-bench-decode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let started = Self::spawn(a, model, config, feats, max_len, &dir);
+        if started.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let (child, stdin, stdout) = started?;
+        Ok(Reference {
+            child,
+            stdin,
+            stdout: std::io::BufReader::new(stdout),
+            script: a.script.clone(),
+            dir,
+        })
     }
-    Ok(runs)
+
+    fn spawn(
+        a: &DecodeBenchArgs,
+        model: &R2GenCmn,
+        config: &Config,
+        feats: &[(usize, Tensor)],
+        max_len: usize,
+        dir: &Path,
+    ) -> anyhow::Result<(
+        std::process::Child,
+        std::process::ChildStdin,
+        std::process::ChildStdout,
+    )> {
+        use std::process::{Command, Stdio};
+        let (weights, feats_path) = (
+            dir.join("weights.safetensors"),
+            dir.join("feats.safetensors"),
+        );
+        let state: Vec<(String, Tensor)> = model
+            .registry()
+            .state_dict()
+            .into_iter()
+            .map(|(k, t)| (k, t.to_device(Device::Cpu).to_kind(Kind::Float)))
+            .collect();
+        write_safetensors_atomic(&weights, &state)?;
+        let named: Vec<(String, Tensor)> = feats
+            .iter()
+            .map(|(b, t)| (format!("att_feats.{b}"), t.to_device(Device::Cpu)))
+            .collect();
+        write_safetensors_atomic(&feats_path, &named)?;
+        let mut child = Command::new(&a.python)
+            .arg(&a.script)
+            .arg("--weights")
+            .arg(&weights)
+            .arg("--feats")
+            .arg(&feats_path)
+            .args([
+                "--heads".to_string(),
+                config.model.num_heads.to_string(),
+                "--topk".into(),
+                config.model.topk.to_string(),
+                "--max-len".into(),
+                max_len.to_string(),
+                "--threads".into(),
+                a.threads.to_string(),
+                "--repeat".into(),
+                a.repeat.to_string(),
+                "--serve".into(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {} {}", a.python.display(), a.script.display()))?;
+        let stdin = child.stdin.take().context("reference stdin")?;
+        let stdout = child.stdout.take().context("reference stdout")?;
+        Ok((child, stdin, stdout))
+    }
+
+    /// The reference's timing and tokens of one row (a warm-up, then `--repeat` timed runs).
+    fn measure(&mut self, method: &str, batch: usize) -> anyhow::Result<RefRun> {
+        use std::io::{BufRead, Write};
+        let script = self.script.display().to_string();
+        writeln!(self.stdin, "{method} {batch}")
+            .and_then(|()| self.stdin.flush())
+            .with_context(|| format!("{script}: sending {method} {batch}"))?;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .with_context(|| format!("{script}: reading its answer"))?;
+            if n == 0 {
+                anyhow::bail!(
+                    "{script} ended without answering {method} {batch} (its error is above)"
+                );
+            }
+            if line.starts_with('{') {
+                return parse_reference_line(&line, &self.script);
+            }
+        }
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Parses one of the script's JSON lines (see its docstring).
+fn parse_reference_line(line: &str, script: &Path) -> anyhow::Result<RefRun> {
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("{}: bad output line {line:?}", script.display()))?;
+    let f = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("{}: {k} missing in {line:?}", script.display()))
+    };
+    let tokens: Vec<Vec<i64>> = serde_json::from_value(v["tokens"].clone())
+        .with_context(|| format!("{}: tokens in {line:?}", script.display()))?;
+    let timing = Timing {
+        seconds: f("seconds")?,
+        cpu_seconds: f("cpu_seconds")?,
+    };
+    Ok(RefRun { timing, tokens })
 }
 
 fn load_model(a: &DecodeBenchArgs, device: Device) -> anyhow::Result<(R2GenCmn, Config)> {
@@ -257,15 +312,15 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
     let feats = features(&model, &config, &a.batch, device);
     // Per table row (method, batch): each round's figures against the reference.
     let mut rounds: Vec<RowRounds> = Vec::new();
+    let mut reference = if a.no_python {
+        None
+    } else {
+        Some(Reference::start(&a, &model, &config, &feats, max_len)?)
+    };
     for round in 1..=a.rounds {
         if a.rounds > 1 {
             println!("round {round} of {}", a.rounds);
         }
-        let reference = if a.no_python {
-            HashMap::new()
-        } else {
-            reference(&a, &model, &config, &feats, max_len)?
-        };
         print_header(a.uncached);
         for (b, att) in &feats {
             for (name, beam) in [("greedy", 1usize), ("beam3", 3)] {
@@ -276,13 +331,24 @@ pub fn run(a: DecodeBenchArgs) -> anyhow::Result<i32> {
                         beam_search_with(&model, att, max_len, beam, mode)
                     }
                 };
+                // The reference's run of this row, then ours right after it.
+                let theirs = match reference.as_mut() {
+                    Some(r) => Some(r.measure(name, *b)?),
+                    None => None,
+                };
                 let (ours, decoded) = timed(a.repeat, || run(StepMode::Cached));
                 let uncached = a
                     .uncached
                     .then(|| timed(a.repeat, || run(StepMode::Recompute)).0);
-                let theirs = reference.get(&(name.to_string(), *b));
-                print_row(name, *b, &ours, theirs, &decoded, uncached.as_ref());
-                if let Some(r) = theirs {
+                print_row(
+                    name,
+                    *b,
+                    &ours,
+                    theirs.as_ref(),
+                    &decoded,
+                    uncached.as_ref(),
+                );
+                if let Some(r) = &theirs {
                     let at = match rounds.iter().position(|x| (x.name, x.batch) == (name, *b)) {
                         Some(i) => i,
                         None => {

@@ -9,7 +9,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::layers::{Dropout, Linear, LinearInit};
+use super::layers::{Constant, Dropout, Linear, LinearInit};
 use super::weights::Scope;
 
 /// Dropout inside the memory module: hard-coded in the reference, not `model.dropout`.
@@ -22,6 +22,8 @@ pub struct Memory {
     linears: Vec<Linear>,
     heads: i64,
     d_k: i64,
+    /// √d_k, the scores' divisor.
+    scale: Constant,
     topk: i64,
 }
 
@@ -36,6 +38,7 @@ impl Memory {
             linears,
             heads,
             d_k: d_model / heads,
+            scale: Constant::new(((d_model / heads) as f64).sqrt()),
             topk,
         }
     }
@@ -81,11 +84,12 @@ impl Memory {
     pub fn respond_kv(&self, query: &Tensor, kv: &MemoryKv, drop: &Dropout) -> Tensor {
         let (b, t, _) = query.size3().expect("memory query is [B, T, d]");
         let (h, slots) = (self.heads, kv.k.size()[1]);
-        let q = self
-            .split(&self.linears[0].forward(query))
-            .transpose(0, 1)
-            .reshape([h, b * t, self.d_k]);
-        let scores = q.matmul(&kv.k.transpose(-2, -1)) / (self.d_k as f64).sqrt();
+        // The query rows `[heads, B·T, d_k]`: a strided view of the projection (no copy).
+        let q = self.linears[0]
+            .forward(query)
+            .view([b * t, h, self.d_k])
+            .transpose(0, 1);
+        let scores = self.scale.divide(&q.matmul(&kv.k.transpose(-2, -1)));
         let (top, idx) = scores.topk(self.topk.min(slots), -1, true, true);
         let kept = top.size()[2];
         let p = top.softmax(-1, None);
@@ -102,12 +106,12 @@ impl Memory {
         };
         let dense =
             Tensor::zeros(scores.size(), (scores.kind(), scores.device())).scatter(-1, &idx, &p);
+        // The heads side by side again, `[h, B·T, d_k]` → `[B, T, h·d_k]`: one copy, none
+        // for a single row (a decoding step at batch 1).
         let x = dense
             .matmul(&kv.v)
-            .view([h, b, t, self.d_k])
-            .permute([1, 2, 0, 3])
-            .contiguous()
-            .view([b, t, h * self.d_k]);
+            .transpose(0, 1)
+            .reshape([b, t, h * self.d_k]);
         self.linears[3].forward(&x)
     }
 }

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::att_embed::AttEmbed;
 use super::feature_cache::{CacheStats, FeatureCache};
-use super::layers::{Dropout, Linear, LinearInit};
+use super::layers::{Constant, Dropout, Linear, LinearInit};
 use super::memory::{init_memory, Memory, MemoryKv};
 use super::transformer::{
     add_position, positional_table, Decoder, DecoderCache, Dims, Encoder, PE_LEN,
@@ -45,7 +45,8 @@ pub struct R2GenCmn {
     logit: Linear,
     img_projection: Linear,
     text_projection: Linear,
-    d_model: i64,
+    /// √d_model, the token embeddings' factor.
+    embed_scale: Constant,
     dropout: f64,
     batchnorm: BatchNormMode,
     /// `model.freeze_visual_extractor`: the ResNet runs without autograd, in eval mode, and its
@@ -203,7 +204,7 @@ impl R2GenCmn {
             logit,
             img_projection,
             text_projection,
-            d_model: d,
+            embed_scale: Constant::new((d as f64).sqrt()),
             dropout: cfg.dropout,
             batchnorm: cfg.batchnorm,
             freeze_visual: cfg.freeze_visual_extractor,
@@ -384,8 +385,15 @@ impl R2GenCmn {
     /// the newest token of a history at `start = t−1` gives that row of the whole history's
     /// embedding.
     fn embed_text(&self, ids: &Tensor, start: i64, kv: &MemoryKv, drop: &Dropout) -> Tensor {
-        let e = Tensor::embedding(&self.lut, ids, -1, false, false) * (self.d_model as f64).sqrt();
-        let e = drop.apply(&add_position(&self.tgt_pe, &e, start), self.dropout);
+        let e = self
+            .embed_scale
+            .multiply(&Tensor::embedding(&self.lut, ids, -1, false, false));
+        self.embedded_text(&e, start, kv, drop)
+    }
+
+    /// [`Self::embed_text`] from the scaled embeddings `e` (`[B, T, d]`, embedding·√d).
+    fn embedded_text(&self, e: &Tensor, start: i64, kv: &MemoryKv, drop: &Dropout) -> Tensor {
+        let e = drop.apply(&add_position(&self.tgt_pe, e, start), self.dropout);
         &e + self.cmn.respond_kv(&e, kv, drop)
     }
 
@@ -429,6 +437,7 @@ impl R2GenCmn {
         let memory = self.encode(att_feats, &kv, &Dropout::eval());
         let mut cache = self.decoder.start(&memory);
         cache.text_memory = Some(kv);
+        cache.text_lut = Some(self.embed_scale.multiply(&self.lut));
         cache
     }
 
@@ -444,7 +453,15 @@ impl R2GenCmn {
             Some(kv) => kv,
             None => self.memory_kv(),
         };
-        let e = self.embed_text(&history.narrow(1, t - 1, 1), t - 1, &kv, &drop);
+        let newest = history.narrow(1, t - 1, 1);
+        let e = match &cache.text_lut {
+            // The scaled table's row is the scaled row: the same product, made once.
+            Some(lut) => {
+                let e = Tensor::embedding(lut, &newest, -1, false, false);
+                self.embedded_text(&e, t - 1, &kv, &drop)
+            }
+            None => self.embed_text(&newest, t - 1, &kv, &drop),
+        };
         cache.text_memory = Some(kv);
         let state = self.decoder.step(&e, cache);
         self.logprobs(&state).squeeze_dim(1)

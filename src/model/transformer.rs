@@ -126,7 +126,8 @@ struct DecoderLayer {
     norms: Vec<LayerNorm>,
 }
 
-/// Per-layer key/value caches of incremental decoding (projected, `[N, t, d_model]`).
+/// Per-layer key/value caches of incremental decoding (projected; per layer one `[N, t,
+/// 2·d_model]` tensor, keys then values).
 #[derive(Debug)]
 pub struct DecoderCache {
     /// Encoder output `[N, S, d]` (used by the uncached reference path).
@@ -134,17 +135,19 @@ pub struct DecoderCache {
     /// The memory matrix's projection for the text side's memory response, set by
     /// `R2GenCmn::start_decoding` (batch-independent: beam reordering leaves it as it is).
     pub text_memory: Option<MemoryKv>,
-    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    /// The token embeddings times √d_model (`[V+1, d]`), set by `R2GenCmn::start_decoding`:
+    /// the scaling done once per decode instead of once per step.
+    pub text_lut: Option<Tensor>,
+    self_kv: Vec<Option<Tensor>>,
+    /// Per layer: its self-attention's query/key/value linears fused into one.
+    self_qkv: Vec<Linear>,
     src_kv: Vec<HeadsKv>,
 }
 
 impl DecoderCache {
     /// Keeps rows `index` (beam reordering / repetition), in that order.
     pub fn select(&mut self, index: &Tensor) {
-        let pick = |(k, v): &(Tensor, Tensor)| (k.index_select(0, index), v.index_select(0, index));
-        for kv in self.self_kv.iter_mut().flatten() {
-            *kv = pick(kv);
-        }
+        self.select_within_images(index);
         for kv in self.src_kv.iter_mut() {
             *kv = kv.index_select(index);
         }
@@ -158,7 +161,7 @@ impl DecoderCache {
     /// `2·layers + 1` tensors of `[N, S, d]` (full dims, batch 16, beam 3: ~34 MB).
     pub fn select_within_images(&mut self, index: &Tensor) {
         for kv in self.self_kv.iter_mut().flatten() {
-            *kv = (kv.0.index_select(0, index), kv.1.index_select(0, index));
+            *kv = kv.index_select(0, index);
         }
     }
 }
@@ -234,7 +237,13 @@ impl Decoder {
         DecoderCache {
             memory: memory.shallow_clone(),
             text_memory: None,
+            text_lut: None,
             self_kv: (0..self.layers.len()).map(|_| None).collect(),
+            self_qkv: self
+                .layers
+                .iter()
+                .map(|l| l.self_attn.fused_qkv())
+                .collect(),
             src_kv: self
                 .layers
                 .iter()
@@ -249,7 +258,9 @@ impl Decoder {
         let mut x = x.shallow_clone();
         for (i, l) in self.layers.iter().enumerate() {
             let y = l.norms[0].forward(&x);
-            x = &x + l.self_attn.forward_step(&y, &mut cache.self_kv[i]);
+            x = &x
+                + l.self_attn
+                    .forward_step(&y, &cache.self_qkv[i], &mut cache.self_kv[i]);
             let y = l.norms[1].forward(&x);
             x = &x + l.src_attn.attend_projected(&y, &cache.src_kv[i]);
             let y = l.norms[2].forward(&x);

@@ -44,22 +44,37 @@ fn output(name: &str) -> Tensor {
     t
 }
 
-/// Runs the script on `att` (batch b) and returns its tokens per method ("greedy", "beam3").
-fn script_tokens(att: &Tensor, max_len: usize) -> Vec<(String, Vec<Vec<i64>>)> {
+/// Runs the script on `att` (batch b) and returns its tokens per method ("greedy", "beam3");
+/// with `serve`, as `bench decode` runs it: one process answering `<method> <batch>` lines.
+fn script_tokens(att: &Tensor, max_len: usize, serve: bool) -> Vec<(String, Vec<Vec<i64>>)> {
     let dir = tempfile::tempdir().unwrap();
     let b = att.size()[0];
     let feats = dir.path().join("feats.safetensors");
     write_safetensors_atomic(&feats, &[(format!("att_feats.{b}"), att.shallow_clone())]).unwrap();
-    let out = Command::new(repo(".venv/bin/python"))
-        .arg(repo("ops/bench/decode_ref.py"))
+    let mut cmd = Command::new(repo(".venv/bin/python"));
+    cmd.arg(repo("ops/bench/decode_ref.py"))
         .arg("--weights")
         .arg(fixture("weights.safetensors"))
         .arg("--feats")
         .arg(&feats)
         .args(["--heads", "4", "--topk", "8", "--repeat", "1"])
-        .args(["--max-len", &max_len.to_string(), "--batch", &b.to_string()])
-        .output()
-        .unwrap();
+        .args(["--max-len", &max_len.to_string(), "--batch", &b.to_string()]);
+    let out = if serve {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = cmd
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Asked in the opposite order to the batch mode's: answers follow the requests.
+        write!(child.stdin.take().unwrap(), "beam3 {b}\ngreedy {b}\n").unwrap();
+        child.wait_with_output().unwrap()
+    } else {
+        cmd.output().unwrap()
+    };
     assert!(
         out.status.success(),
         "decode_ref.py failed: {}",
@@ -89,8 +104,21 @@ fn reference_script_reproduces_the_reference_fixture() {
         eprintln!("skipped: .venv/bin/python has no torch/safetensors (run ops/setup.sh)");
         return;
     }
-    let got = script_tokens(&output("att_feats"), 20);
-    assert_eq!(got.len(), 2, "one line per method");
+    for serve in [false, true] {
+        let got = script_tokens(&output("att_feats"), 20, serve);
+        assert_eq!(got.len(), 2, "one line per method (serve {serve})");
+        let methods: Vec<&str> = got.iter().map(|(m, _)| m.as_str()).collect();
+        let order = if serve {
+            ["beam3", "greedy"]
+        } else {
+            ["greedy", "beam3"]
+        };
+        assert_eq!(methods, order, "answers in the order asked");
+        check_fixture_tokens(got);
+    }
+}
+
+fn check_fixture_tokens(got: Vec<(String, Vec<Vec<i64>>)>) {
     for (method, tokens) in got {
         let key = if method == "greedy" {
             "greedy_seq"
@@ -125,7 +153,7 @@ fn reference_script_tokens_equal_this_crates_decoding() {
         lengths.iter().any(|&n| n < max_len),
         "some beam report ends before the limit: {lengths:?}"
     );
-    for (method, tokens) in script_tokens(&att.to_kind(Kind::Float), max_len) {
+    for (method, tokens) in script_tokens(&att.to_kind(Kind::Float), max_len, false) {
         let ours = if method == "greedy" { &greedy } else { &beam };
         assert_eq!(&tokens, ours, "{method}: decode_ref.py vs this crate");
     }

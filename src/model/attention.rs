@@ -148,33 +148,114 @@ impl MultiHeadAttention {
     }
 
     /// One decoding step of self-attention: `x` is `[N, 1, d]`, `qkv` its [`Self::fused_qkv`].
-    /// The projected key and value of `x` are appended to `cache` (`[N, t, 2·d]`: keys, then
-    /// values, as projected; one concatenation per step) and the query attends over every
-    /// cached position (no mask: the newest position may see all earlier ones). The cache
-    /// stays unsplit because the products' rounding follows the operands' layout: keeping
-    /// the keys and values split into heads (four view ops fewer per step) changed the last
-    /// bits of the log-probs at batch > 1.
-    pub fn forward_step(&self, x: &Tensor, qkv: &Linear, cache: &mut Option<Tensor>) -> Tensor {
+    /// The projected key and value of `x` are appended to `cache` (see [`SelfKv`] for its two
+    /// forms) and the query attends over every cached position (no mask: the newest position
+    /// may see all earlier ones).
+    pub fn forward_step(&self, x: &Tensor, qkv: &Linear, cache: &mut Option<SelfKv>) -> Tensor {
+        let (n, _, _) = x.size3().expect("decoding step input is [N, 1, d]");
         let d = self.heads * self.d_k;
         let projected = qkv.forward(x);
-        let kv_new = projected.narrow(-1, d, 2 * d);
-        let kv = match cache.take() {
-            Some(kv) => Tensor::cat(&[kv, kv_new], 1),
-            None => kv_new,
-        };
-        let (k, v) = (kv.narrow(-1, 0, d), kv.narrow(-1, d, d));
-        let (k_t, v_h) = (self.split(&k).transpose(-2, -1), self.split(&v));
         let q = projected.narrow(-1, 0, d);
-        let out = self.attend_heads_q(&q, &k_t, &v_h, None, &Dropout::eval());
-        *cache = Some(kv);
+        let next = match cache.take() {
+            None if n == 1 => SelfKv::Packed {
+                kv: projected.narrow(-1, d, 2 * d),
+                heads: self.heads,
+            },
+            Some(SelfKv::Packed { kv, heads }) if n == 1 => SelfKv::Packed {
+                kv: Tensor::cat(&[kv, projected.narrow(-1, d, 2 * d)], 1),
+                heads,
+            },
+            earlier => {
+                let new = projected.narrow(-1, d, 2 * d);
+                let (k_new, v_new) = (
+                    new.narrow(-1, 0, d).view([n, self.heads, self.d_k, 1]),
+                    new.narrow(-1, d, d).view([n, self.heads, 1, self.d_k]),
+                );
+                match earlier.map(SelfKv::into_heads) {
+                    None => SelfKv::Heads {
+                        k_t: k_new,
+                        v_h: v_new,
+                    },
+                    Some((k_t, v_h)) => SelfKv::Heads {
+                        k_t: Tensor::cat(&[k_t, k_new], 3),
+                        v_h: Tensor::cat(&[v_h, v_new], 2),
+                    },
+                }
+            }
+        };
+        let out = match &next {
+            SelfKv::Packed { kv, .. } => {
+                let (k, v) = (kv.narrow(-1, 0, d), kv.narrow(-1, d, d));
+                let (k_t, v_h) = (self.split(&k).transpose(-2, -1), self.split(&v));
+                self.attend_heads_q(&q, &k_t, &v_h, None, &Dropout::eval())
+            }
+            SelfKv::Heads { k_t, v_h } => self.attend_heads_q(&q, k_t, v_h, None, &Dropout::eval()),
+        };
+        *cache = Some(next);
         out
     }
 }
 
-/// A decoder source's projected keys and values `[N, S, d_model]` with their per-head views
+/// A decoder layer's self-attention cache: the projected keys and values of every position so
+/// far. Its form follows what the products multiply, because their rounding follows the
+/// operands' layout:
+/// - `Packed`, for one row: `[1, t, 2·d]`, keys then values as projected; the scores and the
+///   weighted sum multiply per-head views of it (one concatenation per step);
+/// - `Heads`, for more rows: `k_t` `[N, h, d_k, t]` and `v_h` `[N, h, t, d_k]`, contiguous.
+///   Per-head views of a packed cache would not fold into `matmul`'s `[N·h, …]` batch, so it
+///   copied both to exactly this layout at every step of every layer; keeping them in it
+///   (two concatenations per step) gives the same bits without the copies.
+#[derive(Debug)]
+pub enum SelfKv {
+    Packed { kv: Tensor, heads: i64 },
+    Heads { k_t: Tensor, v_h: Tensor },
+}
+
+impl SelfKv {
+    /// Keeps rows `index`, in that order; more than one row takes the `Heads` form.
+    pub fn index_select(&self, index: &Tensor) -> SelfKv {
+        match self {
+            SelfKv::Packed { kv, heads } => {
+                let kv = kv.index_select(0, index);
+                let heads = *heads;
+                if kv.size()[0] > 1 {
+                    let (k_t, v_h) = SelfKv::Packed { kv, heads }.into_heads();
+                    SelfKv::Heads { k_t, v_h }
+                } else {
+                    SelfKv::Packed { kv, heads }
+                }
+            }
+            SelfKv::Heads { k_t, v_h } => SelfKv::Heads {
+                k_t: k_t.index_select(0, index),
+                v_h: v_h.index_select(0, index),
+            },
+        }
+    }
+
+    /// `(k_t, v_h)`: the `Heads` form's tensors, a packed cache split into that layout.
+    fn into_heads(self) -> (Tensor, Tensor) {
+        match self {
+            SelfKv::Heads { k_t, v_h } => (k_t, v_h),
+            SelfKv::Packed { kv, heads } => {
+                let (n, t, d2) = kv.size3().expect("packed cache is [N, t, 2d]");
+                let d = d2 / 2;
+                let split = |x: Tensor| x.view([n, t, heads, d / heads]).transpose(1, 2);
+                (
+                    split(kv.narrow(-1, 0, d)).transpose(-2, -1).contiguous(),
+                    split(kv.narrow(-1, d, d)).contiguous(),
+                )
+            }
+        }
+    }
+}
+
+/// A decoder source's projected keys and values `[N, S, d_model]` with their per-head forms
 /// (`k_t` `[N, h, d_k, S]`, `v_h` `[N, h, S, d_k]`), made once per decode instead of at every
-/// step. Row selection (beams) selects the projected rows and re-derives the views, so the
-/// attention sees exactly the tensors layouts it would after splitting them itself.
+/// step. For one row (or one source position) they are views; for more, `matmul` cannot fold
+/// the strided `[N, h]` batch dims of a view into one and copied both into contiguous
+/// `[N·h, …]` operands at every step of every layer: they are made contiguous here once
+/// instead, the very layout it copied to, so the products are the same bits. Row selection (beams) selects the projected rows and
+/// re-derives both forms.
 #[derive(Debug)]
 pub struct HeadsKv {
     k: Tensor,
@@ -186,13 +267,20 @@ pub struct HeadsKv {
 
 impl HeadsKv {
     fn new(k: Tensor, v: Tensor, heads: i64) -> HeadsKv {
+        let (n, source_len, _) = k.size3().expect("projected source is [N, S, d]");
         let split = |x: &Tensor| {
             let (b, t, d) = x.size3().expect("projected source is [N, S, d]");
             x.view([b, t, heads, d / heads]).transpose(1, 2)
         };
+        let (k_t, v_h) = (split(&k).transpose(-2, -1), split(&v));
+        let (k_t, v_h) = if n > 1 && source_len > 1 {
+            (k_t.contiguous(), v_h.contiguous())
+        } else {
+            (k_t, v_h)
+        };
         HeadsKv {
-            k_t: split(&k).transpose(-2, -1),
-            v_h: split(&v),
+            k_t,
+            v_h,
             k,
             v,
             heads,
@@ -222,7 +310,8 @@ mod tests {
     /// The fused, cached decoding step against the reference's form of it (separate query,
     /// key and value linears, keys and values cached apart, the query projected inside
     /// `attend`): the same bits at every step, for one row, a beam's three and a batch's 16,
-    /// at the tiny and the published widths.
+    /// at the tiny and the published widths; and for one row repeated to three after a few
+    /// steps (beam search's first reordering, where the cache changes form).
     #[test]
     fn fused_step_matches_separate_linears() {
         for (d, h) in [(64i64, 4i64), (512, 8)] {
@@ -232,11 +321,19 @@ mod tests {
             let _g = tch::no_grad_guard();
             let _i = InferenceModeGuard::new();
             let qkv = mha.fused_qkv();
-            for n in [1i64, 3, 16] {
-                let mut fused: Option<Tensor> = None;
+            for (n, repeat_at) in [(1i64, None), (3, None), (16, None), (1, Some(3))] {
+                let mut fused: Option<SelfKv> = None;
                 let mut apart: Option<(Tensor, Tensor)> = None;
-                for step in 0..6 {
-                    let x = Tensor::randn([n, 1, d], (Kind::Float, Device::Cpu));
+                let mut rows = n;
+                for step in 0..7 {
+                    if repeat_at == Some(step) {
+                        let index = Tensor::from_slice(&[0i64, 0, 0]);
+                        fused = fused.map(|c| c.index_select(&index));
+                        apart = apart
+                            .map(|(k, v)| (k.index_select(0, &index), v.index_select(0, &index)));
+                        rows = 3;
+                    }
+                    let x = Tensor::randn([rows, 1, d], (Kind::Float, Device::Cpu));
                     let got = mha.forward_step(&x, &qkv, &mut fused);
                     let (k_new, v_new) = mha.project_kv(&x, &x);
                     let (k, v) = match apart.take() {
@@ -247,10 +344,12 @@ mod tests {
                     apart = Some((k, v));
                     assert!(
                         got.equal(&want),
-                        "d {d} rows {n} step {step}: differs by {}",
+                        "d {d} rows {rows} step {step}: differs by {}",
                         (&got - &want).abs().max().double_value(&[])
                     );
                 }
+                let packed = matches!(fused, Some(SelfKv::Packed { .. }));
+                assert_eq!(packed, rows == 1, "rows {rows}: the cache's form");
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::attention::{HeadsKv, MultiHeadAttention};
+use super::attention::{HeadsKv, MultiHeadAttention, SelfKv};
 use super::layers::{Dropout, LayerNorm, Linear, LinearInit};
 use super::memory::MemoryKv;
 use super::weights::Scope;
@@ -126,8 +126,7 @@ struct DecoderLayer {
     norms: Vec<LayerNorm>,
 }
 
-/// Per-layer key/value caches of incremental decoding (projected; per layer one `[N, t,
-/// 2·d_model]` tensor, keys then values).
+/// Per-layer key/value caches of incremental decoding (projected; see [`SelfKv`]).
 #[derive(Debug)]
 pub struct DecoderCache {
     /// Encoder output `[N, S, d]` (used by the uncached reference path).
@@ -138,7 +137,7 @@ pub struct DecoderCache {
     /// The token embeddings times √d_model (`[V+1, d]`), set by `R2GenCmn::start_decoding`:
     /// the scaling done once per decode instead of once per step.
     pub text_lut: Option<Tensor>,
-    self_kv: Vec<Option<Tensor>>,
+    self_kv: Vec<Option<SelfKv>>,
     /// Per layer: its self-attention's query/key/value linears fused into one.
     self_qkv: Vec<Linear>,
     src_kv: Vec<HeadsKv>,
@@ -161,7 +160,7 @@ impl DecoderCache {
     /// `2·layers + 1` tensors of `[N, S, d]` (full dims, batch 16, beam 3: ~34 MB).
     pub fn select_within_images(&mut self, index: &Tensor) {
         for kv in self.self_kv.iter_mut().flatten() {
-            *kv = kv.index_select(0, index);
+            *kv = kv.index_select(index);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Multi-head attention as in the reference (4 linears q/k/v/out, scores/√d_k, −∞ where the
 //! mask is false, softmax, dropout on the probabilities), plus the cached forms used by
-//! incremental decoding: keys/values are cached *projected, not split into heads*, exactly
-//! as the reference caches them, so a step costs one new row per layer.
+//! incremental decoding: keys/values are cached projected, as the reference caches them, so a
+//! step costs one new row per layer (the cache's layout: [`SelfKv`]).
 
 use tch::Tensor;
 

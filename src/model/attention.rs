@@ -152,41 +152,25 @@ impl MultiHeadAttention {
     /// forms) and the query attends over every cached position (no mask: the newest position
     /// may see all earlier ones).
     pub fn forward_step(&self, x: &Tensor, qkv: &Linear, cache: &mut Option<SelfKv>) -> Tensor {
-        let (n, _, _) = x.size3().expect("decoding step input is [N, 1, d]");
         let d = self.heads * self.d_k;
         let projected = qkv.forward(x);
         let q = projected.narrow(-1, 0, d);
+        let new = projected.narrow(-1, d, 2 * d);
         let next = match cache.take() {
-            None if n == 1 => SelfKv::Packed {
-                kv: projected.narrow(-1, d, 2 * d),
-                heads: self.heads,
-            },
-            Some(SelfKv::Packed { kv, heads }) if n == 1 => SelfKv::Packed {
-                kv: Tensor::cat(&[kv, projected.narrow(-1, d, 2 * d)], 1),
-                heads,
-            },
-            earlier => {
-                let new = projected.narrow(-1, d, 2 * d);
-                let (k_new, v_new) = (
-                    new.narrow(-1, 0, d).view([n, self.heads, self.d_k, 1]),
-                    new.narrow(-1, d, d).view([n, self.heads, 1, self.d_k]),
-                );
-                match earlier.map(SelfKv::into_heads) {
-                    None => SelfKv::Heads {
-                        k_t: k_new,
-                        v_h: v_new,
-                    },
-                    Some((k_t, v_h)) => SelfKv::Heads {
-                        k_t: Tensor::cat(&[k_t, k_new], 3),
-                        v_h: Tensor::cat(&[v_h, v_new], 2),
-                    },
+            None => SelfKv::new(new, self.heads),
+            Some(SelfKv::Packed { kv, heads }) => SelfKv::new(Tensor::cat(&[kv, new], 1), heads),
+            Some(SelfKv::Heads { k_t, v_h }) => {
+                let (k_new, v_new) =
+                    per_head(&new.narrow(-1, 0, d), &new.narrow(-1, d, d), self.heads);
+                SelfKv::Heads {
+                    k_t: Tensor::cat(&[k_t, k_new], 3),
+                    v_h: Tensor::cat(&[v_h, v_new], 2),
                 }
             }
         };
         let out = match &next {
-            SelfKv::Packed { kv, .. } => {
-                let (k, v) = (kv.narrow(-1, 0, d), kv.narrow(-1, d, d));
-                let (k_t, v_h) = (self.split(&k).transpose(-2, -1), self.split(&v));
+            SelfKv::Packed { kv, heads } => {
+                let (k_t, v_h) = per_head(&kv.narrow(-1, 0, d), &kv.narrow(-1, d, d), *heads);
                 self.attend_heads_q(&q, &k_t, &v_h, None, &Dropout::eval())
             }
             SelfKv::Heads { k_t, v_h } => self.attend_heads_q(&q, k_t, v_h, None, &Dropout::eval()),
@@ -196,15 +180,33 @@ impl MultiHeadAttention {
     }
 }
 
+/// Per-head operands of projected keys and values (`[N, T, d]` each, views allowed): `k_t`
+/// `[N, h, d_k, T]` and `v_h` `[N, h, T, d_k]`. Views for one row or one position; otherwise
+/// contiguous. Why: per-head views of more rows do not fold into `matmul`'s `[N·h, …]` batch
+/// (the `[N, h]` strides are not nested), so it copied them to exactly this contiguous layout
+/// at every product; made once here, the products see the same operands (the same bits)
+/// without the per-step copies. For one row they are already foldable, and a contiguous copy
+/// would change the layout the product sees (and its last bits).
+fn per_head(k: &Tensor, v: &Tensor, heads: i64) -> (Tensor, Tensor) {
+    let (n, t, d) = k.size3().expect("projected keys are [N, T, d]");
+    let split = |x: &Tensor| x.view([n, t, heads, d / heads]).transpose(1, 2);
+    let (k_t, v_h) = (split(k).transpose(-2, -1), split(v));
+    if n > 1 && t > 1 {
+        (k_t.contiguous(), v_h.contiguous())
+    } else {
+        (k_t, v_h)
+    }
+}
+
 /// A decoder layer's self-attention cache: the projected keys and values of every position so
 /// far. Its form follows what the products multiply, because their rounding follows the
 /// operands' layout:
 /// - `Packed`, for one row: `[1, t, 2·d]`, keys then values as projected; the scores and the
 ///   weighted sum multiply per-head views of it (one concatenation per step);
-/// - `Heads`, for more rows: `k_t` `[N, h, d_k, t]` and `v_h` `[N, h, t, d_k]`, contiguous.
-///   Per-head views of a packed cache would not fold into `matmul`'s `[N·h, …]` batch, so it
-///   copied both to exactly this layout at every step of every layer; keeping them in it
-///   (two concatenations per step) gives the same bits without the copies.
+/// - `Heads`, for more rows: `k_t` `[N, h, d_k, t]` and `v_h` `[N, h, t, d_k]` in the layout
+///   [`per_head`] gives (contiguous past one position), which `matmul` otherwise copied per-head
+///   views of a packed cache to at every step of every layer; kept in it (two concatenations
+///   per step), the products give the same bits without the copies.
 #[derive(Debug)]
 pub enum SelfKv {
     Packed { kv: Tensor, heads: i64 },
@@ -212,50 +214,36 @@ pub enum SelfKv {
 }
 
 impl SelfKv {
+    /// The cache of packed keys and values `kv` (`[N, t, 2·d]`) in the form for its rows.
+    fn new(kv: Tensor, heads: i64) -> SelfKv {
+        let (n, _, d2) = kv.size3().expect("packed cache is [N, t, 2d]");
+        if n == 1 {
+            return SelfKv::Packed { kv, heads };
+        }
+        let (k_t, v_h) = per_head(
+            &kv.narrow(-1, 0, d2 / 2),
+            &kv.narrow(-1, d2 / 2, d2 / 2),
+            heads,
+        );
+        SelfKv::Heads { k_t, v_h }
+    }
+
     /// Keeps rows `index`, in that order; more than one row takes the `Heads` form.
     pub fn index_select(&self, index: &Tensor) -> SelfKv {
         match self {
-            SelfKv::Packed { kv, heads } => {
-                let kv = kv.index_select(0, index);
-                let heads = *heads;
-                if kv.size()[0] > 1 {
-                    let (k_t, v_h) = SelfKv::Packed { kv, heads }.into_heads();
-                    SelfKv::Heads { k_t, v_h }
-                } else {
-                    SelfKv::Packed { kv, heads }
-                }
-            }
+            SelfKv::Packed { kv, heads } => SelfKv::new(kv.index_select(0, index), *heads),
             SelfKv::Heads { k_t, v_h } => SelfKv::Heads {
                 k_t: k_t.index_select(0, index),
                 v_h: v_h.index_select(0, index),
             },
         }
     }
-
-    /// `(k_t, v_h)`: the `Heads` form's tensors, a packed cache split into that layout.
-    fn into_heads(self) -> (Tensor, Tensor) {
-        match self {
-            SelfKv::Heads { k_t, v_h } => (k_t, v_h),
-            SelfKv::Packed { kv, heads } => {
-                let (n, t, d2) = kv.size3().expect("packed cache is [N, t, 2d]");
-                let d = d2 / 2;
-                let split = |x: Tensor| x.view([n, t, heads, d / heads]).transpose(1, 2);
-                (
-                    split(kv.narrow(-1, 0, d)).transpose(-2, -1).contiguous(),
-                    split(kv.narrow(-1, d, d)).contiguous(),
-                )
-            }
-        }
-    }
 }
 
 /// A decoder source's projected keys and values `[N, S, d_model]` with their per-head forms
 /// (`k_t` `[N, h, d_k, S]`, `v_h` `[N, h, S, d_k]`), made once per decode instead of at every
-/// step. For one row (or one source position) they are views; for more, `matmul` cannot fold
-/// the strided `[N, h]` batch dims of a view into one and copied both into contiguous
-/// `[N·h, …]` operands at every step of every layer: they are made contiguous here once
-/// instead, the very layout it copied to, so the products are the same bits. Row selection (beams) selects the projected rows and
-/// re-derives both forms.
+/// step ([`per_head`]: views for one row, else the contiguous layout the products read). Row
+/// selection (beams) selects the projected rows and re-derives both forms.
 #[derive(Debug)]
 pub struct HeadsKv {
     k: Tensor,
@@ -267,17 +255,7 @@ pub struct HeadsKv {
 
 impl HeadsKv {
     fn new(k: Tensor, v: Tensor, heads: i64) -> HeadsKv {
-        let (n, source_len, _) = k.size3().expect("projected source is [N, S, d]");
-        let split = |x: &Tensor| {
-            let (b, t, d) = x.size3().expect("projected source is [N, S, d]");
-            x.view([b, t, heads, d / heads]).transpose(1, 2)
-        };
-        let (k_t, v_h) = (split(&k).transpose(-2, -1), split(&v));
-        let (k_t, v_h) = if n > 1 && source_len > 1 {
-            (k_t.contiguous(), v_h.contiguous())
-        } else {
-            (k_t, v_h)
-        };
+        let (k_t, v_h) = per_head(&k, &v, heads);
         HeadsKv {
             k_t,
             v_h,

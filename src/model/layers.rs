@@ -119,10 +119,6 @@ impl Constant {
         }
     }
 
-    pub fn value(&self) -> f64 {
-        self.value
-    }
-
     /// The 0-dim operand of `x`'s dtype, if it is f32 or f64.
     fn operand(&self, x: &Tensor) -> Option<&Tensor> {
         match x.kind() {

@@ -9,8 +9,10 @@
 //! rpath by the one the binary will find where it runs.
 //!
 //! It also compiles `csrc/inference_mode.cpp` (libtorch's `c10::InferenceMode` guard, which tch
-//! does not expose) against the same libtorch headers torch-sys compiles its own shim with.
+//! does not expose) against the same libtorch headers torch-sys compiles its own shim with,
+//! and tells src/cpu.rs which CPU extensions the C flags of this build ask for.
 fn main() {
+    c_features();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=csrc/inference_mode.cpp");
     println!("cargo:rerun-if-env-changed=ITHN_LIBTORCH_RPATH");
@@ -31,5 +33,28 @@ fn main() {
         if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
         }
+    }
+}
+
+/// `cfg(ithn_c_bmi2)` when the C flags the `cc`/`cmake` crates pass on hold `-mbmi2` (set by
+/// ops/env.sh on CPUs with BMI2), so that the binary can refuse a CPU without it (src/cpu.rs).
+fn c_features() {
+    println!("cargo::rustc-check-cfg=cfg(ithn_c_bmi2)");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let names = [
+        "CFLAGS".to_string(),
+        "TARGET_CFLAGS".to_string(),
+        format!("CFLAGS_{target}"),
+        format!("CFLAGS_{}", target.replace('-', "_")),
+    ];
+    let mut bmi2 = false;
+    for name in names {
+        println!("cargo:rerun-if-env-changed={name}");
+        if let Ok(flags) = std::env::var(&name) {
+            bmi2 |= flags.split_whitespace().any(|f| f == "-mbmi2");
+        }
+    }
+    if bmi2 {
+        println!("cargo:rustc-cfg=ithn_c_bmi2");
     }
 }

@@ -81,6 +81,10 @@ pub struct WorldArgs {
 
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
+    if let Err(e) = crate::cpu::check() {
+        eprintln!("error: {e}");
+        return EXIT_ERROR;
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -5,9 +5,10 @@
 //!
 //! Layers, bottom to top — a module imports only modules listed before it (the `layering`
 //! test below checks the import graph against this list):
-//! fsutil, bounds, rng, dataset, logging, run_dir, lifecycle, config, dist, data, model, eval,
+//! cpu, fsutil, bounds, rng, dataset, logging, run_dir, lifecycle, config, dist, data, model, eval,
 //! checkpoint, train, gpu, synth, plot, bench, cli
 //!
+//! * `cpu` — the CPU extensions the bundled C code was built for, checked at start-up;
 //! * `dataset` — the `Dataset` and `Split` types every layer passes instead of strings;
 //! * `fsutil`, `logging`, `run_dir`, `lifecycle` — foundations: atomic writes, log setup, the
 //!   run directory's layout, signals / the watchdog / fault injection / exit codes;
@@ -21,6 +22,7 @@ pub mod bounds;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod cpu;
 pub mod data;
 pub mod dataset;
 pub mod dist;

@@ -26,18 +26,23 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
 }
 
-/// Decodes a JPEG held in memory to 8-bit grey (grey JPEGs) or RGB (YCbCr/RGB JPEGs).
+/// Decodes a JPEG held in memory to 8-bit grey (grey JPEGs) or RGB (YCbCr/RGB JPEGs), into
+/// `buffer` (resized to the image; bytes it already holds are overwritten, not zeroed first).
 /// `Ok(None)`: not for this decoder (CMYK/YCCK, or libjpeg-turbo reported an error or a
 /// warning); the caller falls back. Errors: [`ImageError::TooLarge`] from the header alone,
-/// before any pixel buffer is allocated.
-pub(super) fn decode(bytes: &[u8], origin: &Path) -> Result<Option<Image>, ImageError> {
+/// before the buffer grows.
+pub(super) fn decode(
+    bytes: &[u8],
+    origin: &Path,
+    buffer: Vec<u8>,
+) -> Result<Option<Image>, ImageError> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Decompressor::new().ok();
         }
         match slot.as_mut() {
-            Some(d) => decode_with(d, bytes, origin),
+            Some(d) => decode_with(d, bytes, origin, buffer),
             None => Ok(None),
         }
     })
@@ -47,6 +52,7 @@ fn decode_with(
     d: &mut Decompressor,
     bytes: &[u8],
     origin: &Path,
+    mut pixels: Vec<u8>,
 ) -> Result<Option<Image>, ImageError> {
     let Ok(header) = d.read_header(bytes) else {
         return Ok(None);
@@ -62,20 +68,22 @@ fn decode_with(
     );
     check_dimensions(width, height, origin)?;
     let pitch = header.width * channels as usize;
-    let mut out = turbojpeg::Image {
-        pixels: vec![0u8; pitch * header.height],
+    // Only growth is zeroed: libjpeg-turbo writes every byte of the image it decodes.
+    pixels.resize(pitch * header.height, 0);
+    let out = turbojpeg::Image {
+        pixels: pixels.as_mut_slice(),
         width: header.width,
         pitch,
         height: header.height,
         format,
     };
-    if d.decompress(bytes, out.as_deref_mut()).is_err() {
+    if d.decompress(bytes, out).is_err() {
         return Ok(None);
     }
     Ok(Some(Image {
         width,
         height,
         channels,
-        data: out.pixels,
+        data: pixels,
     }))
 }

@@ -135,6 +135,33 @@ fn jpeg_roundtrip_is_close() {
 }
 
 #[test]
+fn decoding_into_a_used_buffer_gives_the_fresh_decode() {
+    // Grey and colour JPEGs, into an empty buffer, a larger one and a smaller one holding
+    // stale bytes: the pixels are those of a fresh decode, and a buffer large enough keeps its
+    // allocation (the point of decode_into).
+    let p = Path::new("reuse.jpg");
+    let rgb = (0..23 * 17 * 3).map(|i| (i * 53 % 256) as u8).collect();
+    let rgb = Image::from_raw(23, 17, Channels::Rgb, rgb, "t").unwrap();
+    for img in [gray(31, 12), rgb] {
+        let jpeg = encode_jpeg(&img, 90).unwrap();
+        let fresh = decode(&jpeg, p).unwrap();
+        let n = fresh.pixels().len();
+        for buffer in [Vec::new(), vec![0xAB; 2 * n], vec![0xCD; n / 3]] {
+            let (ptr, roomy) = (buffer.as_ptr(), buffer.capacity() >= n);
+            let got = decode_into(&jpeg, p, buffer).unwrap();
+            assert_eq!(got, fresh);
+            if roomy {
+                assert_eq!(
+                    got.pixels().as_ptr(),
+                    ptr,
+                    "a large enough buffer is reused"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn raw_size_mismatch_is_an_error() {
     let err = Image::from_raw(4, 4, Channels::Rgb, vec![0; 47], "row 3 image_0").unwrap_err();
     assert!(err.to_string().contains("row 3 image_0"));

@@ -176,11 +176,12 @@ impl Assembler<'_> {
     ) -> Result<(), LoaderError> {
         let cell = group.cell(row, view)?;
         let origin = format!("{}: row {row} image_{view}", self.opts.dir.display());
-        let decoded;
+        let mut decoded = None;
         let src = match cell.format {
             PixelFormat::Encoded => {
-                decoded = image::decode(cell.bytes, Path::new(&origin))?;
-                ImageView::from(&decoded)
+                let buffer = DECODE_BUFFER.take();
+                let img = image::decode_into(cell.bytes, Path::new(&origin), buffer)?;
+                ImageView::from(&*decoded.insert(img))
             }
             PixelFormat::Raw(ch) => {
                 ImageView::from_raw(cell.width, cell.height, ch, cell.bytes, &origin)?
@@ -219,8 +220,17 @@ impl Assembler<'_> {
             }
         };
         image::write_normalized(img, win, out)?;
+        if let Some(img) = decoded {
+            DECODE_BUFFER.set(img.into_pixels());
+        }
         Ok(())
     }
+}
+
+thread_local! {
+    /// The pixel buffer each decode thread decodes its next JPEG into (see
+    /// [`image::decode_into`]): the last image's, handed back once it has been written.
+    static DECODE_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The f32 storage of a freshly allocated CPU tensor, so images are written in place instead of

@@ -88,6 +88,9 @@ log "ready: .venv -> $VENV"
 LINK="$HOME/.local/bin/ithn-dist"
 if [ "${1:-}" = "--link-bin" ]; then
   log "building ithn-dist (release) and linking $LINK"
+  # The build environment of the other ops/ scripts (C flags for this CPU; ITHN_PORTABLE=1 for
+  # a binary that runs on any x86-64 CPU).
+  source "$ROOT/ops/env.sh"
   cargo build --release --quiet --bin ithn-dist
   BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/ithn-dist"
   mkdir -p "$(dirname "$LINK")"

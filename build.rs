@@ -36,8 +36,10 @@ fn main() {
     }
 }
 
-/// `cfg(ithn_c_bmi2)` when the C flags the `cc`/`cmake` crates pass on hold `-mbmi2` (set by
-/// ops/env.sh on CPUs with BMI2), so that the binary can refuse a CPU without it (src/cpu.rs).
+/// `cfg(ithn_c_bmi2)` when the C flags the `cc`/`cmake` crates pass on (they merge these
+/// variables) ask for BMI2 — `-mbmi2` (set by ops/env.sh on CPUs with BMI2) or an `-march=`
+/// that implies it (`x86-64-v3`, `x86-64-v4`, `native`: the last conservatively) — and no
+/// `-mno-bmi2`, so that the binary can refuse a CPU without it (src/cpu.rs).
 fn c_features() {
     println!("cargo::rustc-check-cfg=cfg(ithn_c_bmi2)");
     let target = std::env::var("TARGET").unwrap_or_default();
@@ -47,14 +49,20 @@ fn c_features() {
         format!("CFLAGS_{target}"),
         format!("CFLAGS_{}", target.replace('-', "_")),
     ];
-    let mut bmi2 = false;
+    let mut flags = Vec::new();
     for name in names {
         println!("cargo:rerun-if-env-changed={name}");
-        if let Ok(flags) = std::env::var(&name) {
-            bmi2 |= flags.split_whitespace().any(|f| f == "-mbmi2");
+        if let Ok(value) = std::env::var(&name) {
+            flags.extend(value.split_whitespace().map(str::to_string));
         }
     }
-    if bmi2 {
+    let asks = |f: &String| {
+        matches!(
+            f.as_str(),
+            "-mbmi2" | "-march=x86-64-v3" | "-march=x86-64-v4" | "-march=native"
+        )
+    };
+    if flags.iter().any(asks) && !flags.iter().any(|f| f == "-mno-bmi2") {
         println!("cargo:rustc-cfg=ithn_c_bmi2");
     }
 }

@@ -8,7 +8,7 @@
 #     torchvision, pycocoevalcap (METEOR 1.5 jar), Pillow, pyarrow, safetensors — created with uv,
 #     whose cache lives outside the clone so a fresh clone re-links it in seconds.
 #   * .cargo/config.toml is committed: LIBTORCH_USE_PYTORCH + an rpath, so plain cargo works.
-#   * `bash ops/setup.sh --link-bin` also builds ithn-dist (release) and links it as
+#   * `bash ops/setup.sh --link-bin` also builds ithn-dist (release) and copies it to
 #     ~/.local/bin/ithn-dist, so the README's bare `ithn-dist …` commands work.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,18 +87,19 @@ log "ready: .venv -> $VENV"
 # Putting `ithn-dist` on PATH (the README calls it bare): offered, done only when asked.
 LINK="$HOME/.local/bin/ithn-dist"
 if [ "${1:-}" = "--link-bin" ]; then
-  log "building ithn-dist (release) and linking $LINK"
+  log "building ithn-dist (release) and installing it as $LINK"
   # The build environment of the other ops/ scripts (C flags for this CPU; ITHN_PORTABLE=1 for
-  # a binary that runs on any x86-64 CPU).
+  # a binary that runs on any x86-64 CPU). Its target directory is shared by every clone, so
+  # the binary is copied (atomically), not linked: a later build elsewhere does not replace it.
   source "$ROOT/ops/env.sh"
   cargo build --release --quiet --bin ithn-dist
-  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/ithn-dist"
+  BIN="$CARGO_TARGET_DIR/release/ithn-dist"
   mkdir -p "$(dirname "$LINK")"
-  ln -sfn "$BIN" "$LINK"
+  cp -f "$BIN" "$LINK.tmp.$$" && mv -f "$LINK.tmp.$$" "$LINK"
   case ":$PATH:" in
-    *":$HOME/.local/bin:"*) log "ithn-dist is on PATH: $LINK -> $BIN" ;;
-    *) log "linked $LINK -> $BIN; add ~/.local/bin to PATH: export PATH=\"\$HOME/.local/bin:\$PATH\"" ;;
+    *":$HOME/.local/bin:"*) log "ithn-dist is on PATH: $LINK (a copy of $BIN)" ;;
+    *) log "installed $LINK (a copy of $BIN); add ~/.local/bin to PATH: export PATH=\"\$HOME/.local/bin:\$PATH\"" ;;
   esac
 elif ! command -v ithn-dist >/dev/null 2>&1; then
-  log "ithn-dist is not on PATH: run 'bash ops/setup.sh --link-bin' (release build linked into ~/.local/bin), or 'cargo install --path .'"
+  log "ithn-dist is not on PATH: run 'bash ops/setup.sh --link-bin' (release build copied into ~/.local/bin), or 'cargo install --path .'"
 fi

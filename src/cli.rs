@@ -81,11 +81,11 @@ pub struct WorldArgs {
 
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
+    let cli = Cli::parse();
     if let Err(e) = crate::cpu::check() {
         eprintln!("error: {e}");
         return EXIT_ERROR;
     }
-    let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -6,9 +6,10 @@
 //! binary copied to a CPU without BMI2 would die with an illegal-instruction signal somewhere
 //! in a decode; [`check`] turns that into one clear error before any work starts.
 //!
-//! What counts: `build.rs` looks for `-mbmi2` in `CFLAGS`, `TARGET_CFLAGS` and
-//! `CFLAGS_<target>` (the variables the `cc` and `cmake` crates pass to C compilers) and sets
-//! `cfg(ithn_c_bmi2)`. Flags given some other way (`-march=…`) are not seen.
+//! What counts: `build.rs` looks for `-mbmi2` (or `-march=x86-64-v3`/`-v4`/`native`) in
+//! `CFLAGS`, `TARGET_CFLAGS` and `CFLAGS_<target>` (the variables the `cc` and `cmake` crates
+//! pass to C compilers) and sets `cfg(ithn_c_bmi2)`. Flags given some other way are not seen.
+//! The check runs after the command line is parsed, so `--help` and `--version` still answer.
 
 /// Extensions the C code of this binary was compiled for (named as in `/proc/cpuinfo`).
 pub const C_FEATURES: &[&str] = if cfg!(ithn_c_bmi2) { &["bmi2"] } else { &[] };

@@ -227,7 +227,8 @@ pub fn decode(bytes: &[u8], origin: &Path) -> Result<Image, ImageError> {
 /// its allocation kept): a decode thread that hands back [`Image::into_pixels`] of its last
 /// image neither allocates nor zeroes a fresh buffer per image, which was ~3 % of the loader's
 /// CPU on JPEG shards (the allocator's memset and the kernel's page zeroing under `perf`).
-/// PNGs and the JPEGs left to the general decoder allocate their own buffer.
+/// PNGs and the JPEGs left to the general decoder allocate their own buffer. A thread that
+/// keeps handing its buffer back holds on to the largest image it has decoded.
 pub fn decode_into(bytes: &[u8], origin: &Path, buffer: Vec<u8>) -> Result<Image, ImageError> {
     let path = || origin.to_path_buf();
     if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {

@@ -474,15 +474,25 @@ fn interrupt_launcher(dir: &Path, data: &Path, count: usize) -> (Option<i32>, St
     let mut args = train_args(data, &run, &["--set", "train.epochs=500"]);
     args.insert(0, "2".into());
     let err_path = dir.join(format!("stderr-{count}"));
-    let mut child = Command::new("bash")
+    let mut child = Command::new("bash");
+    child
         .arg(repo("launch/mpirun.sh"))
         .args(&args)
         .env("ITHN_BIN", bin())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&err_path).unwrap())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+        .process_group(0);
+    // As a terminal starts it: SIGINT at its default disposition. A non-interactive bash cannot
+    // trap a signal it was started with ignored, and in the full test binary SIGINT was
+    // ignored by the time this ran (every Ctrl-C went unanswered; alone the test passed).
+    // SAFETY: between fork and exec only async-signal-safe `signal` is called.
+    unsafe {
+        child.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = child.spawn().unwrap();
     let start = Instant::now();
     // Once a checkpoint is complete (the first epoch's end), so that there is one to keep.
     let complete = || {
@@ -513,7 +523,16 @@ fn interrupt_launcher(dir: &Path, data: &Path, count: usize) -> (Option<i32>, St
             .unwrap_or_default()
             .contains(&ack)
         {
-            assert!(sent < 4, "the launcher never answered Ctrl-C #{n}");
+            assert!(
+                sent < 4,
+                "the launcher never answered Ctrl-C #{n}; its signal masks: {}",
+                std::fs::read_to_string(format!("/proc/{pgid}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.starts_with("Sig"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
             // SAFETY: signals a process group this test created.
             unsafe { libc::kill(-pgid, libc::SIGINT) };
             sent += 1;

@@ -483,8 +483,9 @@ fn interrupt_launcher(dir: &Path, data: &Path, count: usize) -> (Option<i32>, St
         .stderr(std::fs::File::create(&err_path).unwrap())
         .process_group(0);
     // As a terminal starts it: SIGINT at its default disposition. A non-interactive bash cannot
-    // trap a signal it was started with ignored, and in the full test binary SIGINT was
-    // ignored by the time this ran (every Ctrl-C went unanswered; alone the test passed).
+    // trap a signal it was started with ignored, and a test run started in the background of a
+    // script (`… bash .ci/run &`) inherits SIGINT ignored down to here: every Ctrl-C then went
+    // unanswered, while the same test run in the foreground passed.
     // SAFETY: between fork and exec only async-signal-safe `signal` is called.
     unsafe {
         child.pre_exec(|| {
@@ -511,11 +512,9 @@ fn interrupt_launcher(dir: &Path, data: &Path, count: usize) -> (Option<i32>, St
         std::thread::sleep(Duration::from_millis(50));
     }
     let pgid = child.id() as i32;
-    // Ctrl-C number n counts once the launcher says "SIGINT #n forwarded". Under a loaded CI
-    // run (2 cores, parallel tests) one SIGINT to the group once went unanswered while training
-    // ran to its end; a user would press Ctrl-C again, and so does this test, at most 4 times
-    // per Ctrl-C and saying so, so that what is asserted stays the launcher's answer to n
-    // Ctrl-Cs rather than the delivery of one signal.
+    // Ctrl-C number n counts once the launcher says "SIGINT #n forwarded"; a Ctrl-C it has not
+    // answered within 10 s is sent again (at most 4 times, saying so), so that what is asserted
+    // is the launcher's answer to n Ctrl-Cs on a loaded machine, not one signal's timing.
     for n in 1..=count {
         let ack = format!("SIGINT #{n} forwarded");
         let mut sent = 0;

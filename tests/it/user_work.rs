@@ -517,11 +517,13 @@ fn interrupt_launcher(dir: &Path, data: &Path, count: usize) -> (Option<i32>, St
     // is the launcher's answer to n Ctrl-Cs on a loaded machine, not one signal's timing.
     for n in 1..=count {
         let ack = format!("SIGINT #{n} forwarded");
+        let acked = || {
+            std::fs::read_to_string(&err_path)
+                .unwrap_or_default()
+                .contains(&ack)
+        };
         let mut sent = 0;
-        while !std::fs::read_to_string(&err_path)
-            .unwrap_or_default()
-            .contains(&ack)
-        {
+        while !acked() {
             assert!(
                 sent < 4,
                 "the launcher never answered Ctrl-C #{n}; its signal masks: {}",
@@ -539,11 +541,7 @@ fn interrupt_launcher(dir: &Path, data: &Path, count: usize) -> (Option<i32>, St
                 eprintln!("Ctrl-C #{n}: SIGINT sent again (try {sent})");
             }
             let wait = Instant::now();
-            while wait.elapsed() < Duration::from_secs(10)
-                && !std::fs::read_to_string(&err_path)
-                    .unwrap_or_default()
-                    .contains(&ack)
-            {
+            while wait.elapsed() < Duration::from_secs(10) && !acked() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
